@@ -1,0 +1,1 @@
+"""Shared fixtures. Peer fixtures (Synapse, PostgreSQL, sipp, SMSC) live in tests/peers/*.py."""
