@@ -1,2 +1,3 @@
 """telebridge: a Matrix application service bridging Matrix to the phone network."""
+
 __version__ = "0.1.0"

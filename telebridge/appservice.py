@@ -1,0 +1,227 @@
+"""The homeserver-facing HTTP edge (Matrix Application Service API), on mautrix's ``AppService``.
+
+mautrix gives us the aiohttp app, the client session and intents. We register our own routes because
+the bridge needs more than mautrix serves: the third-party lookups of MSC2845, transactions that are
+deduplicated across restarts and answered with an error (so the homeserver retries) when they could not
+be stored, and token checks that are constant-time and answer 403 ``M_FORBIDDEN`` for a wrong token
+(AS API "Authorization", Matrix 1.4+).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from mautrix.appservice import AppService
+from mautrix.appservice.state_store import ASStateStore
+from mautrix.types import Event, EventType, SerializerError
+
+from . import metrics
+from .db import TransactionLog
+from .thirdparty import Lookup
+
+log = logging.getLogger("telebridge.appservice")
+
+#: Path prefixes that are AS API endpoints (current and legacy unprefixed forms); all need the hs_token.
+_AS_PREFIXES = ("/_matrix/app/", "/transactions/", "/users/", "/rooms/", "/thirdparty/")
+
+
+class EventSink(Protocol):
+    """What handles Matrix events once the edge has authenticated and parsed them."""
+
+    async def handle_event(self, event: Event) -> None: ...
+
+    async def query_user(self, user_id: str) -> bool: ...
+
+    async def lookup_user(self, user_id: str) -> None: ...
+
+
+def _json_error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+def _event_type_class(raw: dict[str, Any], event: Event) -> None:
+    """mautrix leaves the class (state/message) to the caller; state events are those with a state_key."""
+    if "state_key" in raw:
+        event.type = event.type.with_class(EventType.Class.STATE)
+    else:
+        event.type = event.type.with_class(EventType.Class.MESSAGE)
+
+
+class BridgeAppService(AppService):
+    """mautrix ``AppService`` with telebridge's routes and authentication."""
+
+    def __init__(
+        self,
+        *,
+        lookup: Lookup,
+        sink: EventSink,
+        allow_query_token: bool = True,
+        state_store: ASStateStore,
+        **kwargs: Any,
+    ) -> None:
+        self.lookup = lookup
+        self.sink = sink
+        self.allow_query_token = allow_query_token
+        self._txn_lock = asyncio.Lock()
+        super().__init__(
+            state_store=state_store, aiohttp_params={"middlewares": [self._make_auth_middleware()]}, **kwargs
+        )
+
+    # -- authentication -----------------------------------------------------------------------------
+
+    def _make_auth_middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+        @web.middleware
+        async def authenticate(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            if request.path.startswith(_AS_PREFIXES):
+                token = self._request_token(request)
+                if token is None:
+                    metrics.AUTH_FAILURES.labels("missing").inc()
+                    return _json_error(401, "M_UNAUTHORIZED", "missing homeserver token")
+                if not hmac.compare_digest(token.encode(), self.hs_token.encode()):
+                    metrics.AUTH_FAILURES.labels("wrong").inc()
+                    log.warning(
+                        "Rejected %s %s from %s: wrong hs_token", request.method, request.path, request.remote
+                    )
+                    return _json_error(403, "M_FORBIDDEN", "wrong homeserver token")
+            try:
+                return await handler(request)
+            except web.HTTPNotFound:
+                return _json_error(404, "M_UNRECOGNIZED", "unrecognised endpoint")
+            except web.HTTPMethodNotAllowed:
+                return _json_error(405, "M_UNRECOGNIZED", "method not allowed here")
+
+        return authenticate
+
+    def _request_token(self, request: web.Request) -> str | None:
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+        if self.allow_query_token and "access_token" in request.query:
+            return request.query["access_token"]
+        return None
+
+    # -- routes -------------------------------------------------------------------------------------
+
+    def register_routes(self, app: web.Application) -> None:
+        for prefix in ("/_matrix/app/v1", ""):
+            app.router.add_put(prefix + "/transactions/{txn_id}", self._on_transaction)
+            app.router.add_get(prefix + "/users/{user_id}", self._on_user_query)
+            app.router.add_get(prefix + "/rooms/{alias}", self._on_alias_query)
+            app.router.add_get(prefix + "/thirdparty/protocol/{protocol}", self._on_protocol)
+            app.router.add_get(prefix + "/thirdparty/user/{protocol}", self._on_thirdparty_user)
+            app.router.add_get(prefix + "/thirdparty/user", self._on_thirdparty_reverse)
+            app.router.add_get(prefix + "/thirdparty/location/{protocol}", self._on_location)
+            app.router.add_get(prefix + "/thirdparty/location", self._on_location)
+        app.router.add_post("/_matrix/app/v1/ping", self._on_ping)
+
+    async def _on_transaction(self, request: web.Request) -> web.Response:
+        """AS API "Pushing events". Processed once per txn_id, even across restarts; events in order.
+
+        Only after every event has been handled (an SMS stored in the outbox, say) is the txn recorded and
+        200 returned. If that fails the homeserver gets a 500 and retries the same transaction.
+        """
+        txn_id = request.match_info["txn_id"]
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            metrics.TRANSACTIONS.labels("bad_json").inc()
+            return _json_error(400, "M_NOT_JSON", "body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("events", []), list):
+            metrics.TRANSACTIONS.labels("bad_json").inc()
+            return _json_error(400, "M_BAD_JSON", "events must be a list")
+        async with self._txn_lock:
+            if await TransactionLog.seen(txn_id):
+                metrics.TRANSACTIONS.labels("duplicate").inc()
+                log.debug("Transaction %s already processed", txn_id)
+                return web.json_response({})
+            for raw in body.get("events", []):
+                await self._dispatch(raw)
+            await TransactionLog.record(txn_id)
+        metrics.TRANSACTIONS.labels("ok").inc()
+        return web.json_response({})
+
+    async def _dispatch(self, raw: Any) -> None:
+        """One event: malformed ones are logged and skipped, handler failures never stop the txn."""
+        if not isinstance(raw, dict):
+            metrics.ERRORS.labels("event_not_object").inc()
+            log.warning("Skipping an event that is not a JSON object")
+            return
+        try:
+            self._fix_prev_content(raw)  # type: ignore[arg-type]
+            event = Event.deserialize(raw)
+            _event_type_class(raw, event)
+        except (SerializerError, KeyError, TypeError, ValueError, AttributeError) as e:
+            metrics.ERRORS.labels("event_malformed").inc()
+            log.warning("Skipping malformed event %s of type %s: %s", raw.get("event_id"), raw.get("type"), e)
+            return
+        try:
+            await self.state_store.update_state(event)
+            await self.sink.handle_event(event)
+        except Exception:
+            metrics.EVENTS.labels(str(raw.get("type")), "error").inc()
+            log.exception("Failed to handle event %s in %s", raw.get("event_id"), raw.get("room_id"))
+
+    async def _on_user_query(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        try:
+            exists = await self.sink.query_user(user_id)
+        except Exception:
+            metrics.USER_QUERIES.labels("500").inc()
+            log.exception("User query for %s failed", user_id)
+            return _json_error(500, "M_UNKNOWN", "could not create the user")
+        metrics.USER_QUERIES.labels("200" if exists else "404").inc()
+        if not exists:
+            return _json_error(404, "M_NOT_FOUND", "no such phone party")
+        return web.json_response({})
+
+    async def _on_alias_query(self, request: web.Request) -> web.Response:
+        return _json_error(404, "M_NOT_FOUND", "the bridge has no room aliases")
+
+    async def _on_protocol(self, request: web.Request) -> web.Response:
+        status, body = self.lookup.protocol(request.match_info["protocol"])
+        metrics.LOOKUPS.labels("protocol", str(status)).inc()
+        return web.json_response(body, status=status)
+
+    async def _on_thirdparty_user(self, request: web.Request) -> web.Response:
+        fields = {name: request.query.getall(name) for name in request.query if name != "access_token"}
+        protocol = request.match_info["protocol"]
+        status, body = self.lookup.user(protocol, fields)
+        metrics.LOOKUPS.labels("user", str(status)).inc()
+        if status == 200 and body:
+            # MSC2845 virtual users are created lazily on lookup, so the DM invite that follows finds them.
+            try:
+                await self.sink.lookup_user(body[0]["userid"])
+            except Exception:
+                metrics.ERRORS.labels("lookup_register").inc()
+                log.exception("Could not create %s after a lookup", body[0]["userid"])
+        return web.json_response(body, status=status)
+
+    async def _on_thirdparty_reverse(self, request: web.Request) -> web.Response:
+        user_ids = request.query.getall("userid", [])
+        if len(user_ids) > 1:
+            return _json_error(400, "M_INVALID_PARAM", "userid must be given once")
+        status, body = self.lookup.reverse(user_ids[0] if user_ids else None)
+        metrics.LOOKUPS.labels("reverse", str(status)).inc()
+        return web.json_response(body, status=status)
+
+    async def _on_location(self, request: web.Request) -> web.Response:
+        return _json_error(404, "M_NOT_FOUND", "the phone network has no locations")
+
+    async def _on_ping(self, request: web.Request) -> web.Response:
+        """AS API ``POST /ping`` (Matrix 1.7): the homeserver checking it can reach us."""
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _json_error(400, "M_NOT_JSON", "body is not JSON")
+        txn = body.get("transaction_id") if isinstance(body, dict) else None
+        log.info("Ping from the homeserver (transaction %s)", txn)
+        return web.json_response({})

@@ -1,0 +1,178 @@
+"""The composition root: database, appservice, portals and metrics, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from mautrix.appservice.state_store.asyncpg import PgASStateStore
+from mautrix.errors import MatrixConnectionError, MatrixRequestError
+from mautrix.types import Event, EventType, MessageEvent, StateEvent
+from mautrix.util.async_db import Database
+
+from . import db as dbmod
+from . import metrics
+from .appservice import BridgeAppService
+from .config import Config
+from .log import REDACTOR
+from .portal import PortalHandler, VirtualUsers
+from .puppet import NotAVirtualUser, VirtualUserNamespace
+from .thirdparty import Lookup
+from .user import Permissions
+
+log = logging.getLogger("telebridge")
+
+#: Homeserver retries give up long before this; older transaction IDs can be forgotten.
+TXN_RETENTION_MS = 7 * 24 * 3600 * 1000
+CALL_INVITE = EventType.find("m.call.invite", EventType.Class.MESSAGE)
+
+
+class Bridge:
+    """One running bridge. Build it inside the running event loop (mautrix captures the loop)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        REDACTOR.add(config["appservice.as_token"])
+        REDACTOR.add(config["appservice.hs_token"])
+        self.db: Database = dbmod.create_database(
+            config["appservice.database"],
+            min_size=config["appservice.database_opts.min_size"],
+            max_size=config["appservice.database_opts.max_size"],
+        )
+        dbmod.init(self.db)
+        self.state_store = PgASStateStore(self.db)
+        self.namespace = VirtualUserNamespace(
+            prefix=config["bridge.user_prefix"],
+            domain=config["homeserver.domain"],
+            gateway_host=config["bridge.sip_gateway_host"],
+            max_number_length=config["bridge.max_number_length"],
+        )
+        self.permissions = Permissions(config["bridge.permissions"])
+        self.az = BridgeAppService(
+            server=config["homeserver.address"],
+            domain=config["homeserver.domain"],
+            as_token=config["appservice.as_token"],
+            hs_token=config["appservice.hs_token"],
+            bot_localpart=config["appservice.bot_username"],
+            id=config["appservice.id"],
+            verify_ssl=config["homeserver.verify_ssl"],
+            log=logging.getLogger("telebridge.as"),
+            lookup=Lookup(self.namespace, icon=config["bridge.protocol_icon"]),
+            sink=self,
+            state_store=self.state_store,
+            default_http_retry_count=3,
+        )
+        self.virtual_users = VirtualUsers(
+            namespace=self.namespace,
+            intent_for=lambda user_id: self.az.intent.user(user_id),  # type: ignore[arg-type]
+            default_region=config["bridge.default_region"],
+            avatar_url=config["bridge.virtual_user_avatar"],
+        )
+        self.portals = PortalHandler(
+            namespace=self.namespace,
+            virtual_users=self.virtual_users,
+            permissions=self.permissions,
+            bot_mxid=self.az.bot_mxid,
+            undeliverable_notice=config["bridge.undeliverable_notice"],
+        )
+        self._metrics_runner: web.AppRunner | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.db.start()
+        await self.state_store.upgrade_table.upgrade(self.db)
+        await dbmod.TransactionLog.prune(TXN_RETENTION_MS)
+        metrics.PORTALS.set(await self.db.fetchval("SELECT COUNT(*) FROM portal") or 0)
+        await self.az.start(host=self.config["appservice.hostname"], port=self.config["appservice.port"])
+        if self.config["metrics.enabled"]:
+            self._metrics_runner = await metrics.start_metrics_server(
+                self.config["metrics.hostname"], self.config["metrics.port"]
+            )
+        log.info(
+            "Listening for the homeserver on %s:%s",
+            self.config["appservice.hostname"],
+            self.config["appservice.port"],
+        )
+        task = asyncio.create_task(self._check_homeserver())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await self.az.stop()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+        await self.db.stop()
+
+    async def _check_homeserver(self, attempts: int = 30) -> None:
+        """Ping the homeserver at start-up (AS API ping, Matrix 1.7) and say clearly what is wrong."""
+        delay = 1.0
+        for _ in range(attempts):
+            try:
+                await self.az.intent.ensure_registered()
+                await self.az.intent.set_displayname(self.config["appservice.bot_displayname"])
+                if self.config["appservice.bot_avatar"]:
+                    await self.az.intent.set_avatar_url(self.config["appservice.bot_avatar"])
+                took = await self.az.ping_self()
+                log.info("The homeserver reaches the bridge (ping took %d ms)", took)
+                self.az.ready = True
+                return
+            except MatrixConnectionError as e:
+                log.error("Cannot reach the homeserver at %s: %s", self.config["homeserver.address"], e)
+            except MatrixRequestError as e:
+                if e.errcode == "M_UNKNOWN_TOKEN":
+                    log.error(
+                        "The homeserver does not know this bridge's as_token: add the registration file to "
+                        "app_service_config_files in homeserver.yaml and restart the homeserver"
+                    )
+                elif e.errcode in (
+                    "M_CONNECTION_FAILED",
+                    "M_CONNECTION_TIMEOUT",
+                    "M_BAD_STATUS",
+                    "M_URL_NOT_SET",
+                ):
+                    log.error(
+                        "The homeserver cannot reach the bridge at %s (%s: %s); check appservice.address",
+                        self.config["appservice.address"],
+                        e.errcode,
+                        e.message,
+                    )
+                elif e.errcode == "M_UNRECOGNIZED":
+                    log.warning("The homeserver does not support appservice pings; assuming it reaches us")
+                    self.az.ready = True
+                    return
+                else:
+                    log.error("Homeserver check failed: %s %s", e.errcode, e.message)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    # -- EventSink ----------------------------------------------------------------------------------
+
+    async def handle_event(self, event: Event) -> None:
+        if event.type == EventType.ROOM_MEMBER and isinstance(event, StateEvent):
+            await self.portals.on_member(event)
+        elif event.type == EventType.ROOM_ENCRYPTION and isinstance(event, StateEvent):
+            await self.portals.on_encryption(event)
+        elif event.type == EventType.ROOM_MESSAGE and isinstance(event, MessageEvent):
+            await self.portals.on_message(event)
+        elif event.type == CALL_INVITE:
+            await self.portals.on_call_invite(event)
+        else:
+            return
+        metrics.EVENTS.labels(str(event.type), "ok").inc()
+
+    async def query_user(self, user_id: str) -> bool:
+        """AS API user query: create valid virtual users lazily, 404 for anything else in our namespace."""
+        try:
+            await self.virtual_users.ensure(user_id)
+        except NotAVirtualUser as e:
+            log.info("User query for %s: %s", user_id, e)
+            return False
+        return True
+
+    async def lookup_user(self, user_id: str) -> None:
+        await self.virtual_users.ensure(user_id)

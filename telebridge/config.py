@@ -1,0 +1,299 @@
+"""The bridge's configuration: example defaults, the operator's file, environment overrides, validation.
+
+Operators know mautrix bridges, so the keys keep those names (``homeserver.address``,
+``appservice.port``, ``bridge.permissions`` …). Every problem is reported as one :class:`ConfigError`
+naming the key, so start-up can stop with one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+ENV_PREFIX = "TELEBRIDGE_"
+GENERATE = "generate"
+LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/]+$")
+REGION_RE = re.compile(r"^[A-Z]{2}$")
+PERMISSION_LEVELS = ("block", "user", "admin")
+
+
+class ConfigError(Exception):
+    """A missing or wrong configuration value; the message names the key."""
+
+
+def example_config_text() -> str:
+    return resources.files("telebridge").joinpath("example-config.yaml").read_text(encoding="utf-8")
+
+
+def _yaml() -> YAML:
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=4, sequence=4, offset=2)
+    return yaml
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and key != "permissions":
+            yield from _flatten(value, path + ".")
+        else:
+            yield path, value
+
+
+def _get(tree: Mapping[str, Any], path: str) -> Any:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(path)
+        node = node[part]
+    return node
+
+
+def _set(tree: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def env_name(path: str) -> str:
+    """``appservice.bot_username`` → ``TELEBRIDGE_APPSERVICE__BOT_USERNAME``."""
+    return ENV_PREFIX + "__".join(part.upper() for part in path.split("."))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated configuration. ``raw`` is the merged tree; typed accessors below are what code uses."""
+
+    raw: dict[str, Any]
+    path: Path | None
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+        """Merge example defaults, the file at ``path`` (if given) and environment overrides, then validate."""
+        environ = os.environ if environ is None else environ
+        defaults = _yaml().load(example_config_text())
+        merged: dict[str, Any] = _plain(defaults)
+        if path is not None:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise ConfigError(f"config file {path} does not exist") from None
+            except OSError as e:
+                raise ConfigError(f"config file {path} cannot be read: {e.strerror}") from None
+            try:
+                loaded = _yaml().load(text)
+            except YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f" at line {mark.line + 1}" if mark is not None else ""
+                raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+            if loaded is None:
+                loaded = {}
+            if not isinstance(loaded, Mapping):
+                raise ConfigError(f"config file {path} must be a mapping of sections")
+            _merge(merged, _plain(loaded), "")
+        known = {p for p, _ in _flatten(merged)}
+        for key, value in environ.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            path_parts = key[len(ENV_PREFIX) :].lower().split("__")
+            dotted = ".".join(path_parts)
+            if dotted not in known:
+                raise ConfigError(f"environment variable {key} names no configuration key")
+            try:
+                parsed = YAML(typ="safe").load(value) if value != "" else ""
+            except YAMLError:
+                parsed = value
+            _set(merged, dotted, parsed)
+        config = cls(raw=merged, path=path)
+        config.validate()
+        return config
+
+    # -- validation -------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        self._url("homeserver.address")
+        self._str(
+            "homeserver.domain",
+            pattern=re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?$"),
+        )
+        self._bool("homeserver.verify_ssl")
+        self._url("appservice.address")
+        self._str("appservice.hostname")
+        self._port("appservice.port")
+        self._database("appservice.database")
+        self._int("appservice.database_opts.min_size", minimum=0)
+        self._int("appservice.database_opts.max_size", minimum=1)
+        self._str("appservice.id", pattern=re.compile(r"^[A-Za-z0-9._\-]+$"))
+        self._str("appservice.bot_username", pattern=LOCALPART_RE)
+        self._str("appservice.bot_displayname", allow_empty=True)
+        self._str("appservice.bot_avatar", allow_empty=True)
+        self._str("appservice.as_token")
+        self._str("appservice.hs_token")
+        self._str("bridge.user_prefix", pattern=LOCALPART_RE)
+        self._str("bridge.sip_gateway_host", pattern=re.compile(r"^[A-Za-z0-9.\-]+$|^\[[0-9a-fA-F:.]+\]$"))
+        self._str("bridge.default_region", pattern=REGION_RE)
+        self._int("bridge.max_number_length", minimum=1)
+        self._str("bridge.virtual_user_avatar", allow_empty=True)
+        self._str("bridge.protocol_icon", allow_empty=True)
+        self._bool("bridge.advertise_sip_native_virtual")
+        self._str("bridge.undeliverable_notice")
+        self._permissions()
+        self._bool("metrics.enabled")
+        self._str("metrics.hostname")
+        self._port("metrics.port")
+        level = self._str("logging.level").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"logging.level: must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        if self["appservice.bot_username"].startswith(self["bridge.user_prefix"]):
+            raise ConfigError("appservice.bot_username: must not start with bridge.user_prefix")
+
+    def _value(self, key: str) -> Any:
+        try:
+            value = _get(self.raw, key)
+        except KeyError:
+            raise ConfigError(f"{key}: missing") from None
+        if value is None:
+            raise ConfigError(f"{key}: missing")
+        return value
+
+    def _str(self, key: str, *, pattern: re.Pattern[str] | None = None, allow_empty: bool = False) -> str:
+        value = self._value(key)
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {type(value).__name__}")
+        if not value and not allow_empty:
+            raise ConfigError(f"{key}: must not be empty")
+        if value and pattern is not None and not pattern.match(value):
+            raise ConfigError(f"{key}: {value!r} is not valid here")
+        return value
+
+    def _bool(self, key: str) -> bool:
+        value = self._value(key)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+
+    def _int(self, key: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self._value(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{key}: must be at most {maximum}, got {value}")
+        return value
+
+    def _port(self, key: str) -> int:
+        return self._int(key, minimum=0, maximum=65535)
+
+    def _url(self, key: str) -> str:
+        value = self._str(key)
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{key}: must be an http:// or https:// URL, got {value!r}")
+        return value
+
+    def _database(self, key: str) -> str:
+        value = self._str(key)
+        scheme = value.split(":", 1)[0]
+        if scheme not in ("sqlite", "sqlite3", "postgres", "postgresql"):
+            raise ConfigError(f"{key}: must start with sqlite: or postgres://, got scheme {scheme!r}")
+        return value
+
+    def _permissions(self) -> None:
+        perms = self._value("bridge.permissions")
+        if not isinstance(perms, Mapping):
+            raise ConfigError("bridge.permissions: must be a mapping of who → level")
+        for who, level in perms.items():
+            if not isinstance(who, str) or not who:
+                raise ConfigError(f"bridge.permissions: key {who!r} must be '*', a server name or a user ID")
+            if who.startswith("@") and ":" not in who:
+                raise ConfigError(f"bridge.permissions: {who!r} is not a full user ID (@user:server)")
+            if level not in PERMISSION_LEVELS:
+                raise ConfigError(
+                    f"bridge.permissions.{who}: level must be one of {', '.join(PERMISSION_LEVELS)}, got {level!r}"
+                )
+
+    # -- access -----------------------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return _get(self.raw, key)
+
+    @property
+    def tokens_generated(self) -> bool:
+        return GENERATE not in (self["appservice.as_token"], self["appservice.hs_token"])
+
+    def with_generated_tokens(self) -> Config:
+        raw = copy.deepcopy(self.raw)
+        for key in ("as_token", "hs_token"):
+            if raw["appservice"][key] == GENERATE:
+                raw["appservice"][key] = secrets.token_urlsafe(48)
+        return Config(raw=raw, path=self.path)
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's commented maps → plain dicts/lists (our code only needs values)."""
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any], prefix: str) -> None:
+    for key, value in override.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"{path}: unknown key")
+        if isinstance(base[key], dict) and key != "permissions":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{path}: must be a mapping")
+            _merge(base[key], value, path + ".")
+        else:
+            base[key] = value
+
+
+def write_config_values(path: Path, values: Mapping[str, Any]) -> None:
+    """Set ``values`` (dotted keys) in the YAML file at ``path``, keeping its comments and layout.
+
+    Creates the file from the example if it does not exist yet (the quick start's first run).
+    """
+    yaml = _yaml()
+    text = path.read_text(encoding="utf-8") if path.exists() else example_config_text()
+    tree = yaml.load(text) or {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
+    out = io.StringIO()
+    yaml.dump(tree, out)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(out.getvalue(), encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)

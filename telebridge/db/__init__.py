@@ -1,0 +1,33 @@
+"""The bridge's database: one class per table, schema upgrades in ``upgrade/``.
+
+SQLite by default (aiosqlite), PostgreSQL via asyncpg; the same queries run on both.
+"""
+
+from __future__ import annotations
+
+from mautrix.util.async_db import Database
+
+from .portal import Portal
+from .puppet import Puppet
+from .txn import TransactionLog
+from .upgrade import upgrade_table
+
+__all__ = ["Portal", "Puppet", "TransactionLog", "create_database", "init", "upgrade_table"]
+
+
+def create_database(url: str, min_size: int = 1, max_size: int = 10) -> Database:
+    """A mautrix Database for ``url`` with our upgrade table; SQLite runs with synchronous=FULL because
+    queued messages must survive power loss, not just a crash."""
+    if url.startswith(("sqlite:", "sqlite3:")):
+        db_args: dict[str, object] = {
+            "min_size": 1,
+            "init_commands": ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL"],
+        }
+    else:
+        db_args = {"min_size": min_size, "max_size": max_size}
+    return Database.create(url, upgrade_table=upgrade_table, db_args=db_args, owner_name="telebridge")
+
+
+def init(db: Database) -> None:
+    for table in (Portal, Puppet, TransactionLog):
+        table.db = db

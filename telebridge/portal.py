@@ -1,0 +1,237 @@
+"""Portals: Matrix rooms bridged to phone parties, and what happens in them.
+
+A 1:1 DM between a Matrix user and one virtual user keeps that conversation's history; in a group room
+every virtual user relays the room to its phone (the seed's "group chat" model). Inviting a virtual user
+makes a room a portal; kicking it (or it leaving) stops that relay, and a room with no party left is no
+longer a portal. The bridge bot stays out of DMs: Element offers 1:1 calls only in rooms of two.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixError
+from mautrix.types import (
+    EventType,
+    Membership,
+    MessageEvent,
+    RoomID,
+    StateEvent,
+)
+
+from . import metrics
+from .db import Portal, Puppet
+from .numbers import display_name
+from .puppet import NotAVirtualUser, VirtualUserNamespace
+from .user import Permissions
+
+log = logging.getLogger("telebridge.portal")
+
+IntentFor = Callable[[str], IntentAPI]
+
+
+@dataclass
+class VirtualUsers:
+    """Creates virtual users on the homeserver on first need and keeps their profile."""
+
+    namespace: VirtualUserNamespace
+    intent_for: IntentFor
+    default_region: str
+    avatar_url: str = ""
+
+    async def ensure(self, user_id: str) -> IntentAPI:
+        """Register ``user_id`` (raises :class:`NotAVirtualUser` if it is not a valid one) and set its profile."""
+        party = self.namespace.party(user_id)
+        row = await Puppet.get_or_create(user_id, party.number, party.host)
+        intent = self.intent_for(user_id)
+        if not row.registered:
+            await intent.ensure_registered()
+            name = display_name(party.number, self.default_region)
+            await intent.set_displayname(name)
+            if self.avatar_url:
+                await intent.set_avatar_url(self.avatar_url)  # type: ignore[arg-type]
+            await row.mark_registered(name)
+            log.info("Created virtual user %s for %s", user_id, party.number)
+        return intent
+
+
+class PortalHandler:
+    """Membership and messages in rooms that involve virtual users."""
+
+    def __init__(
+        self,
+        *,
+        namespace: VirtualUserNamespace,
+        virtual_users: VirtualUsers,
+        permissions: Permissions,
+        bot_mxid: str,
+        undeliverable_notice: str,
+    ) -> None:
+        self.namespace = namespace
+        self.virtual_users = virtual_users
+        self.permissions = permissions
+        self.bot_mxid = bot_mxid
+        self.undeliverable_notice = undeliverable_notice
+        self._refused_noticed: set[tuple[str, str]] = set()
+
+    def is_ours(self, user_id: str) -> bool:
+        return user_id == self.bot_mxid or self.namespace.is_in_namespace(user_id)
+
+    # -- membership ---------------------------------------------------------------------------------
+
+    async def on_member(self, event: StateEvent) -> None:
+        target = event.state_key
+        membership = getattr(event.content, "membership", None)
+        if self.namespace.is_in_namespace(target):
+            if membership == Membership.INVITE:
+                await self._on_invited(event)
+            elif membership in (Membership.LEAVE, Membership.BAN):
+                await self._on_party_removed(event)
+        elif membership in (Membership.LEAVE, Membership.BAN) and not self.is_ours(target):
+            await self._on_matrix_user_left(event)
+
+    async def _on_invited(self, event: StateEvent) -> None:
+        room_id, inviter, target = event.room_id, event.sender, event.state_key
+        try:
+            intent = await self.virtual_users.ensure(target)
+        except NotAVirtualUser as e:
+            log.info("Ignoring invite of %s to %s: %s", target, room_id, e)
+            return
+        if not self.permissions.may_use(inviter):
+            log.info("Refusing invite from %s to %s: not permitted", inviter, room_id)
+            await intent.leave_room(room_id, reason="You are not allowed to use this phone bridge.")
+            return
+        await intent.join_room_by_id(room_id)
+        is_direct = bool(getattr(event.content, "is_direct", False))
+        portal = await Portal.get(room_id)
+        if portal is None:
+            portal = await Portal.create(room_id, "dm" if is_direct else "group", inviter)
+            metrics.PORTALS.inc()
+        await portal.add_party(target)
+        if portal.kind == "dm" and len(await portal.parties()) > 1:
+            await portal.set_kind("group")
+        if await self._room_is_encrypted(intent, room_id):
+            await portal.set_encrypted(True)
+            await self._notice(intent, room_id, None, self._encrypted_text())
+        log.info("%s joined %s (%s portal) on invite from %s", target, room_id, portal.kind, inviter)
+
+    async def _on_party_removed(self, event: StateEvent) -> None:
+        portal = await Portal.get(event.room_id)
+        if portal is None:
+            return
+        left = await portal.remove_party(event.state_key)
+        how = "left" if event.sender == event.state_key else f"was removed by {event.sender}"
+        log.info("%s %s %s; relaying to it stopped", event.state_key, how, event.room_id)
+        if not left:
+            await portal.delete()
+            metrics.PORTALS.dec()
+
+    async def _on_matrix_user_left(self, event: StateEvent) -> None:
+        """The Matrix side of a DM left: the conversation is over, so the virtual user leaves too."""
+        portal = await Portal.get(event.room_id)
+        if portal is None or portal.kind != "dm" or event.state_key != portal.creator:
+            return
+        for party in await portal.parties():
+            try:
+                await self.virtual_users.intent_for(party).leave_room(event.room_id)
+            except MatrixError as e:
+                log.warning("%s could not leave %s: %s", party, event.room_id, e)
+        await portal.delete()
+        metrics.PORTALS.dec()
+
+    async def on_encryption(self, event: StateEvent) -> None:
+        portal = await Portal.get(event.room_id)
+        if portal is None or portal.encrypted:
+            return
+        await portal.set_encrypted(True)
+        parties = await portal.parties()
+        if parties:
+            intent = self.virtual_users.intent_for(parties[0])
+            await self._notice(intent, event.room_id, None, self._encrypted_text())
+
+    # -- messages -----------------------------------------------------------------------------------
+
+    async def on_message(self, event: MessageEvent) -> None:
+        if self.is_ours(event.sender):
+            return
+        portal = await Portal.get(event.room_id)
+        if portal is None:
+            return
+        parties = await portal.parties()
+        if not parties:
+            return
+        if not self.permissions.may_use(event.sender):
+            await self._refuse_once(portal, parties[0], event.sender, event.event_id)
+            return
+        # Text relay (SMS) is not wired yet: every party says why the message will not reach its phone.
+        for party_id in parties:
+            party = self.namespace.party(party_id)
+            intent = self.virtual_users.intent_for(party_id)
+            text = self.undeliverable_notice.format(number=party.number)
+            await self._notice(intent, event.room_id, event.event_id, text)
+        metrics.EVENTS.labels("m.room.message", "undeliverable").inc()
+
+    async def on_call_invite(self, event: Any) -> None:
+        """Calls are not bridged yet: reject at once so the caller's client never rings forever."""
+        if self.is_ours(event.sender):
+            return
+        portal = await Portal.get(event.room_id)
+        if portal is None:
+            return
+        parties = await portal.parties()
+        if not parties:
+            return
+        content = event.content.serialize() if hasattr(event.content, "serialize") else dict(event.content)
+        call_id = content.get("call_id")
+        if not isinstance(call_id, str):
+            return
+        intent = self.virtual_users.intent_for(parties[0])
+        await intent.send_message_event(
+            event.room_id,
+            EventType.CALL_REJECT,
+            {"call_id": call_id, "party_id": "telebridge", "version": "1"},  # type: ignore[arg-type]
+        )
+        await self._notice(
+            intent, event.room_id, None, "Calls to phone numbers are not set up on this bridge yet."
+        )
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    async def _refuse_once(self, portal: Portal, party_id: str, sender: str, event_id: str) -> None:
+        key = (portal.room_id, sender)
+        if key in self._refused_noticed:
+            return
+        self._refused_noticed.add(key)
+        intent = self.virtual_users.intent_for(party_id)
+        await self._notice(
+            intent,
+            portal.room_id,
+            event_id,
+            f"{sender} is not allowed to use this phone bridge; nothing was relayed.",
+        )
+
+    @staticmethod
+    def _encrypted_text() -> str:
+        return (
+            "This room is encrypted, so the phone bridge cannot read it and nothing here reaches the phone. "
+            "Start an unencrypted chat with this number instead."
+        )
+
+    @staticmethod
+    async def _room_is_encrypted(intent: IntentAPI, room_id: str) -> bool:
+        try:
+            await intent.get_state_event(RoomID(room_id), EventType.ROOM_ENCRYPTION)
+        except MatrixError:
+            return False
+        return True
+
+    @staticmethod
+    async def _notice(intent: IntentAPI, room_id: str, reply_to: str | None, text: str) -> None:
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": text}
+        if reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        await intent.send_message_event(room_id, EventType.ROOM_MESSAGE, content)  # type: ignore[arg-type]

@@ -1,0 +1,360 @@
+"""Real Matrix peers for tests: a Synapse homeserver process, a telebridge process, and a small client.
+
+Everything listens on 127.0.0.1 on free ports. The client is deliberately plain (urllib, JSON) and
+speaks the client-server API the way Element does, so tests read like what a user does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+SERVER_NAME = "localhost"
+SHARED_SECRET = "telebridge-test-shared-secret"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
+    """Poll ``check`` until it returns something truthy; bounded, never asserts on time itself."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as e:  # a peer still starting up
+            last_error = e
+            result = None
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out waiting for {what}" + (f" (last error: {last_error})" if last_error else "")
+    )
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30.0) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        raise HttpError(e.code, parsed) from None
+    return json.loads(raw) if raw else None
+
+
+class Synapse:
+    """A Synapse homeserver on SQLite in ``workdir``, loading our registration."""
+
+    def __init__(self, workdir: Path, registration: Path) -> None:
+        self.workdir = workdir
+        self.registration = registration
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> Path:
+        config = {
+            "server_name": SERVER_NAME,
+            "pid_file": str(self.workdir / "homeserver.pid"),
+            "listeners": [
+                {
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
+            "database": {"name": "sqlite3", "args": {"database": str(self.workdir / "homeserver.db")}},
+            "log_config": str(self.workdir / "log.yaml"),
+            "media_store_path": str(self.workdir / "media"),
+            "registration_shared_secret": SHARED_SECRET,
+            "report_stats": False,
+            "signing_key_path": str(self.workdir / "signing.key"),
+            "trusted_key_servers": [],
+            "app_service_config_files": [str(self.registration)],
+            "bcrypt_rounds": 4,
+            "enable_registration": False,
+            "suppress_key_server_warning": True,
+            "url_preview_enabled": False,
+            "presence": {"enabled": False},
+            "rc_message": {"per_second": 1000, "burst_count": 1000},
+            "rc_registration": {"per_second": 1000, "burst_count": 1000},
+            "rc_login": {
+                "address": {"per_second": 1000, "burst_count": 1000},
+                "account": {"per_second": 1000, "burst_count": 1000},
+                "failed_attempts": {"per_second": 1000, "burst_count": 1000},
+            },
+            "rc_joins": {
+                "local": {"per_second": 1000, "burst_count": 1000},
+                "remote": {"per_second": 1000, "burst_count": 1000},
+            },
+            "rc_invites": {
+                "per_room": {"per_second": 1000, "burst_count": 1000},
+                "per_user": {"per_second": 1000, "burst_count": 1000},
+                "per_issuer": {"per_second": 1000, "burst_count": 1000},
+            },
+            "rc_3pid_validation": {"per_second": 1000, "burst_count": 1000},
+            "rc_room_creation": {"per_second": 1000, "burst_count": 1000},
+        }
+        log_config = {
+            "version": 1,
+            "formatters": {"f": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+            "handlers": {
+                "file": {
+                    "class": "logging.FileHandler",
+                    "filename": str(self.workdir / "homeserver.log"),
+                    "formatter": "f",
+                }
+            },
+            "root": {"level": "WARNING", "handlers": ["file"]},
+            "disable_existing_loggers": False,
+        }
+        (self.workdir / "media").mkdir(exist_ok=True)
+        path = self.workdir / "homeserver.yaml"
+        with path.open("w") as f:
+            YAML().dump(config, f)
+        with (self.workdir / "log.yaml").open("w") as f:
+            YAML().dump(log_config, f)
+        return path
+
+    def start(self) -> None:
+        path = self.write_config()
+        base = [sys.executable, "-m", "synapse.app.homeserver", "-c", str(path)]
+        subprocess.run([*base, "--generate-keys"], check=True, cwd=self.workdir, capture_output=True)
+        self.proc = subprocess.Popen(
+            base, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "stderr.log", "wb")
+        )
+        wait_until(self._up, timeout=60, what="Synapse to start")
+
+    def _up(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"Synapse exited: {(self.workdir / 'stderr.log').read_text()[-2000:]}")
+        return bool(http("GET", self.url + "/_matrix/client/versions", timeout=2))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def register(self, username: str, password: str = "password", admin: bool = False) -> Client:
+        """Shared-secret admin registration (Synapse admin API), returns a logged-in client."""
+        nonce = http("GET", self.url + "/_synapse/admin/v1/register")["nonce"]
+        mac = hmac.new(SHARED_SECRET.encode(), digestmod=hashlib.sha1)
+        mac.update(
+            b"\x00".join(
+                [nonce.encode(), username.encode(), password.encode(), b"admin" if admin else b"notadmin"]
+            )
+        )
+        body = {
+            "nonce": nonce,
+            "username": username,
+            "password": password,
+            "admin": admin,
+            "mac": mac.hexdigest(),
+        }
+        resp = http("POST", self.url + "/_synapse/admin/v1/register", body)
+        return Client(self.url, resp["user_id"], resp["access_token"])
+
+
+class Client:
+    """The client-server API calls a test user makes (the same ones Element makes)."""
+
+    def __init__(self, base: str, user_id: str, token: str) -> None:
+        self.base = base
+        self.user_id = user_id
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        return http(method, self.base + path, body, self.token)
+
+    def protocols(self) -> Any:
+        return self.call("GET", "/_matrix/client/v3/thirdparty/protocols")
+
+    def thirdparty_user(self, protocol: str, **fields: str) -> Any:
+        query = urllib.parse.urlencode(fields)
+        return self.call("GET", f"/_matrix/client/v3/thirdparty/user/{urllib.parse.quote(protocol)}?{query}")
+
+    def create_dm(self, invitee: str) -> str:
+        resp = self.call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            {"preset": "trusted_private_chat", "is_direct": True, "invite": [invitee]},
+        )
+        return str(resp["room_id"])
+
+    def create_group(self, invitees: list[str], name: str = "group") -> str:
+        resp = self.call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            {"preset": "private_chat", "name": name, "invite": invitees},
+        )
+        return str(resp["room_id"])
+
+    def invite(self, room_id: str, user_id: str) -> None:
+        self.call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/invite", {"user_id": user_id})
+
+    def kick(self, room_id: str, user_id: str, reason: str = "") -> None:
+        self.call(
+            "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/kick", {"user_id": user_id, "reason": reason}
+        )
+
+    def send_text(self, room_id: str, text: str) -> str:
+        txn = uuid.uuid4().hex
+        resp = self.call(
+            "PUT",
+            f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/{txn}",
+            {"msgtype": "m.text", "body": text},
+        )
+        return str(resp["event_id"])
+
+    def send_event(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+        txn = uuid.uuid4().hex
+        resp = self.call("PUT", f"/_matrix/client/v3/rooms/{q(room_id)}/send/{event_type}/{txn}", content)
+        return str(resp["event_id"])
+
+    def joined_members(self, room_id: str) -> set[str]:
+        return set(self.call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/joined_members")["joined"])
+
+    def messages(self, room_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Events in the room, oldest first."""
+        resp = self.call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit={limit}")
+        return list(reversed(resp["chunk"]))
+
+    def profile(self, user_id: str) -> Any:
+        return self.call("GET", f"/_matrix/client/v3/profile/{q(user_id)}")
+
+
+def q(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+class BridgeProcess:
+    """``python -m telebridge`` as an operator runs it, with a config written for the test homeserver."""
+
+    def __init__(self, workdir: Path, database: str, homeserver_url: str = "http://127.0.0.1:1") -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.config = workdir / "config.yaml"
+        self.registration = workdir / "registration.yaml"
+        self.database = database
+        self.homeserver_url = homeserver_url
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "bridge.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TELEBRIDGE_")}
+        env.update(
+            {
+                "PYTHONPATH": str(REPO),
+                "TELEBRIDGE_HOMESERVER__ADDRESS": self.homeserver_url,
+                "TELEBRIDGE_HOMESERVER__DOMAIN": SERVER_NAME,
+                "TELEBRIDGE_APPSERVICE__ADDRESS": f"http://127.0.0.1:{self.port}",
+                "TELEBRIDGE_APPSERVICE__PORT": str(self.port),
+                "TELEBRIDGE_APPSERVICE__DATABASE": self.database,
+                "TELEBRIDGE_METRICS__PORT": str(self.metrics_port),
+                "TELEBRIDGE_LOGGING__LEVEL": "DEBUG",
+            }
+        )
+        return env
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "telebridge", "-c", str(self.config), "-r", str(self.registration), *args],
+            cwd=self.workdir,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def generate(self) -> dict[str, Any]:
+        result = self.cli("-g")
+        assert result.returncode == 0, result.stderr
+        loaded: dict[str, Any] = YAML(typ="safe").load(self.registration.read_text())
+        return loaded
+
+    @property
+    def hs_token(self) -> str:
+        return str(YAML(typ="safe").load(self.registration.read_text())["hs_token"])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "telebridge", "-c", str(self.config), "-r", str(self.registration)],
+            cwd=self.workdir,
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
+        )
+        wait_until(self._up, timeout=30, what="the bridge to listen")
+
+    def _up(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"bridge exited: {self.log.read_text()[-3000:]}")
+        http("GET", self.url + "/_matrix/mau/live", timeout=2)
+        return True
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
