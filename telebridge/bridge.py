@@ -77,15 +77,27 @@ class Bridge:
             undeliverable_notice=config["bridge.undeliverable_notice"],
         )
         self._metrics_runner: web.AppRunner | None = None
+        self._db_started = False
+        self._az_started = False
         self._background: set[asyncio.Task[None]] = set()
 
     # -- life cycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start everything; on any failure, stop what was started (no half-open bridge, no stuck threads)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self.db.start()
+        self._db_started = True
         await self.state_store.upgrade_table.upgrade(self.db)
         await dbmod.TransactionLog.prune(TXN_RETENTION_MS)
         metrics.PORTALS.set(await self.db.fetchval("SELECT COUNT(*) FROM portal") or 0)
+        self._az_started = True
         await self.az.start(host=self.config["appservice.hostname"], port=self.config["appservice.port"])
         if self.config["metrics.enabled"]:
             self._metrics_runner = await metrics.start_metrics_server(
@@ -103,10 +115,17 @@ class Bridge:
     async def stop(self) -> None:
         for task in list(self._background):
             task.cancel()
-        await self.az.stop()
+        if self._az_started:
+            self._az_started = False
+            if getattr(self.az, "runner", None) is None:
+                self.az.runner = None
+            await self.az.stop()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
-        await self.db.stop()
+            self._metrics_runner = None
+        if self._db_started:
+            self._db_started = False
+            await self.db.stop()
 
     async def _check_homeserver(self, attempts: int = 30) -> None:
         """Ping the homeserver at start-up (AS API ping, Matrix 1.7) and say clearly what is wrong."""

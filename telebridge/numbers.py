@@ -31,10 +31,9 @@ def dial_string(raw: str, max_length: int = 32) -> str:
         raise NotDialable("the phone number is empty")
     if not DIALABLE.match(number):
         raise NotDialable(f"{raw!r} is not a dialable number (digits, *, # and a leading + only)")
-    digits = len(number) - number.startswith("+")
-    if digits == 0:
+    if not any(c.isdigit() for c in number):
         raise NotDialable("a phone number needs at least one digit")
-    if digits > max_length:
+    if len(number) - number.startswith("+") > max_length:
         raise NotDialable(f"{raw!r} is longer than {max_length} digits")
     return number
 

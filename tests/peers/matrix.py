@@ -201,6 +201,24 @@ class Synapse:
         resp = http("POST", self.url + "/_synapse/admin/v1/register", body)
         return Client(self.url, resp["user_id"], resp["access_token"])
 
+    def user(self, username: str, password: str = "password") -> Client:
+        """Register ``username``, or log in if an earlier test already did."""
+        try:
+            return self.register(username, password)
+        except HttpError as e:
+            if e.status != 400:
+                raise
+        resp = http(
+            "POST",
+            self.url + "/_matrix/client/v3/login",
+            {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": username},
+                "password": password,
+            },
+        )
+        return Client(self.url, resp["user_id"], resp["access_token"])
+
 
 class Client:
     """The client-server API calls a test user makes (the same ones Element makes)."""
@@ -300,6 +318,7 @@ class BridgeProcess:
                 "TELEBRIDGE_APPSERVICE__DATABASE": self.database,
                 "TELEBRIDGE_METRICS__PORT": str(self.metrics_port),
                 "TELEBRIDGE_LOGGING__LEVEL": "DEBUG",
+                "TELEBRIDGE_BRIDGE__PERMISSIONS": '{"*": user, "@mallory:localhost": block}',
             }
         )
         return env

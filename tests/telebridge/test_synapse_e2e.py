@@ -165,6 +165,30 @@ def test_kick_ends_the_portal(alice: Client) -> None:
     assert not [n for n in notices_from(alice, room_id, user_id) if reply_target(n) == kicked_msg]
 
 
+def test_a_user_without_permission_is_refused_with_a_reason(synapse: Synapse, bridge: BridgeProcess) -> None:
+    mallory = synapse.user("mallory")
+    user_id = mallory.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "0888"})[0]["userid"]
+    room_id = mallory.create_dm(user_id)
+
+    def refusal() -> dict[str, Any] | None:
+        state = mallory.call(
+            "GET",
+            f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/state/m.room.member/{urllib.parse.quote(user_id)}",
+        )
+        return state if state.get("membership") == "leave" else None
+
+    assert "not allowed" in wait_until(refusal, what="the invite to be refused")["reason"]
+
+
+def test_leaving_the_dm_makes_the_virtual_user_leave_too(alice: Client, synapse: Synapse) -> None:
+    room_id, _ = open_dm(alice, "0999")
+    bob = synapse.register(f"bob{uuid.uuid4().hex[:8]}")
+    alice.invite(room_id, bob.user_id)
+    bob.call("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/join", {})
+    alice.call("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/leave", {})
+    wait_until(lambda: bob.joined_members(room_id) == {bob.user_id}, what="the virtual user to leave")
+
+
 def test_wrong_or_missing_hs_token_is_refused_on_every_endpoint(bridge: BridgeProcess) -> None:
     endpoints = [
         ("PUT", "/_matrix/app/v1/transactions/t1", {"events": []}),
