@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from mautrix.appservice.state_store.asyncpg import PgASStateStore
 from mautrix.errors import MatrixConnectionError, MatrixRequestError
-from mautrix.types import Event, EventType, MessageEvent, StateEvent
+from mautrix.types import Event, EventType, MessageEvent, RoomID, StateEvent, UserID
 from mautrix.util.async_db import Database
 
 from . import db as dbmod
@@ -20,6 +21,9 @@ from .portal import PortalHandler, VirtualUsers
 from .puppet import NotAVirtualUser, VirtualUserNamespace
 from .thirdparty import Lookup
 from .user import Permissions
+
+if TYPE_CHECKING:
+    from .sms import SmsBridge
 
 log = logging.getLogger("telebridge")
 
@@ -76,7 +80,20 @@ class Bridge:
             bot_mxid=self.az.bot_mxid,
             undeliverable_notice=config["bridge.undeliverable_notice"],
         )
+        self.sms: SmsBridge | None = None
+        if config["sms.enabled"]:
+            from .sms import SmsBridge  # the SMPP stack loads only when SMS is on
+
+            self.sms = SmsBridge(
+                config,
+                namespace=self.namespace,
+                virtual_users=self.virtual_users,
+                notice=PortalHandler.notice,
+                display_name=self.display_name,
+            )
+            self.portals.sms = self.sms
         self._metrics_runner: web.AppRunner | None = None
+        self._sms_started = False
         self._db_started = False
         self._az_started = False
         self._background: set[asyncio.Task[None]] = set()
@@ -108,6 +125,9 @@ class Bridge:
             self.config["appservice.hostname"],
             self.config["appservice.port"],
         )
+        if self.sms is not None:
+            self._sms_started = True
+            await self.sms.start()
         task = asyncio.create_task(self._check_homeserver())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -115,6 +135,9 @@ class Bridge:
     async def stop(self) -> None:
         for task in list(self._background):
             task.cancel()
+        if self._sms_started and self.sms is not None:
+            self._sms_started = False
+            await self.sms.stop()
         if self._az_started:
             self._az_started = False
             if getattr(self.az, "runner", None) is None:
@@ -192,6 +215,13 @@ class Bridge:
             log.info("User query for %s: %s", user_id, e)
             return False
         return True
+
+    async def display_name(self, room_id: str, user_id: str) -> str:
+        """The member's display name in the room (from the state store), or the localpart."""
+        member = await self.state_store.get_member(RoomID(room_id), UserID(user_id))
+        if member is not None and member.displayname:
+            return str(member.displayname)
+        return user_id.split(":", 1)[0].lstrip("@")
 
     async def lookup_user(self, user_id: str) -> None:
         await self.virtual_users.ensure(user_id)

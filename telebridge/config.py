@@ -27,6 +27,14 @@ GENERATE = "generate"
 LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/]+$")
 REGION_RE = re.compile(r"^[A-Z]{2}$")
 PERMISSION_LEVELS = ("block", "user", "admin")
+#: Mappings whose keys are the operator's (user IDs, numbers), not configuration keys.
+FREE_FORM = frozenset({"bridge.permissions", "sms.owned_numbers"})
+E164_RE = re.compile(r"^\+[1-9][0-9]{4,14}$")
+
+
+SMSC_KEYS = frozenset(
+    {"name", "host", "port", "system_id", "password", "system_type", "tls", "bind", "window", "tps"}
+)
 
 
 class ConfigError(Exception):
@@ -47,7 +55,7 @@ def _yaml() -> YAML:
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in tree.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and key != "permissions":
+        if isinstance(value, Mapping) and path not in FREE_FORM:
             yield from _flatten(value, path + ".")
         else:
             yield path, value
@@ -159,6 +167,7 @@ class Config:
         self._bool("bridge.advertise_sip_native_virtual")
         self._str("bridge.undeliverable_notice")
         self._permissions()
+        self._sms()
         self._bool("metrics.enabled")
         self._str("metrics.hostname")
         self._port("metrics.port")
@@ -234,6 +243,97 @@ class Config:
                     f"bridge.permissions.{who}: level must be one of {', '.join(PERMISSION_LEVELS)}, got {level!r}"
                 )
 
+    def _list(self, key: str) -> list[Any]:
+        value = self._value(key)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: must be a list")
+        return value
+
+    def _e164(self, key: str, value: Any) -> str:
+        if not isinstance(value, str) or not E164_RE.match(value):
+            raise ConfigError(f"{key}: {value!r} is not an E.164 number (+ and 5 to 15 digits)")
+        return value
+
+    def _sms(self) -> None:
+        enabled = self._bool("sms.enabled")
+        origination = self._str("sms.origination")
+        if origination not in ("short_code", "vmn_pool"):
+            raise ConfigError(f"sms.origination: must be short_code or vmn_pool, got {origination!r}")
+        short_code = self._str("sms.short_code", allow_empty=True)
+        pool = self._list("sms.vmn_pool")
+        for i, number in enumerate(pool):
+            self._e164(f"sms.vmn_pool[{i}]", number)
+        if len(set(pool)) != len(pool):
+            raise ConfigError("sms.vmn_pool: lists a number twice")
+        owned = self._value("sms.owned_numbers")
+        if not isinstance(owned, Mapping):
+            raise ConfigError("sms.owned_numbers: must be a mapping of E.164 number → user ID")
+        for number, owner in owned.items():
+            self._e164(f"sms.owned_numbers.{number}", number)
+            if not isinstance(owner, str) or not owner.startswith("@") or ":" not in owner:
+                raise ConfigError(f"sms.owned_numbers.{number}: {owner!r} is not a user ID")
+        smscs = self._list("sms.smscs")
+        names: set[str] = set()
+        for i, smsc in enumerate(smscs):
+            where = f"sms.smscs[{i}]"
+            if not isinstance(smsc, Mapping):
+                raise ConfigError(f"{where}: must be a mapping")
+            unknown = set(smsc) - SMSC_KEYS
+            if unknown:
+                raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+            for required in ("name", "host", "port", "system_id", "password"):
+                if smsc.get(required) in (None, ""):
+                    raise ConfigError(f"{where}.{required}: missing")
+            port = smsc["port"]
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ConfigError(f"{where}.port: must be a port number, got {port!r}")
+            if smsc.get("bind", "transceiver") not in ("transceiver", "pair"):
+                raise ConfigError(f"{where}.bind: must be transceiver or pair")
+            for numeric in ("window", "tps"):
+                value = smsc.get(numeric, 1)
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ConfigError(f"{where}.{numeric}: must be a non-negative number, got {value!r}")
+            if smsc["name"] in names:
+                raise ConfigError(f"{where}.name: {smsc['name']!r} is used twice")
+            names.add(str(smsc["name"]))
+        routes = self._list("sms.routes")
+        for i, route in enumerate(routes):
+            where = f"sms.routes[{i}]"
+            if not isinstance(route, Mapping):
+                raise ConfigError(f"{where}: must be a mapping")
+            prefix = route.get("prefix", "")
+            if not isinstance(prefix, str) or (not prefix.isdigit() and prefix != ""):
+                raise ConfigError(f"{where}.prefix: must be digits (or empty), got {prefix!r}")
+            targets = route.get("smscs")
+            if not isinstance(targets, list) or not targets:
+                raise ConfigError(f"{where}.smscs: must list at least one SMSC")
+            for j, target in enumerate(targets):
+                name = target.get("name") if isinstance(target, Mapping) else target
+                if name not in names:
+                    raise ConfigError(f"{where}.smscs[{j}]: no SMSC named {name!r} in sms.smscs")
+            if route.get("concatenation", "udh8") not in ("udh8", "udh16", "sar", "payload"):
+                raise ConfigError(f"{where}.concatenation: must be udh8, udh16, sar or payload")
+            max_segments = route.get("max_segments", 10)
+            if (
+                isinstance(max_segments, bool)
+                or not isinstance(max_segments, int)
+                or not 1 <= max_segments <= 255
+            ):
+                raise ConfigError(f"{where}.max_segments: must be 1 to 255, got {max_segments!r}")
+        self._int("sms.reassembly_timeout", minimum=1)
+        self._bool("sms.delivery_receipts")
+        self._str("sms.group_prefix", allow_empty=True)
+        self._str("sms.help_reply")
+        if enabled:
+            if not smscs:
+                raise ConfigError("sms.smscs: SMS is enabled but no SMSC is configured")
+            if not routes:
+                raise ConfigError("sms.routes: SMS is enabled but no route is configured")
+            if origination == "short_code" and not short_code:
+                raise ConfigError("sms.short_code: needed when sms.origination is short_code")
+            if origination == "vmn_pool" and not pool:
+                raise ConfigError("sms.vmn_pool: needed when sms.origination is vmn_pool")
+
     # -- access -----------------------------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
@@ -267,7 +367,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], prefix: str) -> No
         path = f"{prefix}{key}"
         if key not in base:
             raise ConfigError(f"{path}: unknown key")
-        if isinstance(base[key], dict) and key != "permissions":
+        if isinstance(base[key], dict) and path not in FREE_FORM:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{path}: must be a mapping")
             _merge(base[key], value, path + ".")

@@ -13,6 +13,8 @@ AUTH_FAILURES = Counter(
     "telebridge_as_auth_failures_total", "Requests with a missing or wrong hs_token", ["reason"]
 )
 ERRORS = Counter("telebridge_errors_total", "Errors while handling outside input", ["where"])
+SMS = Counter("telebridge_sms_total", "Text messages by direction and outcome", ["direction", "outcome"])
+SMS_SEGMENTS = Counter("telebridge_sms_segments_total", "SMS segments queued", ["direction"])
 PORTALS = Gauge("telebridge_portals", "Rooms bridged to phone parties")
 
 

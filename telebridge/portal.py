@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
@@ -32,6 +32,12 @@ from .user import Permissions
 log = logging.getLogger("telebridge.portal")
 
 IntentFor = Callable[[str], IntentAPI]
+
+
+class TextRelay(Protocol):
+    """Carries portal messages to the phones (the SMS service)."""
+
+    async def relay(self, portal: Portal, parties: list[str], event: MessageEvent) -> None: ...
 
 
 @dataclass
@@ -77,6 +83,8 @@ class PortalHandler:
         self.bot_mxid = bot_mxid
         self.undeliverable_notice = undeliverable_notice
         self._refused_noticed: set[tuple[str, str]] = set()
+        #: The SMS service when ``sms.enabled``; without it messages get a notice saying why.
+        self.sms: TextRelay | None = None
 
     def is_ours(self, user_id: str) -> bool:
         return user_id == self.bot_mxid or self.namespace.is_in_namespace(user_id)
@@ -116,7 +124,7 @@ class PortalHandler:
             await portal.set_kind("group")
         if await self._room_is_encrypted(intent, room_id):
             await portal.set_encrypted(True)
-            await self._notice(intent, room_id, None, self._encrypted_text())
+            await self.notice(intent, room_id, None, self._encrypted_text())
         log.info("%s joined %s (%s portal) on invite from %s", target, room_id, portal.kind, inviter)
 
     async def _on_party_removed(self, event: StateEvent) -> None:
@@ -151,7 +159,7 @@ class PortalHandler:
         parties = await portal.parties()
         if parties:
             intent = self.virtual_users.intent_for(parties[0])
-            await self._notice(intent, event.room_id, None, self._encrypted_text())
+            await self.notice(intent, event.room_id, None, self._encrypted_text())
 
     # -- messages -----------------------------------------------------------------------------------
 
@@ -167,12 +175,14 @@ class PortalHandler:
         if not self.permissions.may_use(event.sender):
             await self._refuse_once(portal, parties[0], event.sender, event.event_id)
             return
-        # Text relay (SMS) is not wired yet: every party says why the message will not reach its phone.
+        if self.sms is not None:
+            await self.sms.relay(portal, parties, event)
+            return
         for party_id in parties:
             party = self.namespace.party(party_id)
             intent = self.virtual_users.intent_for(party_id)
             text = self.undeliverable_notice.format(number=party.number)
-            await self._notice(intent, event.room_id, event.event_id, text)
+            await self.notice(intent, event.room_id, event.event_id, text)
         metrics.EVENTS.labels("m.room.message", "undeliverable").inc()
 
     async def on_call_invite(self, event: Any) -> None:
@@ -195,7 +205,7 @@ class PortalHandler:
             EventType.CALL_REJECT,
             {"call_id": call_id, "party_id": "telebridge", "version": "1"},  # type: ignore[arg-type]
         )
-        await self._notice(
+        await self.notice(
             intent, event.room_id, None, "Calls to phone numbers are not set up on this bridge yet."
         )
 
@@ -207,7 +217,7 @@ class PortalHandler:
             return
         self._refused_noticed.add(key)
         intent = self.virtual_users.intent_for(party_id)
-        await self._notice(
+        await self.notice(
             intent,
             portal.room_id,
             event_id,
@@ -230,7 +240,8 @@ class PortalHandler:
         return True
 
     @staticmethod
-    async def _notice(intent: IntentAPI, room_id: str, reply_to: str | None, text: str) -> None:
+    async def notice(intent: IntentAPI, room_id: str, reply_to: str | None, text: str) -> None:
+        """An ``m.notice`` from a virtual user, as a reply when it is about one message."""
         content: dict[str, Any] = {"msgtype": "m.notice", "body": text}
         if reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}

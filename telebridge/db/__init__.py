@@ -9,10 +9,23 @@ from mautrix.util.async_db import Database
 
 from .portal import Portal
 from .puppet import Puppet
+from .sms import OptOuts, SmsInbox, SmsOutbox, SmsReceipts, VmnAllocations
 from .txn import TransactionLog
 from .upgrade import upgrade_table
 
-__all__ = ["Portal", "Puppet", "TransactionLog", "create_database", "init", "upgrade_table"]
+__all__ = [
+    "OptOuts",
+    "Portal",
+    "Puppet",
+    "SmsInbox",
+    "SmsOutbox",
+    "SmsReceipts",
+    "TransactionLog",
+    "VmnAllocations",
+    "create_database",
+    "init",
+    "upgrade_table",
+]
 
 
 def create_database(url: str, min_size: int = 1, max_size: int = 10) -> Database:
@@ -29,5 +42,5 @@ def create_database(url: str, min_size: int = 1, max_size: int = 10) -> Database
 
 
 def init(db: Database) -> None:
-    for table in (Portal, Puppet, TransactionLog):
+    for table in (Portal, Puppet, TransactionLog, SmsOutbox, SmsInbox, SmsReceipts, VmnAllocations, OptOuts):
         table.db = db

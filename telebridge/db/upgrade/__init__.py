@@ -1,7 +1,10 @@
-"""Versioned schema upgrades (mautrix ``UpgradeTable``): one module per version, never edited once released."""
+"""Versioned schema upgrades (mautrix ``UpgradeTable``): one module per version, never edited once released.
+
+Each version module registers itself on ``upgrade_table`` when imported (at the bottom of this file).
+"""
 
 from mautrix.util.async_db import UpgradeTable
 
 upgrade_table = UpgradeTable(version_table_name="telebridge_version", database_name="telebridge")
 
-from . import v01_initial  # noqa: E402,F401  (registers itself on import)
+from . import v01_initial, v02_sms  # noqa: E402, F401

@@ -1,0 +1,367 @@
+"""SMS tables. ``SmsOutbox`` is the durable outbox that ``smpp.gateway.Gateway`` drains (it implements
+``smpp.outbox.Outbox``): every method has committed its write when it returns, so a restart resumes from
+``load_pending()`` and nothing the bridge acknowledged to the homeserver is lost."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from mautrix.util.async_db import Database
+from smpp.outbox import OutboundMessage, OutboxState
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class OutboxOrigin:
+    """Where an outbound SMS came from in Matrix, to show its receipts there."""
+
+    room_id: str
+    event_id: str
+    puppet_mxid: str
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    id: str
+    origin: OutboxOrigin | None
+    destination: str
+    state: str
+    error: str | None
+    receipt: str | None
+
+
+class SmsOutbox:
+    db: ClassVar[Database]
+
+    def __init__(self) -> None:
+        self._origins: dict[str, OutboxOrigin] = {}
+
+    def attach_origin(self, message_id: str, origin: OutboxOrigin) -> None:
+        """Remember the Matrix event a message is for; stored with it by :meth:`enqueue`."""
+        self._origins[message_id] = origin
+
+    async def enqueue(self, message: OutboundMessage) -> None:
+        origin = self._origins.pop(message.id, None)
+        now = _now()
+        await self.db.execute(
+            "INSERT INTO sms_outbox (id, room_id, event_id, puppet_mxid, source, destination, text, "
+            "registered_delivery, state, reference, segments, created_at, updated_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+            message.id,
+            origin.room_id if origin else None,
+            origin.event_id if origin else None,
+            origin.puppet_mxid if origin else None,
+            message.source,
+            message.destination,
+            message.text,
+            message.registered_delivery,
+            message.state.value,
+            message.reference,
+            message.segments,
+            now,
+        )
+
+    async def load_pending(self) -> list[OutboundMessage]:
+        rows = await self.db.fetch(
+            "SELECT id, source, destination, text, registered_delivery, state, reference, segments, smsc, error "
+            "FROM sms_outbox WHERE state IN ('pending', 'submitting') ORDER BY seq"
+        )
+        messages: list[OutboundMessage] = []
+        for row in rows:
+            parts = await self.db.fetch(
+                "SELECT idx, smsc_message_id FROM sms_outbox_part WHERE message_id=$1 ORDER BY idx", row["id"]
+            )
+            messages.append(
+                OutboundMessage(
+                    id=row["id"],
+                    source=row["source"],
+                    destination=row["destination"],
+                    text=row["text"],
+                    registered_delivery=bool(row["registered_delivery"]),
+                    state=OutboxState(row["state"]),
+                    reference=row["reference"],
+                    segments=row["segments"],
+                    parts={p["idx"]: p["smsc_message_id"] for p in parts},
+                    smsc=row["smsc"],
+                    error=row["error"],
+                )
+            )
+        return messages
+
+    async def mark_submitting(self, message_id: str, reference: int, segments: int) -> None:
+        await self.db.execute(
+            "UPDATE sms_outbox SET state='submitting', reference=$2, segments=$3, updated_at=$4 WHERE id=$1",
+            message_id,
+            reference,
+            segments,
+            _now(),
+        )
+
+    async def mark_part_submitted(self, message_id: str, index: int, smsc: str, smsc_message_id: str) -> None:
+        conn: Any
+        async with self.db.acquire() as conn, conn.transaction():  # one commit for both writes
+            await conn.execute(
+                "INSERT INTO sms_outbox_part (message_id, idx, smsc, smsc_message_id) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (message_id, idx) DO UPDATE SET smsc=excluded.smsc, smsc_message_id=excluded.smsc_message_id",
+                message_id,
+                index,
+                smsc,
+                smsc_message_id,
+            )
+            await conn.execute(
+                "UPDATE sms_outbox SET smsc=COALESCE(smsc, $2), updated_at=$3 WHERE id=$1",
+                message_id,
+                smsc,
+                _now(),
+            )
+
+    async def mark_submitted(self, message_id: str) -> None:
+        await self.db.execute(
+            "UPDATE sms_outbox SET state='submitted', updated_at=$2 WHERE id=$1", message_id, _now()
+        )
+
+    async def mark_failed(self, message_id: str, reason: str, status: int | None) -> None:
+        await self.db.execute(
+            "UPDATE sms_outbox SET state='failed', error=$2, status=$3, updated_at=$4 WHERE id=$1",
+            message_id,
+            reason,
+            status,
+            _now(),
+        )
+
+    async def set_receipt(self, message_id: str, outcome: str) -> None:
+        await self.db.execute(
+            "UPDATE sms_outbox SET receipt=$2, updated_at=$3 WHERE id=$1", message_id, outcome, _now()
+        )
+
+    async def get(self, message_id: str) -> SentMessage | None:
+        row = await self.db.fetchrow(
+            "SELECT id, room_id, event_id, puppet_mxid, destination, state, error, receipt FROM sms_outbox WHERE id=$1",
+            message_id,
+        )
+        return self._sent(row) if row else None
+
+    async def find_by_part(self, smsc: str, smsc_message_id: str) -> SentMessage | None:
+        """The message one of whose parts the SMSC accepted under ``smsc_message_id`` (for receipts)."""
+        row = await self.db.fetchrow(
+            "SELECT o.id, o.room_id, o.event_id, o.puppet_mxid, o.destination, o.state, o.error, o.receipt "
+            "FROM sms_outbox_part p JOIN sms_outbox o ON o.id = p.message_id "
+            "WHERE p.smsc=$1 AND p.smsc_message_id=$2",
+            smsc,
+            smsc_message_id,
+        )
+        return self._sent(row) if row else None
+
+    @staticmethod
+    def _sent(row: Any) -> SentMessage:
+        origin = (
+            OutboxOrigin(row["room_id"], row["event_id"], row["puppet_mxid"])
+            if row["room_id"] is not None
+            else None
+        )
+        return SentMessage(row["id"], origin, row["destination"], row["state"], row["error"], row["receipt"])
+
+
+@dataclass(frozen=True)
+class StoredText:
+    seq: int
+    smsc: str
+    source: str
+    destination: str
+    text: str
+    parts: int
+    missing: tuple[int, ...]
+
+
+class SmsInbox:
+    """Inbound texts, stored before the SMSC gets its deliver_sm_resp, posted to Matrix afterwards."""
+
+    db: ClassVar[Database]
+
+    @classmethod
+    async def store(
+        cls, smsc: str, source: str, destination: str, text: str, parts: int, missing: tuple[int, ...]
+    ) -> None:
+        await cls.db.execute(
+            "INSERT INTO sms_inbox (smsc, source, destination, text, parts, missing, state, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, 'stored', $7)",
+            smsc,
+            source,
+            destination,
+            text,
+            parts,
+            ",".join(str(m) for m in missing),
+            _now(),
+        )
+
+    @classmethod
+    async def unposted(cls, limit: int = 100) -> list[StoredText]:
+        rows = await cls.db.fetch(
+            "SELECT seq, smsc, source, destination, text, parts, missing FROM sms_inbox "
+            "WHERE state='stored' ORDER BY seq LIMIT $1",
+            limit,
+        )
+        return [
+            StoredText(
+                seq=row["seq"],
+                smsc=row["smsc"],
+                source=row["source"],
+                destination=row["destination"],
+                text=row["text"],
+                parts=row["parts"],
+                missing=tuple(int(m) for m in row["missing"].split(",") if m),
+            )
+            for row in rows
+        ]
+
+    @classmethod
+    async def mark(
+        cls, seq: int, state: str, room_id: str | None = None, event_id: str | None = None
+    ) -> None:
+        await cls.db.execute(
+            "UPDATE sms_inbox SET state=$2, room_id=$3, event_id=$4 WHERE seq=$1",
+            seq,
+            state,
+            room_id,
+            event_id,
+        )
+
+
+@dataclass(frozen=True)
+class StoredReceipt:
+    seq: int
+    smsc: str
+    smsc_message_id: str
+    outcome: str
+    reason: str
+
+
+class SmsReceipts:
+    db: ClassVar[Database]
+
+    @classmethod
+    async def store(cls, smsc: str, smsc_message_id: str, outcome: str, reason: str) -> None:
+        await cls.db.execute(
+            "INSERT INTO sms_receipt (smsc, smsc_message_id, outcome, reason, created_at) VALUES ($1, $2, $3, $4, $5)",
+            smsc,
+            smsc_message_id,
+            outcome,
+            reason,
+            _now(),
+        )
+
+    @classmethod
+    async def unhandled(cls, limit: int = 100) -> list[StoredReceipt]:
+        rows = await cls.db.fetch(
+            "SELECT seq, smsc, smsc_message_id, outcome, reason FROM sms_receipt WHERE NOT handled ORDER BY seq LIMIT $1",
+            limit,
+        )
+        return [
+            StoredReceipt(r["seq"], r["smsc"], r["smsc_message_id"], r["outcome"], r["reason"]) for r in rows
+        ]
+
+    @classmethod
+    async def mark_handled(cls, seq: int) -> None:
+        await cls.db.execute("UPDATE sms_receipt SET handled=true WHERE seq=$1", seq)
+
+
+class PoolExhausted(Exception):
+    """Every pool number is already paired with this phone number for another Matrix side."""
+
+
+class VmnAllocations:
+    """The seed's VMN pool: each {Matrix side, phone} pair holds a pool number no other pair with the same
+    phone holds, so a reply from that phone to that number identifies exactly one side."""
+
+    db: ClassVar[Database]
+
+    @classmethod
+    async def for_side(cls, side: str, phone: str) -> str | None:
+        return await cls.db.fetchval("SELECT vmn FROM vmn_allocation WHERE side=$1 AND phone=$2", side, phone)
+
+    @classmethod
+    async def side_for(cls, vmn: str, phone: str) -> str | None:
+        return await cls.db.fetchval("SELECT side FROM vmn_allocation WHERE vmn=$1 AND phone=$2", vmn, phone)
+
+    @classmethod
+    async def conversation(cls, vmn: str, phone: str) -> tuple[str, str | None, str | None] | None:
+        """(side, last room, last virtual user) of the pair a reply from ``phone`` to ``vmn`` belongs to."""
+        row = await cls.db.fetchrow(
+            "SELECT side, room_id, puppet_mxid FROM vmn_allocation WHERE vmn=$1 AND phone=$2", vmn, phone
+        )
+        return (row["side"], row["room_id"], row["puppet_mxid"]) if row else None
+
+    @classmethod
+    async def assign(cls, vmn: str, phone: str, side: str) -> bool:
+        """Pair a number the side owns with ``phone``; False if another side already holds that pair."""
+        await cls.db.execute(
+            "INSERT INTO vmn_allocation (vmn, phone, side, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            vmn,
+            phone,
+            side,
+            _now(),
+        )
+        return await cls.side_for(vmn, phone) == side
+
+    @classmethod
+    async def remember_room(cls, vmn: str, phone: str, room_id: str, puppet_mxid: str) -> None:
+        """Where the pair last talked, so the reply lands in that room as that virtual user."""
+        await cls.db.execute(
+            "UPDATE vmn_allocation SET room_id=$3, puppet_mxid=$4 WHERE vmn=$1 AND phone=$2",
+            vmn,
+            phone,
+            room_id,
+            puppet_mxid,
+        )
+
+    @classmethod
+    async def allocate(cls, side: str, phone: str, pool: list[str]) -> str:
+        """Sticky: the same pair always gets the same number. Unique constraints settle races."""
+        existing = await cls.for_side(side, phone)
+        if existing is not None:
+            return existing
+        taken = {
+            row["vmn"] for row in await cls.db.fetch("SELECT vmn FROM vmn_allocation WHERE phone=$1", phone)
+        }
+        for vmn in pool:
+            if vmn in taken:
+                continue
+            await cls.db.execute(
+                "INSERT INTO vmn_allocation (vmn, phone, side, created_at) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT DO NOTHING",
+                vmn,
+                phone,
+                side,
+                _now(),
+            )
+            winner = await cls.for_side(side, phone)
+            if winner is not None:
+                return winner
+        raise PoolExhausted(f"all {len(pool)} pool numbers already talk to {phone} for other chats")
+
+
+class OptOuts:
+    """Phones that texted STOP: nothing is sent to them until they text START."""
+
+    db: ClassVar[Database]
+
+    @classmethod
+    async def add(cls, phone: str) -> None:
+        await cls.db.execute(
+            "INSERT INTO sms_optout (phone, created_at) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING",
+            phone,
+            _now(),
+        )
+
+    @classmethod
+    async def remove(cls, phone: str) -> None:
+        await cls.db.execute("DELETE FROM sms_optout WHERE phone=$1", phone)
+
+    @classmethod
+    async def has(cls, phone: str) -> bool:
+        return await cls.db.fetchval("SELECT 1 FROM sms_optout WHERE phone=$1", phone) is not None
