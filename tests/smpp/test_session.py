@@ -120,7 +120,7 @@ def test_throttled_submit_is_retried_first_after_backoff() -> None:
     s = bound(window=10, throttle_backoff=1.0, throttle_backoff_max=4.0)
     s.submit(sm("1"), "a", 0.0)
     s.submit(sm("2"), "b", 0.0)
-    first, second = sent(s)
+    first, _second = sent(s)
     s.receive_data(resp(first.sequence_number, Status.ESME_RTHROTTLED), 0.5)
     s.submit(sm("3"), "c", 0.6)
     assert sent(s) == []  # paused
