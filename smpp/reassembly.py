@@ -183,6 +183,10 @@ class Reassembler:
             key=key,
         )
 
+    def forget(self, key: PartKey) -> None:
+        """Drop a completed key (its message could not be stored): a redelivery starts afresh."""
+        self._completed.pop(key, None)
+
     def get_timer(self) -> float | None:
         """When `expire` next has something to do."""
         return self._deadlines[0][0] if self._deadlines else None
