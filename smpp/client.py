@@ -268,14 +268,14 @@ class SmppClient:
         for mode in modes:
             self._loops.append(asyncio.create_task(self._run(replace(base, mode=mode))))
 
-    async def wait_bound(self, timeout: float | None = None) -> bool:
+    async def wait_bound(self, within: float | None = None) -> bool:
         async def _wait() -> None:
             while not self.is_bound:
                 self._bound_changed.clear()
                 await self._bound_changed.wait()
 
         try:
-            await asyncio.wait_for(_wait(), timeout)
+            await asyncio.wait_for(_wait(), within)
         except TimeoutError:
             return False
         return True
@@ -295,7 +295,7 @@ class SmppClient:
                 self.stats.possible_duplicates += 1
             raise
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
         """Graceful shutdown: let outstanding submits finish, unbind, close."""
         self._stopping = True
         conns = [c for c in (self._tx, self._rx) if c is not None]
@@ -303,7 +303,7 @@ class SmppClient:
             if c.transport is not None and not c.transport.is_closing():
                 c.unbind()
         if conns:
-            await asyncio.wait([asyncio.ensure_future(c.closed) for c in conns], timeout=timeout)
+            await asyncio.wait([asyncio.ensure_future(c.closed) for c in conns], timeout=grace)
         for c in conns:
             if c.transport is not None and not c.transport.is_closing():
                 c.transport.abort()

@@ -137,9 +137,9 @@ class Gateway:
         self._background.clear()
         await asyncio.gather(*(c.stop() for c in self.clients.values()))
 
-    async def wait_bound(self, timeout: float | None = None) -> bool:
+    async def wait_bound(self, within: float | None = None) -> bool:
         """True once every client has a transmitting bind up."""
-        results = await asyncio.gather(*(c.wait_bound(timeout) for c in self.clients.values()))
+        results = await asyncio.gather(*(c.wait_bound(within) for c in self.clients.values()))
         return all(results)
 
     async def wait_idle(self) -> None:
@@ -287,10 +287,10 @@ class Gateway:
         self.stats.messages_failed += 1
         await self.outbox.mark_failed(m.id, reason, status)
 
-    async def _wait_bind_change(self, timeout: float) -> None:
+    async def _wait_bind_change(self, delay: float) -> None:
         self._bind_changed.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._bind_changed.wait(), timeout)
+            await asyncio.wait_for(self._bind_changed.wait(), delay)
 
     # ------------------------------------------------------------ inbound
 

@@ -38,16 +38,16 @@ class NpmSmsc:
     def events(self, kind: str) -> list[Record]:
         return [r for r in self.records if r.get("event") == kind]
 
-    async def wait_for(self, pred: Callable[[list[Record]], bool], timeout: float = 10.0) -> None:
+    async def wait_for(self, pred: Callable[[list[Record]], bool], within: float = 10.0) -> None:
         async def _loop() -> None:
             while not pred(self.records):
                 self._changed.clear()
                 await self._changed.wait()
 
-        await asyncio.wait_for(_loop(), timeout)
+        await asyncio.wait_for(_loop(), within)
 
-    async def wait_count(self, kind: str, n: int, timeout: float = 10.0) -> list[Record]:
-        await self.wait_for(lambda _: len(self.events(kind)) >= n, timeout)
+    async def wait_count(self, kind: str, n: int, within: float = 10.0) -> list[Record]:
+        await self.wait_for(lambda _: len(self.events(kind)) >= n, within)
         return self.events(kind)
 
     async def command(self, **cmd: Any) -> None:

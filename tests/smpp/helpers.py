@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from smpp.client import SmscConfig
 from smpp.gateway import InboundMessage, InboundReceipt
@@ -35,13 +36,13 @@ class RecordingSink:
         self.receipts.append(receipt)
         self.changed.set()
 
-    async def wait(self, pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async def wait(self, pred: Callable[[], bool], within: float = 10.0) -> None:
         async def _loop() -> None:
             while not pred():
                 self.changed.clear()
                 await self.changed.wait()
 
-        await asyncio.wait_for(_loop(), timeout)
+        await asyncio.wait_for(_loop(), within)
 
 
 def smsc_config(
