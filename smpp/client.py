@@ -26,7 +26,7 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from smpp import pdu as P
 from smpp.encoding import DefaultAlphabet
@@ -117,13 +117,14 @@ class _Connection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.bind_failed: int | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport; they have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
         self.session.connection_made(self.loop.time())
         self._after()
 
@@ -158,6 +159,7 @@ class _Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._timer_when = None
         self.session.handle_timer(self.loop.time())
         self._after()
 
@@ -194,10 +196,13 @@ class _Connection(asyncio.Protocol):
         data = s.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+        when = s.get_timer()
+        if when == self._timer_when:
+            return  # the armed timer is still right: saves a cancel + call_at per PDU
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        when = s.get_timer()
+        self._timer_when = when
         if when is not None:
             self._timer = self.loop.call_at(when, self._on_timer)
 

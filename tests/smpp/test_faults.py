@@ -278,3 +278,27 @@ async def test_incomplete_inbound_message_is_stored_after_timeout_then_acked(fak
     (msg,) = sink.messages
     assert msg.text == "q" * 153 and msg.missing == (2,)
     assert fake.received_responses[0].command_status == Status.ESME_ROK
+
+
+def test_client_runs_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is optional (not on Windows)")
+
+    async def scenario() -> tuple[list[P.ShortMessage], MemoryOutbox]:
+        fake = FakeSmsc()
+        await fake.start()
+        outbox = MemoryOutbox()
+        gw = Gateway([smsc_config("a", fake.port)], [Route("", (Target("a"),))], outbox, RecordingSink())
+        await gw.start()
+        try:
+            assert await gw.wait_bound(10)
+            await gw.send(OutboundMessage("u", "+4930123", "+4915100001", "on uvloop"))
+            await asyncio.wait_for(gw.wait_idle(), 10)
+        finally:
+            await gw.stop()
+            await fake.stop()
+        return fake.accepted(), outbox
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        accepted, outbox = runner.run(scenario())
+    assert [p.short_message for p in accepted] == [b"on uvloop"]
+    assert outbox.messages["u"].state is OutboxState.SUBMITTED
