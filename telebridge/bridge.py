@@ -39,6 +39,8 @@ class Bridge:
         self.config = config
         REDACTOR.add(config["appservice.as_token"])
         REDACTOR.add(config["appservice.hs_token"])
+        for smsc in config["sms.smscs"]:
+            REDACTOR.add(str(smsc.get("password", "")))
         self.db: Database = dbmod.create_database(
             config["appservice.database"],
             min_size=config["appservice.database_opts.min_size"],

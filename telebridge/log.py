@@ -51,3 +51,5 @@ def setup_logging(level: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log prints request lines, which may carry ?access_token= (legacy auth).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters at DEBUG: too much, and it would print texts.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

@@ -55,11 +55,15 @@ def display_name(number: str, default_region: str) -> str:
 
 
 def to_e164(number: str, default_region: str) -> str | None:
-    """E.164 form for routing and storage, or None when the number has none (short codes)."""
+    """E.164 form for routing and storage, or None when the number has none (short codes).
+
+    "Possible" (right length for the country) rather than "valid" (in an allocated range): operators
+    route numbers from ranges newer than the library's metadata, and test ranges such as 07700 900xxx.
+    """
     try:
         parsed = phonenumbers.parse(number, default_region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(parsed):
+    if not phonenumbers.is_possible_number(parsed) or "*" in number or "#" in number:
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

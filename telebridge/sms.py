@@ -22,6 +22,7 @@ from typing import Any
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
 from mautrix.types import EventID, MessageEvent, RoomCreatePreset, RoomID, UserID
+
 from smpp.client import SmscConfig
 from smpp.gateway import Gateway, InboundMessage, InboundReceipt
 from smpp.outbox import OutboundMessage

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from mautrix.util.async_db import Database
+
 from smpp.outbox import OutboundMessage, OutboxState
 
 

@@ -119,6 +119,8 @@ class Synapse:
             "suppress_key_server_warning": True,
             "url_preview_enabled": False,
             "presence": {"enabled": False},
+            # Synapse reuses an identical /sync answer for two minutes by default; tests poll /sync.
+            "caches": {"sync_response_cache_duration": 0},
             "rc_message": {"per_second": 1000, "burst_count": 1000},
             "rc_registration": {"per_second": 1000, "burst_count": 1000},
             "rc_login": {
@@ -305,6 +307,7 @@ class BridgeProcess:
         self.homeserver_url = homeserver_url
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "bridge.log"
+        self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEBRIDGE_")}
@@ -321,6 +324,7 @@ class BridgeProcess:
                 "TELEBRIDGE_BRIDGE__PERMISSIONS": '{"*": user, "@mallory:localhost": block}',
             }
         )
+        env.update(self.extra_env)
         return env
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -362,6 +366,13 @@ class BridgeProcess:
             raise RuntimeError(f"bridge exited: {self.log.read_text()[-3000:]}")
         http("GET", self.url + "/_matrix/mau/live", timeout=2)
         return True
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or unbind, as in a crash."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
 
     def stop(self) -> int | None:
         if self.proc is None:

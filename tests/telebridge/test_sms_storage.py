@@ -1,0 +1,87 @@
+"""SMS tables on both backends: the outbox contract the gateway relies on, VMN allocation, opt-outs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from smpp.outbox import OutboundMessage, OutboxState
+from telebridge import db
+from telebridge.db.sms import OutboxOrigin, PoolExhausted
+
+
+@pytest.fixture
+async def database(database_url: str):  # type: ignore[no-untyped-def]
+    database = db.create_database(database_url)
+    db.init(database)
+    await database.start()
+    try:
+        yield database
+    finally:
+        await database.stop()
+
+
+async def test_outbox_resumes_pending_messages_in_order_with_their_accepted_parts(database: object) -> None:
+    outbox = db.SmsOutbox()
+    for i in range(3):
+        outbox.attach_origin(f"m{i}", OutboxOrigin("!room:hs", f"$e{i}", "@_sip_1:hs"))
+        await outbox.enqueue(OutboundMessage(id=f"m{i}", source="+1555", destination="+1666", text=f"t{i}"))
+    await outbox.mark_submitting("m0", reference=7, segments=2)
+    await outbox.mark_part_submitted("m0", 1, "smsc-a", "id-1")
+    await outbox.mark_submitted("m1")
+    pending = await db.SmsOutbox().load_pending()
+    assert [m.id for m in pending] == ["m0", "m2"]
+    assert pending[0].state is OutboxState.SUBMITTING
+    assert (pending[0].reference, pending[0].segments, pending[0].parts, pending[0].smsc) == (
+        7,
+        2,
+        {1: "id-1"},
+        "smsc-a",
+    )
+    found = await outbox.find_by_part("smsc-a", "id-1")
+    assert found is not None and found.origin == OutboxOrigin("!room:hs", "$e0", "@_sip_1:hs")
+    await outbox.mark_failed("m2", "rejected by the carrier", 0x45)
+    failed = await outbox.get("m2")
+    assert failed is not None and (failed.state, failed.error) == ("failed", "rejected by the carrier")
+
+
+async def test_vmn_allocation_is_unique_per_phone_and_sticky(database: object) -> None:
+    pool = ["+447700900001", "+447700900002"]
+    a = await db.VmnAllocations.allocate("@alice:hs", "+1666", pool)
+    b = await db.VmnAllocations.allocate("!group:hs", "+1666", pool)
+    assert a != b
+    assert await db.VmnAllocations.allocate("@alice:hs", "+1666", pool) == a
+    assert await db.VmnAllocations.allocate("@alice:hs", "+1777", pool) == pool[0], (
+        "other phones reuse numbers"
+    )
+    with pytest.raises(PoolExhausted):
+        await db.VmnAllocations.allocate("@carol:hs", "+1666", pool)
+    assert await db.VmnAllocations.side_for(b, "+1666") == "!group:hs"
+
+
+async def test_concurrent_allocations_for_one_phone_never_share_a_number(database: object) -> None:
+    pool = [f"+4477009000{i:02d}" for i in range(10)]
+    sides = [f"@user{i}:hs" for i in range(10)]
+    got = await asyncio.gather(*(db.VmnAllocations.allocate(side, "+1888", pool) for side in sides))
+    assert sorted(got) == sorted(pool)
+
+
+async def test_inbox_and_receipts_are_kept_until_handled(database: object) -> None:
+    await db.SmsInbox.store("smsc-a", "+1666", "+1555", "hello", 2, (2,))
+    [stored] = await db.SmsInbox.unposted()
+    assert (stored.text, stored.parts, stored.missing) == ("hello", 2, (2,))
+    await db.SmsInbox.mark(stored.seq, "posted", "!room:hs", "$ev")
+    assert await db.SmsInbox.unposted() == []
+    await db.SmsReceipts.store("smsc-a", "id-9", "delivered", "delivered to the phone")
+    [receipt] = await db.SmsReceipts.unhandled()
+    await db.SmsReceipts.mark_handled(receipt.seq)
+    assert await db.SmsReceipts.unhandled() == []
+
+
+async def test_opt_outs(database: object) -> None:
+    await db.OptOuts.add("+1666")
+    await db.OptOuts.add("+1666")
+    assert await db.OptOuts.has("+1666")
+    await db.OptOuts.remove("+1666")
+    assert not await db.OptOuts.has("+1666")
