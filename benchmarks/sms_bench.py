@@ -150,8 +150,8 @@ async def run_row(name: str, url: str, window: int, messages: int, deadline: flo
                 url_txn = f"{bridge.url}/_matrix/app/v1/transactions/bench-{first}-{uuid.uuid4().hex[:6]}"
                 async with http.put(url_txn, json={"events": events}, headers=headers) as resp:
                     resp.raise_for_status()
-        while time.time() - started < deadline and await count_submitted(url) < messages:
-            await asyncio.sleep(0.2)
+        while time.time() - started < deadline and await count_submitted(url) < messages:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # polling another process's database: there is no event to wait on
         done = await submitted_times(url)
         latencies = [done[e] - sent_at[e] * 1000 for e in sent_at if e in done]
         last = max(done.values()) / 1000 if done else time.time()
@@ -165,10 +165,14 @@ async def run_row(name: str, url: str, window: int, messages: int, deadline: flo
 def run_rows(args: argparse.Namespace) -> list[Row]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(asyncio.run(run_row("sqlite w64", f"sqlite:{tmp}/a.db", 64, args.messages, args.deadline)))
+        rows.append(
+            asyncio.run(run_row("sqlite w64", f"sqlite:{tmp}/a.db", 64, args.messages, args.deadline))
+        )
         baseline_messages = max(200, args.messages // 10)
         rows.append(
-            asyncio.run(run_row("sqlite w1 (baseline)", f"sqlite:{tmp}/b.db", 1, baseline_messages, args.deadline))
+            asyncio.run(
+                run_row("sqlite w1 (baseline)", f"sqlite:{tmp}/b.db", 1, baseline_messages, args.deadline)
+            )
         )
     if postgres.available():
         with postgres.fresh_database() as url:
@@ -186,7 +190,9 @@ def main() -> None:
     print(f"{'row':<22}{'msgs':>7}{'done':>7}{'parts/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for r in rows:
         p50 = statistics.median(r.latencies_ms) if r.latencies_ms else float("nan")
-        print(f"{r.name:<22}{r.messages:>7}{r.submitted:>7}{r.parts_per_s:>10.0f}{p50:>9.1f}{r.pct(0.99):>9.1f}")
+        print(
+            f"{r.name:<22}{r.messages:>7}{r.submitted:>7}{r.parts_per_s:>10.0f}{p50:>9.1f}{r.pct(0.99):>9.1f}"
+        )
     base = rows[1].parts_per_s or 1.0
     print(f"window 64 vs window 1 (SQLite): {rows[0].parts_per_s / base:.1f}x")
     if args.json:

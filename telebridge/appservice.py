@@ -143,11 +143,27 @@ class BridgeAppService(AppService):
                 metrics.TRANSACTIONS.labels("duplicate").inc()
                 log.debug("Transaction %s already processed", txn_id)
                 return web.json_response({})
-            for raw in body.get("events", []):
-                await self._dispatch(raw)
+            await self._dispatch_all(body.get("events", []))
             await TransactionLog.record(txn_id)
         metrics.TRANSACTIONS.labels("ok").inc()
         return web.json_response({})
+
+    async def _dispatch_all(self, events: list[Any]) -> None:
+        """Rooms are independent: their events run concurrently (so durable writes from many rooms share a
+        commit), while each room's events keep their order."""
+        by_room: dict[str, list[Any]] = {}
+        for raw in events:
+            room = raw.get("room_id") if isinstance(raw, dict) else None
+            by_room.setdefault(room if isinstance(room, str) else "", []).append(raw)
+
+        async def in_order(room_events: list[Any]) -> None:
+            for raw in room_events:
+                await self._dispatch(raw)
+
+        if len(by_room) == 1:
+            await in_order(events)
+        else:
+            await asyncio.gather(*(in_order(room_events) for room_events in by_room.values()))
 
     async def _dispatch(self, raw: Any) -> None:
         """One event: malformed ones are logged and skipped, handler failures never stop the txn."""

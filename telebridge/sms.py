@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import ssl
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import asyncpg
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
 from mautrix.types import EventID, MessageEvent, RoomCreatePreset, RoomID, UserID
@@ -40,6 +42,7 @@ from .portal import VirtualUsers
 from .puppet import VirtualUserNamespace
 
 log = logging.getLogger("telebridge.sms")
+UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.UniqueViolationError)
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START_WORDS = frozenset({"START", "UNSTOP", "YES"})
@@ -133,13 +136,15 @@ class SmsBridge:
             except asyncio.CancelledError:
                 pass
         await self.gateway.stop()
+        await self.outbox.close()
 
     # -- Matrix → phone -----------------------------------------------------------------------------
 
     async def relay(self, portal: Portal, parties: list[str], event: MessageEvent) -> None:
         """One SMS per phone party in the portal; each refusal explained by that party's virtual user."""
         content = event.content.serialize()
-        sender_name = await self.display_name(event.room_id, event.sender)
+        needs_name = portal.kind == "group" or content.get("msgtype") == "m.emote"
+        sender_name = await self.display_name(event.room_id, event.sender) if needs_name else None
         result = sms_text(content, sender_name)
         if isinstance(result, NotRelayable):
             intent = self.virtual_users.intent_for(parties[0])
@@ -157,8 +162,6 @@ class SmsBridge:
         intent = self.virtual_users.intent_for(party)
         number = self.namespace.party(party).number
         message_id = f"{event.event_id}|{party}"
-        if await self.outbox.get(message_id) is not None:
-            return  # a retried transaction: this message is already in the outbox
         phone = to_e164(number, self.region)
         if phone is None:
             await self.notice(
@@ -198,6 +201,8 @@ class SmsBridge:
         self.outbox.attach_origin(message_id, OutboxOrigin(event.room_id, event.event_id, party))
         try:
             segments = await self.gateway.send(message)
+        except UNIQUE_VIOLATIONS:
+            return  # a transaction retried after a crash: this message is already in the outbox
         except TooManySegmentsError as e:
             await self.notice(intent, event.room_id, event.event_id, f"Not sent: too long for SMS — {e}.")
             metrics.SMS.labels("out", "too_long").inc()

@@ -44,3 +44,6 @@ def create_database(url: str, min_size: int = 1, max_size: int = 10) -> Database
 def init(db: Database) -> None:
     for table in (Portal, Puppet, TransactionLog, SmsOutbox, SmsInbox, SmsReceipts, VmnAllocations, OptOuts):
         table.db = db
+    Portal.forget_all()
+    OptOuts.forget_all()
+    VmnAllocations.forget_all()

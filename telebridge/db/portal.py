@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from mautrix.util.async_db import Database
@@ -11,13 +11,17 @@ from mautrix.util.async_db import Database
 
 @dataclass
 class Portal:
+    """A portal row, cached in memory: every message looks its room up, and only this process writes."""
+
     db: ClassVar[Database]
+    _cache: ClassVar[dict[str, Portal]] = {}
 
     room_id: str
     kind: str  # "dm" or "group"
     creator: str
     encrypted: bool
     created_at: int
+    _parties: list[str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def _from_row(cls, row: Any) -> Portal:
@@ -31,10 +35,22 @@ class Portal:
 
     @classmethod
     async def get(cls, room_id: str) -> Portal | None:
+        cached = cls._cache.get(room_id)
+        if cached is not None:
+            return cached
         row = await cls.db.fetchrow(
             "SELECT room_id, kind, creator, encrypted, created_at FROM portal WHERE room_id=$1", room_id
         )
-        return cls._from_row(row) if row else None
+        if row is None:
+            return None
+        portal = cls._from_row(row)
+        cls._cache[room_id] = portal
+        return portal
+
+    @classmethod
+    def forget_all(cls) -> None:
+        """Drop the cache (a new database was opened)."""
+        cls._cache.clear()
 
     @classmethod
     async def create(cls, room_id: str, kind: str, creator: str, encrypted: bool = False) -> Portal:
@@ -62,7 +78,7 @@ class Portal:
             creator,
             puppet_mxid,
         )
-        return cls._from_row(row) if row else None
+        return await cls.get(row["room_id"]) if row else None
 
     async def set_kind(self, kind: str) -> None:
         self.kind = kind
@@ -73,11 +89,13 @@ class Portal:
         await self.db.execute("UPDATE portal SET encrypted=$2 WHERE room_id=$1", self.room_id, encrypted)
 
     async def parties(self) -> list[str]:
-        rows = await self.db.fetch(
-            "SELECT puppet_mxid FROM portal_party WHERE room_id=$1 ORDER BY joined_at, puppet_mxid",
-            self.room_id,
-        )
-        return [row["puppet_mxid"] for row in rows]
+        if self._parties is None:
+            rows = await self.db.fetch(
+                "SELECT puppet_mxid FROM portal_party WHERE room_id=$1 ORDER BY joined_at, puppet_mxid",
+                self.room_id,
+            )
+            self._parties = [row["puppet_mxid"] for row in rows]
+        return list(self._parties)
 
     async def add_party(self, puppet_mxid: str) -> None:
         await self.db.execute(
@@ -87,13 +105,16 @@ class Portal:
             puppet_mxid,
             int(time.time() * 1000),
         )
+        self._parties = None
 
     async def remove_party(self, puppet_mxid: str) -> bool:
         """Stop relaying ``puppet_mxid`` here; returns whether any party is left."""
         await self.db.execute(
             "DELETE FROM portal_party WHERE room_id=$1 AND puppet_mxid=$2", self.room_id, puppet_mxid
         )
+        self._parties = None
         return bool(await self.parties())
 
     async def delete(self) -> None:
         await self.db.execute("DELETE FROM portal WHERE room_id=$1", self.room_id)
+        self._cache.pop(self.room_id, None)

@@ -12,6 +12,8 @@ from mautrix.util.async_db import Database
 
 from smpp.outbox import OutboundMessage, OutboxState
 
+from .group_commit import GroupCommit
+
 
 def _now() -> int:
     return int(time.time() * 1000)
@@ -41,6 +43,10 @@ class SmsOutbox:
 
     def __init__(self) -> None:
         self._origins: dict[str, OutboxOrigin] = {}
+        self._writes = GroupCommit(self.db)
+
+    async def close(self) -> None:
+        await self._writes.close()
 
     def attach_origin(self, message_id: str, origin: OutboxOrigin) -> None:
         """Remember the Matrix event a message is for; stored with it by :meth:`enqueue`."""
@@ -49,22 +55,28 @@ class SmsOutbox:
     async def enqueue(self, message: OutboundMessage) -> None:
         origin = self._origins.pop(message.id, None)
         now = _now()
-        await self.db.execute(
-            "INSERT INTO sms_outbox (id, room_id, event_id, puppet_mxid, source, destination, text, "
-            "registered_delivery, state, reference, segments, created_at, updated_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
-            message.id,
-            origin.room_id if origin else None,
-            origin.event_id if origin else None,
-            origin.puppet_mxid if origin else None,
-            message.source,
-            message.destination,
-            message.text,
-            message.registered_delivery,
-            message.state.value,
-            message.reference,
-            message.segments,
-            now,
+        await self._writes.commit(
+            [
+                (
+                    "INSERT INTO sms_outbox (id, room_id, event_id, puppet_mxid, source, destination, text, "
+                    "registered_delivery, state, reference, segments, created_at, updated_at) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+                    (
+                        message.id,
+                        origin.room_id if origin else None,
+                        origin.event_id if origin else None,
+                        origin.puppet_mxid if origin else None,
+                        message.source,
+                        message.destination,
+                        message.text,
+                        message.registered_delivery,
+                        message.state.value,
+                        message.reference,
+                        message.segments,
+                        now,
+                    ),
+                )
+            ]
         )
 
     async def load_pending(self) -> list[OutboundMessage]:
@@ -277,13 +289,28 @@ class PoolExhausted(Exception):
 
 class VmnAllocations:
     """The seed's VMN pool: each {Matrix side, phone} pair holds a pool number no other pair with the same
-    phone holds, so a reply from that phone to that number identifies exactly one side."""
+    phone holds, so a reply from that phone to that number identifies exactly one side.
+
+    Allocations never change once made, so lookups are cached in memory."""
 
     db: ClassVar[Database]
+    _by_side: ClassVar[dict[tuple[str, str], str]] = {}
+    _rooms: ClassVar[dict[tuple[str, str], tuple[str, str]]] = {}
+
+    @classmethod
+    def forget_all(cls) -> None:
+        cls._by_side.clear()
+        cls._rooms.clear()
 
     @classmethod
     async def for_side(cls, side: str, phone: str) -> str | None:
-        return await cls.db.fetchval("SELECT vmn FROM vmn_allocation WHERE side=$1 AND phone=$2", side, phone)
+        cached = cls._by_side.get((side, phone))
+        if cached is not None:
+            return cached
+        vmn = await cls.db.fetchval("SELECT vmn FROM vmn_allocation WHERE side=$1 AND phone=$2", side, phone)
+        if vmn is not None:
+            cls._by_side[(side, phone)] = vmn
+        return vmn
 
     @classmethod
     async def side_for(cls, vmn: str, phone: str) -> str | None:
@@ -312,6 +339,9 @@ class VmnAllocations:
     @classmethod
     async def remember_room(cls, vmn: str, phone: str, room_id: str, puppet_mxid: str) -> None:
         """Where the pair last talked, so the reply lands in that room as that virtual user."""
+        if cls._rooms.get((vmn, phone)) == (room_id, puppet_mxid):
+            return
+        cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
         await cls.db.execute(
             "UPDATE vmn_allocation SET room_id=$3, puppet_mxid=$4 WHERE vmn=$1 AND phone=$2",
             vmn,
@@ -347,22 +377,38 @@ class VmnAllocations:
 
 
 class OptOuts:
-    """Phones that texted STOP: nothing is sent to them until they text START."""
+    """Phones that texted STOP: nothing is sent to them until they text START. Kept in memory too (checked
+    for every outbound text; the list is small and only this process changes it)."""
 
     db: ClassVar[Database]
+    _phones: ClassVar[set[str] | None] = None
+
+    @classmethod
+    def forget_all(cls) -> None:
+        cls._phones = None
+
+    @classmethod
+    async def _load(cls) -> set[str]:
+        if cls._phones is None:
+            cls._phones = {row["phone"] for row in await cls.db.fetch("SELECT phone FROM sms_optout")}
+        return cls._phones
 
     @classmethod
     async def add(cls, phone: str) -> None:
+        phones = await cls._load()
         await cls.db.execute(
             "INSERT INTO sms_optout (phone, created_at) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING",
             phone,
             _now(),
         )
+        phones.add(phone)
 
     @classmethod
     async def remove(cls, phone: str) -> None:
+        phones = await cls._load()
         await cls.db.execute("DELETE FROM sms_optout WHERE phone=$1", phone)
+        phones.discard(phone)
 
     @classmethod
     async def has(cls, phone: str) -> bool:
-        return await cls.db.fetchval("SELECT 1 FROM sms_optout WHERE phone=$1", phone) is not None
+        return phone in await cls._load()

@@ -1,0 +1,90 @@
+"""Group commit: many small writes that must each be durable before their caller goes on, committed
+together in one database transaction (one fsync) instead of one each.
+
+Callers ``await commit(statements)``; when it returns, their statements are committed. A writer task
+takes whatever has queued up while the previous commit ran, so under load commits grow and their count
+falls, and when idle a single write commits at once (no added latency waiting for company). If a batch
+fails, its units are retried one by one so that one bad statement fails only its own caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from mautrix.util.async_db import Database
+
+log = logging.getLogger("telebridge.db")
+
+Statement = tuple[str, Sequence[Any]]
+
+
+class GroupCommit:
+    def __init__(self, db: Database, max_batch: int = 512) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: list[tuple[Sequence[Statement], asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def commit(self, statements: Sequence[Statement]) -> None:
+        """Run ``statements`` atomically, together with whatever else is waiting; durable on return."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((statements, future))
+        self._wakeup.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_forever())
+        await future
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                await self._write(batch)
+
+    async def _write(self, batch: list[tuple[Sequence[Statement], asyncio.Future[None]]]) -> None:
+        try:
+            await self._run([s for unit, _ in batch for s in unit])
+        except Exception as e:
+            if len(batch) == 1:
+                self._settle(batch[0][1], e)
+                return
+            log.warning("A group commit of %d units failed; retrying them one by one", len(batch))
+            for unit, future in batch:
+                try:
+                    await self._run(unit)
+                except Exception as one:
+                    self._settle(future, one)
+                else:
+                    self._settle(future)
+            return
+        for _, future in batch:
+            self._settle(future)
+
+    async def _run(self, statements: Sequence[Statement]) -> None:
+        conn: Any
+        async with self.db.acquire() as conn, conn.transaction():
+            for query, args in statements:
+                await conn.execute(query, *args)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[None], error: BaseException | None = None) -> None:
+        if future.done():  # the caller was cancelled; its statements committed (or not) all the same
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(None)
