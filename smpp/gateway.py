@@ -70,6 +70,10 @@ class InboundSink(Protocol):
     async def store_receipt(self, receipt: InboundReceipt) -> None: ...
 
 
+class _Stopping(Exception):
+    """Internal: the gateway is shutting down; leave the message in the outbox as it is."""
+
+
 @dataclass(slots=True)
 class GatewayStats:
     parts_submitted: int = 0
@@ -115,6 +119,7 @@ class Gateway:
         self._background: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stopping = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -126,11 +131,20 @@ class Gateway:
         for m in await self.outbox.load_pending():
             self._schedule(m)
 
-    async def stop(self) -> None:
-        """Stop sending (messages stay in the outbox), unbind every SMSC."""
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop sending, unbind every SMSC. Messages not yet submitted stay in the outbox.
+
+        Parts already handed to a bind get up to *grace* seconds for their response, so
+        that a clean shutdown does not turn accepted parts into resends after restart.
+        """
+        self._stopping = True
+        self._bind_changed.set()
+        workers = list(self._workers.values())
+        if workers:
+            await asyncio.wait(workers, timeout=grace)
         for t in list(self._workers.values()) + self._background:
             t.cancel()
-        for t in list(self._workers.values()) + self._background:
+        for t in workers + self._background:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._workers.clear()
@@ -178,9 +192,11 @@ class Gateway:
     async def _conversation(self, key: tuple[str, str]) -> None:
         q = self._queues[key]
         try:
-            while q:
+            while q and not self._stopping:
                 await self._send_message(q[0])
                 q.popleft()
+        except _Stopping:
+            pass
         finally:
             if not q:
                 del self._queues[key]
@@ -210,6 +226,8 @@ class Gateway:
         for seg in segments:
             if seg.index in m.parts:
                 continue
+            if self._stopping:
+                raise _Stopping
             if not await self._submit_part(m, seg):
                 return
         await self.outbox.mark_submitted(m.id)
@@ -249,17 +267,23 @@ class Gateway:
         while True:
             name = self.router.select(m.destination, prefer=m.smsc)
             if name is None:
+                if self._stopping:
+                    raise _Stopping
                 await self._wait_bind_change(delay)
                 continue
             client = self.clients[name]
             try:
                 res = await client.submit(self._pdu(m, seg))
             except NotBoundError:
+                if self._stopping:
+                    raise _Stopping from None
                 continue
             except ConnectionLostError as e:
                 self.stats.retries += 1
                 if e.possible_duplicate:
                     self.stats.possible_duplicates += 1
+                if self._stopping:
+                    raise _Stopping from None
                 continue
             except SubmitError as e:
                 if e.temporary and temporary_failures < self.max_temporary_failures:

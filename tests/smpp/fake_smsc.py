@@ -4,6 +4,7 @@ interoperability; this one does what an SMSC does when things go wrong, on comma
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 
 from smpp import pdu as P
@@ -24,6 +25,7 @@ class FakeSmsc:
         self.port = 0
         self.received: list[Received] = []
         self.binds = 0
+        self.ssl: ssl.SSLContext | None = None
         self.received_responses: list[P.Pdu] = []
         self.close_after: int | None = None  # close every connection when this many submits were received
         self.swallow = 0  # receive this many submits without answering them
@@ -35,7 +37,7 @@ class FakeSmsc:
         self.changed = asyncio.Event()
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
