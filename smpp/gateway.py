@@ -192,11 +192,22 @@ class Gateway:
     async def _conversation(self, key: tuple[str, str]) -> None:
         q = self._queues[key]
         try:
+            failures = 0
             while q and not self._stopping:
-                await self._send_message(q[0])
+                try:
+                    await self._send_message(q[0])
+                except _Stopping:
+                    break
+                except Exception:
+                    # The outbox (the bridge's database) failed: keep the message at the
+                    # head of its conversation and try again; log the first failure in full.
+                    failures += 1
+                    if failures == 1:
+                        log.exception("sending %s failed; retrying", q[0].id)
+                    await asyncio.sleep(min(self.retry_delay * failures, self.retry_delay_max))
+                    continue
+                failures = 0
                 q.popleft()
-        except _Stopping:
-            pass
         finally:
             if not q:
                 del self._queues[key]

@@ -468,7 +468,7 @@ class EsmeSession:
         if self.state is not State.BINDING or pdu.sequence_number != self._bind_seq:
             return
         self._bind_deadline = None
-        if pdu.command_status != Status.ESME_ROK:
+        if pdu.command_status != Status.ESME_ROK or pdu.command_id == C.GENERIC_NACK:
             self.state = State.CLOSED
             self._events.append(BindFailed(pdu.command_status))
             return
@@ -478,6 +478,13 @@ class EsmeSession:
         self._last_rx = now
 
     def _on_submit_resp(self, pdu: P.Pdu, now: float) -> None:
+        if (
+            pdu.command_id == C.GENERIC_NACK
+            and self.state is State.BINDING
+            and pdu.sequence_number == self._bind_seq
+        ):
+            self._on_bind_resp(pdu, now)  # some SMSCs nack a bind they cannot parse
+            return
         sub = self._inflight.pop(pdu.sequence_number, None)
         if pdu.command_id == C.GENERIC_NACK:
             self.stats.generic_nacks_received += 1

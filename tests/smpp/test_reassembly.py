@@ -104,3 +104,14 @@ def test_concat_element_with_seqnum_zero_is_treated_as_single_part() -> None:
     pdu = _deliver(bytes((5, 0, 3, 1, 2, 0)) + b"hi", ESM_UDHI, 0)
     res = Reassembler().add(part_from_pdu(pdu), 0)
     assert isinstance(res, InboundText) and res.text == "hi"
+
+
+def test_data_sm_payload_with_udh() -> None:
+    from smpp.pdu import DataSm
+
+    seg = split("ж" * 80, 5)[1]
+    pdu = DataSm(0x103, source_addr="A", destination_addr="B", esm_class=ESM_UDHI, data_coding=8,
+                 tlvs={Tag.MESSAGE_PAYLOAD: seg.short_message})  # fmt: skip
+    part = part_from_pdu(pdu)
+    assert (part.reference, part.total, part.seqnum) == (5, 2, 2)
+    assert part.body.decode("utf-16-be") == "ж" * 13

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smpp import pdu as P
 from smpp.pdu import CommandId as C
@@ -266,3 +268,52 @@ def test_peer_unbind_is_answered_and_unfinished_are_handed_back() -> None:
     left = s.take_unfinished()
     assert [(u.token, u.written) for u in left] == [("a", True), ("b", False)]
     assert s.outstanding == 0
+
+
+def test_generic_nack_to_bind_is_a_bind_failure() -> None:
+    s = EsmeSession(SessionConfig("e", "p"), 0)
+    s.connection_made(0)
+    (b,) = sent(s)
+    s.receive_data(P.encode(P.Pdu(C.GENERIC_NACK, b.sequence_number, Status.ESME_RINVCMDLEN)), 1)
+    assert events(s) == [BindFailed(Status.ESME_RINVCMDLEN)]
+
+
+def test_data_sm_is_handed_out_and_answered_with_data_sm_resp() -> None:
+    s = bound()
+    d = P.DataSm(
+        C.DATA_SM, 31, source_addr="4915", destination_addr="4930", tlvs={P.Tag.MESSAGE_PAYLOAD: b"x"}
+    )
+    s.receive_data(P.encode(d), 1)
+    (ev,) = events(s)
+    assert isinstance(ev, DeliverReceived) and ev.pdu == d
+    s.respond(31)
+    assert sent(s) == [P.MessageIdResp(C.DATA_SM_RESP, 31)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=8))
+def test_random_bytes_from_the_wire_never_raise(chunks: list[bytes]) -> None:
+    s = bound()
+    for i, c in enumerate(chunks):
+        s.receive_data(c, float(i))
+        s.handle_timer(float(i))
+    s.data_to_send()
+    events(s)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([int(c) for c in C]).flatmap(
+            lambda cid: st.tuples(st.just(cid), st.integers(0, 0x7FFFFFFF), st.binary(max_size=60))
+        ),
+        max_size=10,
+    )
+)
+def test_well_framed_garbage_pdus_never_raise(pdus: list[tuple[int, int, bytes]]) -> None:
+    s = bound()
+    s.submit(sm(), "a", 0)
+    for cid, seq, body in pdus:
+        s.receive_data(struct.pack(">IIII", 16 + len(body), cid, 0, seq) + body, 1.0)
+    s.data_to_send()
+    events(s)
