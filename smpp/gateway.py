@@ -23,8 +23,9 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from smpp import encoding, receipt
@@ -227,7 +228,8 @@ class Gateway:
         if m.reference is None or m.state is OutboxState.PENDING:
             m.reference = self._next_reference(m.destination, policy.concatenation)
             m.segments = count_segments(m.text, policy)
-            await self.outbox.mark_submitting(m.id, m.reference, m.segments)
+            ref, segs = m.reference, m.segments
+            await self._durably(partial(self.outbox.mark_submitting, m.id, ref, segs))
             m.state = OutboxState.SUBMITTING
         try:
             segments = split(m.text, m.reference, policy)
@@ -241,7 +243,7 @@ class Gateway:
                 raise _Stopping
             if not await self._submit_part(m, seg):
                 return
-        await self.outbox.mark_submitted(m.id)
+        await self._durably(partial(self.outbox.mark_submitted, m.id))
         m.state = OutboxState.SUBMITTED
         self.stats.messages_submitted += 1
 
@@ -312,7 +314,8 @@ class Gateway:
             m.parts[seg.index] = res.message_id
             if m.smsc is None:
                 m.smsc = name
-            await self.outbox.mark_part_submitted(m.id, seg.index, name, res.message_id)
+            mid = res.message_id
+            await self._durably(partial(self.outbox.mark_part_submitted, m.id, seg.index, name, mid))
             self.stats.parts_submitted += 1
             return True
 
@@ -320,7 +323,23 @@ class Gateway:
         log.warning("message %s to %s failed: %s", m.id, m.destination, reason)
         m.state = OutboxState.FAILED
         self.stats.messages_failed += 1
-        await self.outbox.mark_failed(m.id, reason, status)
+        await self._durably(partial(self.outbox.mark_failed, m.id, reason, status))
+
+    async def _durably(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Retry an outbox write until it succeeds: the SMSC already acted on what it records,
+        so giving up would make the database disagree with the network."""
+        failures = 0
+        while True:
+            try:
+                await write()
+                return
+            except Exception:
+                failures += 1
+                if failures == 1:
+                    log.exception("outbox write failed; retrying")
+                if self._stopping:
+                    raise _Stopping from None
+                await asyncio.sleep(min(self.retry_delay * failures, self.retry_delay_max))
 
     async def _wait_bind_change(self, delay: float) -> None:
         self._bind_changed.clear()

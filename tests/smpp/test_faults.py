@@ -302,3 +302,35 @@ def test_client_runs_on_uvloop() -> None:
         accepted, outbox = runner.run(scenario())
     assert [p.short_message for p in accepted] == [b"on uvloop"]
     assert outbox.messages["u"].state is OutboxState.SUBMITTED
+
+
+class FlakyOutbox(MemoryOutbox):
+    """The bridge's database failing for a moment, right after an SMSC accepted a part."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 2
+
+    async def mark_part_submitted(self, message_id: str, index: int, smsc: str, smsc_message_id: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database restarting")
+        await super().mark_part_submitted(message_id, index, smsc, smsc_message_id)
+
+
+async def test_outbox_write_failure_is_retried_without_resending(fake: FakeSmsc) -> None:
+    outbox = FlakyOutbox()
+    gw = Gateway(
+        [smsc_config("a", fake.port)], [Route("", (Target("a"),))], outbox, RecordingSink(), retry_delay=0.01
+    )
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        await gw.send(OutboundMessage("f", "+4930123", "+4915100001", "stored late"))
+        await gw.send(OutboundMessage("g", "+4930123", "+4915100001", "next"))
+        await asyncio.wait_for(gw.wait_idle(), 10)
+    finally:
+        await gw.stop()
+    assert [p.short_message for p in fake.accepted()] == [b"stored late", b"next"]
+    assert outbox.messages["f"].parts == {1: "f1"}
+    assert outbox.messages["f"].state is OutboxState.SUBMITTED
