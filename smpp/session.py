@@ -75,6 +75,23 @@ class SessionConfig:
     throttle_backoff: float = 1.0
     throttle_backoff_max: float = 30.0
 
+    def __post_init__(self) -> None:
+        """Refuse at configuration time what §4.1.1 would make unencodable at bind time."""
+        for name, value, limit in (
+            ("system_id", self.system_id, 15),
+            ("password", self.password, 8),
+            ("system_type", self.system_type, 12),
+            ("address_range", self.address_range, 40),
+        ):
+            if len(value.encode("latin-1", "replace")) > limit:
+                raise ValueError(f"SMPP {name} is limited to {limit} characters (SMPP 3.4 §4.1.1)")
+        if self.window < 1:
+            raise ValueError("window must be at least 1")
+        if self.tps is not None and self.tps <= 0:
+            raise ValueError("tps must be positive")
+        if self.tps_burst < 1:
+            raise ValueError("tps_burst must be at least 1")
+
 
 # ---------------------------------------------------------------- events
 

@@ -25,6 +25,8 @@ class FakeSmsc:
         self.port = 0
         self.received: list[Received] = []
         self.binds = 0
+        self.silent = False
+        self.connections = 0
         self.ssl: ssl.SSLContext | None = None
         self.received_responses: list[P.Pdu] = []
         self.close_after: int | None = None  # close every connection when this many submits were received
@@ -73,6 +75,7 @@ class FakeSmsc:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._conn_no += 1
+        self.connections += 1
         conn = self._conn_no
         self._writers.add(writer)
         frames = P.PduReader()
@@ -97,6 +100,8 @@ class FakeSmsc:
     def _handle(self, conn: int, pdu: P.Pdu, writer: asyncio.StreamWriter) -> bool:
         cid = pdu.command_id
         seq = pdu.sequence_number
+        if self.silent:
+            return True  # a half-open link: TCP up, nobody answering
         if isinstance(pdu, P.Bind):
             ok = pdu.password == self.password
             self.binds += ok

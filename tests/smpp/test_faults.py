@@ -334,3 +334,22 @@ async def test_outbox_write_failure_is_retried_without_resending(fake: FakeSmsc)
     assert [p.short_message for p in fake.accepted()] == [b"stored late", b"next"]
     assert outbox.messages["f"].parts == {1: "f1"}
     assert outbox.messages["f"].state is OutboxState.SUBMITTED
+
+
+async def test_half_open_link_is_detected_by_enquire_link_and_rebound(fake: FakeSmsc) -> None:
+    cfg = smsc_config("a", fake.port, enquire_link_interval=0.1, response_timeout=0.2)
+    gw = Gateway([cfg], [Route("", (Target("a"),))], MemoryOutbox(), RecordingSink())
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        fake.silent = True
+        await fake.wait(lambda: fake.connections >= 2)  # gave up on the silent link, reconnected
+        fake.silent = False
+        await fake.wait(lambda: fake.connections >= 3 or fake.binds >= 2)
+        assert await gw.wait_bound(10)
+        await gw.send(OutboundMessage("h", "+4930123", "+4915100001", "after outage"))
+        await asyncio.wait_for(gw.wait_idle(), 10)
+    finally:
+        await gw.stop()
+    assert fake.accepted()[-1].short_message == b"after outage"
+    assert gw.clients["a"].stats.connection_losses >= 1

@@ -241,3 +241,20 @@ async def test_transmitter_receiver_pair(npm_smsc: NpmSmsc) -> None:
         assert sink.messages[0].text == "via rx"
     finally:
         await gw.stop()
+
+
+async def test_enquire_link_keeps_an_idle_bind_alive(npm_smsc: NpmSmsc) -> None:
+    gw = Gateway(
+        [smsc_config("npm", npm_smsc.port, enquire_link_interval=0.05)],
+        [Route("", (Target("npm"),))],
+        MemoryOutbox(),
+        RecordingSink(),
+    )
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        await npm_smsc.wait_count("enquire_link", 3)
+        assert gw.clients["npm"].is_bound
+        assert len(npm_smsc.events("bind")) == 1
+    finally:
+        await gw.stop()

@@ -317,3 +317,20 @@ def test_well_framed_garbage_pdus_never_raise(pdus: list[tuple[int, int, bytes]]
         s.receive_data(struct.pack(">IIII", 16 + len(body), cid, 0, seq) + body, 1.0)
     s.data_to_send()
     events(s)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"system_id": "x" * 16},
+        {"password": "123456789"},
+        {"system_type": "y" * 13},
+        {"window": 0},
+        {"tps": 0.0},
+    ],
+)
+def test_config_that_cannot_be_encoded_is_refused_up_front(kwargs: dict[str, object]) -> None:
+    base: dict[str, object] = {"system_id": "esme", "password": "pw"}
+    base.update(kwargs)
+    with pytest.raises(ValueError):
+        SessionConfig(**base)  # type: ignore[arg-type]
