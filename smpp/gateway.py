@@ -116,6 +116,7 @@ class Gateway:
         self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._references: dict[str, int] = {}
         self._waiters: dict[PartKey, asyncio.Future[int]] = {}
+        self._part_smsc: dict[PartKey, str] = {}  # which SMSC a pending message's parts came from
         self._reassembly_wakeup = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -382,6 +383,7 @@ class Gateway:
         fut = self._waiters.get(res.key)
         if fut is None:
             fut = self._waiters[res.key] = loop.create_future()
+            self._part_smsc[res.key] = client.name
         if isinstance(res, Pending):
             self._reassembly_wakeup.set()
         return await asyncio.shield(fut)
@@ -399,6 +401,7 @@ class Gateway:
             status = Status.ESME_ROK
             self.stats.inbound_messages += 1
         if t.key is not None:
+            self._part_smsc.pop(t.key, None)
             fut = self._waiters.pop(t.key, None)
             if fut is not None and not fut.done():
                 fut.set_result(status)
@@ -414,4 +417,4 @@ class Gateway:
                 await asyncio.wait_for(self._reassembly_wakeup.wait(), timeout)
             for t in self.reassembler.expire(loop.time()):
                 log.warning("inbound message from %s incomplete, parts %s missing", t.source, t.missing)
-                await self._store("", t)
+                await self._store(self._part_smsc.get(t.key, "") if t.key else "", t)
