@@ -226,17 +226,22 @@ class Gateway:
     async def _send_message(self, m: OutboundMessage) -> None:
         route = self.router.route_for(m.destination)
         policy = route.segment_policy
-        if m.reference is None or m.state is OutboxState.PENDING:
+        fresh = m.reference is None or m.state is OutboxState.PENDING
+        if fresh:
             m.reference = self._next_reference(m.destination, policy.concatenation)
-            m.segments = count_segments(m.text, policy)
-            ref, segs = m.reference, m.segments
-            await self._durably(partial(self.outbox.mark_submitting, m.id, ref, segs))
-            m.state = OutboxState.SUBMITTING
+        assert m.reference is not None
         try:
             segments = split(m.text, m.reference, policy)
         except ValueError as e:  # TooManySegmentsError after a config change
             await self._fail(m, str(e), None)
             return
+        if fresh:
+            if policy.concatenation is Concatenation.PAYLOAD:
+                m.segments = count_segments(m.text, policy)  # one PDU, billed as several SMS
+            else:
+                m.segments = len(segments)
+            await self._durably(partial(self.outbox.mark_submitting, m.id, m.reference, m.segments))
+            m.state = OutboxState.SUBMITTING
         for seg in segments:
             if seg.index in m.parts:
                 continue
