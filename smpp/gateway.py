@@ -32,9 +32,10 @@ from smpp import encoding, receipt
 from smpp import pdu as P
 from smpp.client import ConnectionLostError, NotBoundError, SmppClient, SmscConfig, SubmitError
 from smpp.outbox import OutboundMessage, Outbox, OutboxState
+from smpp.partstore import PartStore, part_key
 from smpp.pdu import CommandId as C
 from smpp.pdu import Status
-from smpp.reassembly import Duplicate, InboundText, PartKey, Pending, Reassembler, part_from_pdu
+from smpp.reassembly import Duplicate, InboundText, Part, PartKey, Pending, Reassembler, part_from_pdu
 from smpp.receipt import Receipt
 from smpp.routing import Route, Router
 from smpp.segment import Concatenation, Segment, TooManySegmentsError, count_segments, split
@@ -99,9 +100,11 @@ class Gateway:
         retry_delay: float = 1.0,
         retry_delay_max: float = 30.0,
         max_temporary_failures: int = 8,
+        parts: PartStore | None = None,
     ) -> None:
         self.outbox = outbox
         self.sink = sink
+        self.parts = parts
         self.stats = GatewayStats()
         self._bind_changed = asyncio.Event()
         self.clients: dict[str, SmppClient] = {
@@ -129,6 +132,14 @@ class Gateway:
         """Start the binds and resume every message the outbox still holds."""
         for c in self.clients.values():
             await c.start()
+        if self.parts is not None:
+            now = asyncio.get_running_loop().time()
+            for smsc, p in await self.parts.load_parts():
+                res = self.reassembler.add(p, now)
+                if isinstance(res, InboundText):  # crashed between the last part and the message
+                    await self._store_durable_parts(smsc, res, None)
+                elif isinstance(res, Pending):
+                    self._part_smsc[res.key] = smsc
         self._background.append(asyncio.create_task(self._expire_parts()))
         for m in await self.outbox.load_pending():
             self._schedule(m)
@@ -378,6 +389,8 @@ class Gateway:
             log.warning("%s: bad user data header from %s: %s", client.name, pdu.source_addr, e)
             return Status.ESME_RINVESMCLASS
         loop = asyncio.get_running_loop()
+        if self.parts is not None and part.reference is not None and part.total > 1:
+            return await self._on_part_durable(client.name, part)
         res = self.reassembler.add(part, loop.time())
         if isinstance(res, InboundText):
             return await self._store(client.name, res)
@@ -392,6 +405,41 @@ class Gateway:
         if isinstance(res, Pending):
             self._reassembly_wakeup.set()
         return await asyncio.shield(fut)
+
+    async def _on_part_durable(self, smsc: str, part: Part) -> int:
+        """With a PartStore: save the part, acknowledge it, store the message when complete."""
+        assert self.parts is not None
+        key = part_key(part)
+        if self.reassembler.is_completed(key):
+            self.stats.inbound_duplicates += 1
+            return Status.ESME_ROK
+        await self.parts.save_part(smsc, part)  # raising → ESME_RX_T_APPN, the SMSC redelivers
+        res = self.reassembler.add(part, asyncio.get_running_loop().time())
+        if isinstance(res, InboundText):
+            return await self._store_durable_parts(smsc, res, part.seqnum)
+        if isinstance(res, Duplicate):
+            self.stats.inbound_duplicates += 1
+        else:
+            self._part_smsc.setdefault(key, smsc)
+            self._reassembly_wakeup.set()
+        return Status.ESME_ROK
+
+    async def _store_durable_parts(self, smsc: str, t: InboundText, last_seqnum: int | None) -> int:
+        """Store a message whose parts are in the PartStore, then drop them. If storing fails,
+        rebuild the reassembly buffer without the last part, so its redelivery retries."""
+        assert self.parts is not None and t.key is not None
+        status = await self._store(smsc, t)
+        if status == Status.ESME_ROK:
+            try:
+                await self.parts.drop_parts(t.key)
+            except Exception:
+                log.exception("dropping stored parts of %s failed", t.key)
+            return status
+        now = asyncio.get_running_loop().time()
+        for _smsc, p in await self.parts.load_parts():
+            if part_key(p) == t.key and p.seqnum != last_seqnum:
+                self.reassembler.add(p, now)
+        return status
 
     async def _store(self, smsc: str, t: InboundText) -> int:
         msg = InboundMessage(smsc, t.source, t.destination, t.text, t.parts, t.missing)
@@ -422,4 +470,8 @@ class Gateway:
                 await asyncio.wait_for(self._reassembly_wakeup.wait(), timeout)
             for t in self.reassembler.expire(loop.time()):
                 log.warning("inbound message from %s incomplete, parts %s missing", t.source, t.missing)
-                await self._store(self._part_smsc.get(t.key, "") if t.key else "", t)
+                smsc = self._part_smsc.get(t.key, "") if t.key else ""
+                if self.parts is not None and t.key is not None:
+                    await self._store_durable_parts(smsc, t, None)
+                else:
+                    await self._store(smsc, t)

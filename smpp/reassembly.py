@@ -195,6 +195,10 @@ class Reassembler:
             oldest[1].deadline = now
             heapq.heappush(self._deadlines, (now, oldest[0]))
 
+    def is_completed(self, key: PartKey) -> bool:
+        """The message with this key was handed out recently (a part now is a duplicate)."""
+        return key in self._completed
+
     def forget(self, key: PartKey) -> None:
         """Drop a completed key (its message could not be stored): a redelivery starts afresh."""
         self._completed.pop(key, None)
