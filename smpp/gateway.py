@@ -37,7 +37,7 @@ from smpp.pdu import CommandId as C
 from smpp.pdu import Status
 from smpp.reassembly import Duplicate, InboundText, Part, PartKey, Pending, Reassembler, part_from_pdu
 from smpp.receipt import Receipt
-from smpp.routing import Route, Router
+from smpp.routing import NoRouteError, Route, Router
 from smpp.segment import Concatenation, Segment, TooManySegmentsError, count_segments, split
 from smpp.udh import UdhError
 
@@ -235,7 +235,11 @@ class Gateway:
         return ref & (0xFF if concat is Concatenation.UDH8 else 0xFFFF)
 
     async def _send_message(self, m: OutboundMessage) -> None:
-        route = self.router.route_for(m.destination)
+        try:
+            route = self.router.route_for(m.destination)
+        except NoRouteError:  # resumed from the outbox after the routes changed
+            await self._fail(m, f"no SMS route to {m.destination}", None)
+            return
         policy = route.segment_policy
         fresh = m.reference is None or m.state is OutboxState.PENDING
         if fresh:
