@@ -25,6 +25,8 @@ class FakeSmsc:
         self.port = 0
         self.received: list[Received] = []
         self.binds = 0
+        self.response_delay = 0.0
+        self.events: list[str] = []  # "unbind", "submit_resp sent" in the order they happened
         self.silent = False
         self.connections = 0
         self.ssl: ssl.SSLContext | None = None
@@ -56,6 +58,11 @@ class FakeSmsc:
     def drop_connections(self) -> None:
         for w in list(self._writers):
             w.transport.abort()
+
+    def _late_write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        if not writer.is_closing():
+            writer.write(data)
+            self.events.append("submit_resp sent")
 
     def accepted(self) -> list[P.ShortMessage]:
         return [r.pdu for r in self.received if r.answered]
@@ -123,10 +130,15 @@ class FakeSmsc:
                 return True
             self._next_id += 1
             self.received.append(Received(conn, pdu, True))
-            writer.write(P.encode(P.MessageIdResp(C.SUBMIT_SM_RESP, seq, message_id=f"f{self._next_id}")))
+            resp = P.encode(P.MessageIdResp(C.SUBMIT_SM_RESP, seq, message_id=f"f{self._next_id}"))
+            if self.response_delay:
+                asyncio.get_running_loop().call_later(self.response_delay, self._late_write, writer, resp)
+            else:
+                writer.write(resp)
         elif cid == C.ENQUIRE_LINK:
             writer.write(P.encode(P.Pdu(C.ENQUIRE_LINK_RESP, seq)))
         elif cid == C.UNBIND:
+            self.events.append("unbind")
             writer.write(P.encode(P.Pdu(C.UNBIND_RESP, seq)))
         elif cid == C.DELIVER_SM_RESP or cid == C.GENERIC_NACK:
             self.received_responses.append(pdu)

@@ -353,3 +353,17 @@ async def test_half_open_link_is_detected_by_enquire_link_and_rebound(fake: Fake
         await gw.stop()
     assert fake.accepted()[-1].short_message == b"after outage"
     assert gw.clients["a"].stats.connection_losses >= 1
+
+
+async def test_stop_waits_for_outstanding_responses_before_unbinding(fake: FakeSmsc) -> None:
+    outbox = MemoryOutbox()
+    gw = Gateway([smsc_config("a", fake.port)], [Route("", (Target("a"),))], outbox, RecordingSink())
+    await gw.start()
+    assert await gw.wait_bound(10)
+    fake.response_delay = 0.2
+    await gw.send(OutboundMessage("s", "+4930123", "+4915100001", "in flight at shutdown"))
+    await fake.wait(lambda: len(fake.received) == 1)
+    await gw.stop(grace=10)
+    assert fake.events == ["submit_resp sent", "unbind"]
+    assert outbox.messages["s"].state is OutboxState.SUBMITTED
+    assert gw.stats.possible_duplicates == 0
