@@ -514,7 +514,9 @@ class EsmeSession:
                 self.stats.late_responses += 1
             return
         status = pdu.command_status
-        if status == Status.ESME_ROK and pdu.command_id == C.SUBMIT_SM_RESP:
+        if pdu.command_id == C.GENERIC_NACK and status == Status.ESME_ROK:
+            status = Status.ESME_RSYSERR  # a nack without a reason: treat as a temporary fault
+        if status == Status.ESME_ROK:
             self.stats.submits_ok += 1
             self._backoff = self.config.throttle_backoff
             mid = pdu.message_id if isinstance(pdu, P.MessageIdResp) else ""
