@@ -334,3 +334,48 @@ def test_config_that_cannot_be_encoded_is_refused_up_front(kwargs: dict[str, obj
     base.update(kwargs)
     with pytest.raises(ValueError):
         SessionConfig(**base)  # type: ignore[arg-type]
+
+
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.just(0), st.just(0)),
+        st.tuples(
+            st.just("answer"),
+            st.integers(0, 100),
+            st.sampled_from([0, Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL, Status.ESME_RSYSERR, 0x0B]),
+        ),
+        st.tuples(st.just("tick"), st.integers(1, 40), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(actions, st.integers(1, 4))
+def test_every_submission_ends_exactly_once_and_window_holds(
+    ops: list[tuple[str, int, int]], window: int
+) -> None:
+    s = bound(window=window, submit_timeout=10.0, throttle_backoff=1.0, enquire_link_interval=1000)
+    now = 0.0
+    outstanding: list[int] = []  # submit_sm sequence numbers the "SMSC" has not answered
+    outcomes: dict[int, list[str]] = {}
+    token = 0
+    for op, a, b in ops:
+        if op == "submit":
+            s.submit(sm(), token, now)
+            outcomes[token] = []
+            token += 1
+        elif op == "answer" and outstanding:
+            seq = outstanding.pop(a % len(outstanding))
+            s.receive_data(resp(seq, b, mid="m" if b == 0 else ""), now)
+        elif op == "tick":
+            now += a / 10
+            s.handle_timer(now)
+        outstanding += [p.sequence_number for p in sent(s) if p.command_id == C.SUBMIT_SM]
+        assert len(s._inflight) <= window
+        for e in events(s):
+            if isinstance(e, SubmitDone | SubmitFailed):
+                outcomes[e.token].append(type(e).__name__)  # type: ignore[index]
+    for u in s.take_unfinished():
+        outcomes[u.token].append("unfinished")  # type: ignore[index]
+    assert all(len(v) == 1 for v in outcomes.values()), outcomes
