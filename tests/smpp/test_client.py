@@ -27,11 +27,11 @@ async def _never(_c: SmppClient, _p: object) -> int:
 def test_reconnect_backoff_is_full_jitter_exponential_and_capped() -> None:
     cfg = smsc_config("a", 1)
     cfg = replace(cfg, reconnect_initial=1.0, reconnect_max=8.0)
-    top = SmppClient(cfg, _never, rng=lambda: 1.0)  # type: ignore[arg-type]
+    top = SmppClient(cfg, _never, rng=lambda: 1.0)
     assert [top._backoff(i) for i in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
-    half = SmppClient(cfg, _never, rng=lambda: 0.5)  # type: ignore[arg-type]
+    half = SmppClient(cfg, _never, rng=lambda: 0.5)
     assert half._backoff(2) == 2.0
-    low = SmppClient(cfg, _never, rng=lambda: 0.0)  # type: ignore[arg-type]
+    low = SmppClient(cfg, _never, rng=lambda: 0.0)
     assert low._backoff(3) == 0.05  # never a zero-delay reconnect loop
 
 

@@ -50,7 +50,7 @@ async def test_wrong_password_is_refused_and_retried_with_backoff(npm_smsc: NpmS
     async def never(_c: SmppClient, _p: object) -> int:
         raise AssertionError
 
-    client = SmppClient(smsc_config("npm", npm_smsc.port, password="wrong"), never)  # type: ignore[arg-type]
+    client = SmppClient(smsc_config("npm", npm_smsc.port, password="wrong"), never)
     await client.start()
     try:
         await npm_smsc.wait_count("bind", 2)
