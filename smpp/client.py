@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -94,6 +94,9 @@ class SmscConfig:
     reconnect_initial: float = 1.0
     reconnect_max: float = 60.0
     default_alphabet: DefaultAlphabet = DefaultAlphabet.GSM7  # meaning of data_coding 0
+    # Inbound data_coding values this SMSC misuses, read as another value: e.g. {1: 0} for
+    # SMSCs (node-smpp among them) that label GSM 03.38 septets as data_coding 1 (IA5).
+    data_coding_aliases: Mapping[int, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(slots=True)

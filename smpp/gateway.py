@@ -373,6 +373,9 @@ class Gateway:
         """Called by a client per deliver_sm/data_sm; returns the status to answer with
         only after the message (or receipt) it belongs to is stored."""
         default = client.config.default_alphabet
+        alias = client.config.data_coding_aliases.get(pdu.data_coding)
+        if alias is not None:
+            pdu.data_coding = alias
         if receipt.is_receipt(pdu):
             body = pdu.short_message if isinstance(pdu, P.ShortMessage) else b""
             body = body or pdu.tlvs.get(P.Tag.MESSAGE_PAYLOAD, b"")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -354,3 +355,19 @@ async def test_part_store_message_store_failure_makes_last_part_redelivered(npm_
         await gw.stop()
     assert [m.text for m in sink.messages] == ["y" * 200]
     assert parts.parts == {}
+
+
+@pytest.mark.parametrize("text", ["Hi € [x] {y} ~ \\ ^ |", "Ünïcödé 😀 ж"])
+async def test_mo_encoded_by_the_npm_library_decodes(npm_smsc: NpmSmsc, text: str) -> None:
+    # node-smpp sends GSM 03.38 septets labelled data_coding 1 (IA5); the alias reads them as 0.
+    sink = RecordingSink()
+    cfg = replace(smsc_config("npm", npm_smsc.port), data_coding_aliases={1: 0})
+    gw = Gateway([cfg], [Route("", (Target("npm"),))], MemoryOutbox(), sink)
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        await npm_smsc.command(cmd="deliver", id="t", source_addr="4915", destination_addr="4930", text=text)
+        assert await _wait_resp(npm_smsc, "t") == 0
+    finally:
+        await gw.stop()
+    assert [m.text for m in sink.messages] == [text]
