@@ -315,9 +315,12 @@ class SmppClient:
         for c in conns:
             if c.transport is not None and not c.transport.is_closing():
                 c.transport.abort()
-        for t in self._loops:
+        # Inbound handlers still waiting (for a message's missing parts) can no longer
+        # answer anything; the SMSC redelivers what was not acknowledged.
+        handlers = [t for c in conns for t in c._tasks]
+        for t in self._loops + handlers:
             t.cancel()
-        for t in self._loops:
+        for t in self._loops + handlers:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._loops.clear()
