@@ -43,7 +43,7 @@ from smpp.session import SessionConfig
 try:
     import smpp34
 except ImportError:  # pragma: no cover - optional comparison
-    smpp34 = None
+    smpp34 = None  # type: ignore[assignment]
 
 
 @dataclass

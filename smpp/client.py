@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -94,6 +94,9 @@ class SmscConfig:
     reconnect_initial: float = 1.0
     reconnect_max: float = 60.0
     default_alphabet: DefaultAlphabet = DefaultAlphabet.GSM7  # meaning of data_coding 0
+    # Inbound data_coding values this SMSC misuses, read as another value: e.g. {1: 0} for
+    # SMSCs (node-smpp among them) that label GSM 03.38 septets as data_coding 1 (IA5).
+    data_coding_aliases: Mapping[int, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(slots=True)
@@ -312,9 +315,12 @@ class SmppClient:
         for c in conns:
             if c.transport is not None and not c.transport.is_closing():
                 c.transport.abort()
-        for t in self._loops:
+        # Inbound handlers still waiting (for a message's missing parts) can no longer
+        # answer anything; the SMSC redelivers what was not acknowledged.
+        handlers = [t for c in conns for t in c._tasks]
+        for t in self._loops + handlers:
             t.cancel()
-        for t in self._loops:
+        for t in self._loops + handlers:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._loops.clear()

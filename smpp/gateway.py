@@ -23,19 +23,21 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from smpp import encoding, receipt
 from smpp import pdu as P
 from smpp.client import ConnectionLostError, NotBoundError, SmppClient, SmscConfig, SubmitError
 from smpp.outbox import OutboundMessage, Outbox, OutboxState
+from smpp.partstore import PartStore, part_key
 from smpp.pdu import CommandId as C
 from smpp.pdu import Status
-from smpp.reassembly import Duplicate, InboundText, PartKey, Pending, Reassembler, part_from_pdu
+from smpp.reassembly import Duplicate, InboundText, Part, PartKey, Pending, Reassembler, part_from_pdu
 from smpp.receipt import Receipt
-from smpp.routing import Route, Router
+from smpp.routing import NoRouteError, Route, Router
 from smpp.segment import Concatenation, Segment, TooManySegmentsError, count_segments, split
 from smpp.udh import UdhError
 
@@ -70,6 +72,10 @@ class InboundSink(Protocol):
     async def store_receipt(self, receipt: InboundReceipt) -> None: ...
 
 
+class _Stopping(Exception):
+    """Internal: the gateway is shutting down; leave the message in the outbox as it is."""
+
+
 @dataclass(slots=True)
 class GatewayStats:
     parts_submitted: int = 0
@@ -94,9 +100,11 @@ class Gateway:
         retry_delay: float = 1.0,
         retry_delay_max: float = 30.0,
         max_temporary_failures: int = 8,
+        parts: PartStore | None = None,
     ) -> None:
         self.outbox = outbox
         self.sink = sink
+        self.parts = parts
         self.stats = GatewayStats()
         self._bind_changed = asyncio.Event()
         self.clients: dict[str, SmppClient] = {
@@ -111,10 +119,12 @@ class Gateway:
         self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._references: dict[str, int] = {}
         self._waiters: dict[PartKey, asyncio.Future[int]] = {}
+        self._part_smsc: dict[PartKey, str] = {}  # which SMSC a pending message's parts came from
         self._reassembly_wakeup = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stopping = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -122,15 +132,32 @@ class Gateway:
         """Start the binds and resume every message the outbox still holds."""
         for c in self.clients.values():
             await c.start()
+        if self.parts is not None:
+            now = asyncio.get_running_loop().time()
+            for smsc, p in await self.parts.load_parts():
+                res = self.reassembler.add(p, now)
+                if isinstance(res, InboundText):  # crashed between the last part and the message
+                    await self._store_durable_parts(smsc, res, None)
+                elif isinstance(res, Pending):
+                    self._part_smsc[res.key] = smsc
         self._background.append(asyncio.create_task(self._expire_parts()))
         for m in await self.outbox.load_pending():
             self._schedule(m)
 
-    async def stop(self) -> None:
-        """Stop sending (messages stay in the outbox), unbind every SMSC."""
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop sending, unbind every SMSC. Messages not yet submitted stay in the outbox.
+
+        Parts already handed to a bind get up to *grace* seconds for their response, so
+        that a clean shutdown does not turn accepted parts into resends after restart.
+        """
+        self._stopping = True
+        self._bind_changed.set()
+        workers = list(self._workers.values())
+        if workers:
+            await asyncio.wait(workers, timeout=grace)
         for t in list(self._workers.values()) + self._background:
             t.cancel()
-        for t in list(self._workers.values()) + self._background:
+        for t in workers + self._background:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._workers.clear()
@@ -178,8 +205,21 @@ class Gateway:
     async def _conversation(self, key: tuple[str, str]) -> None:
         q = self._queues[key]
         try:
-            while q:
-                await self._send_message(q[0])
+            failures = 0
+            while q and not self._stopping:
+                try:
+                    await self._send_message(q[0])
+                except _Stopping:
+                    break
+                except Exception:
+                    # The outbox (the bridge's database) failed: keep the message at the
+                    # head of its conversation and try again; log the first failure in full.
+                    failures += 1
+                    if failures == 1:
+                        log.exception("sending %s failed; retrying", q[0].id)
+                    await asyncio.sleep(min(self.retry_delay * failures, self.retry_delay_max))
+                    continue
+                failures = 0
                 q.popleft()
         finally:
             if not q:
@@ -195,24 +235,36 @@ class Gateway:
         return ref & (0xFF if concat is Concatenation.UDH8 else 0xFFFF)
 
     async def _send_message(self, m: OutboundMessage) -> None:
-        route = self.router.route_for(m.destination)
+        try:
+            route = self.router.route_for(m.destination)
+        except NoRouteError:  # resumed from the outbox after the routes changed
+            await self._fail(m, f"no SMS route to {m.destination}", None)
+            return
         policy = route.segment_policy
-        if m.reference is None or m.state is OutboxState.PENDING:
+        fresh = m.reference is None or m.state is OutboxState.PENDING
+        if fresh:
             m.reference = self._next_reference(m.destination, policy.concatenation)
-            m.segments = count_segments(m.text, policy)
-            await self.outbox.mark_submitting(m.id, m.reference, m.segments)
-            m.state = OutboxState.SUBMITTING
+        assert m.reference is not None
         try:
             segments = split(m.text, m.reference, policy)
         except ValueError as e:  # TooManySegmentsError after a config change
             await self._fail(m, str(e), None)
             return
+        if fresh:
+            if policy.concatenation is Concatenation.PAYLOAD:
+                m.segments = count_segments(m.text, policy)  # one PDU, billed as several SMS
+            else:
+                m.segments = len(segments)
+            await self._durably(partial(self.outbox.mark_submitting, m.id, m.reference, m.segments))
+            m.state = OutboxState.SUBMITTING
         for seg in segments:
             if seg.index in m.parts:
                 continue
+            if self._stopping:
+                raise _Stopping
             if not await self._submit_part(m, seg):
                 return
-        await self.outbox.mark_submitted(m.id)
+        await self._durably(partial(self.outbox.mark_submitted, m.id))
         m.state = OutboxState.SUBMITTED
         self.stats.messages_submitted += 1
 
@@ -249,17 +301,23 @@ class Gateway:
         while True:
             name = self.router.select(m.destination, prefer=m.smsc)
             if name is None:
+                if self._stopping:
+                    raise _Stopping
                 await self._wait_bind_change(delay)
                 continue
             client = self.clients[name]
             try:
                 res = await client.submit(self._pdu(m, seg))
             except NotBoundError:
+                if self._stopping:
+                    raise _Stopping from None
                 continue
             except ConnectionLostError as e:
                 self.stats.retries += 1
                 if e.possible_duplicate:
                     self.stats.possible_duplicates += 1
+                if self._stopping:
+                    raise _Stopping from None
                 continue
             except SubmitError as e:
                 if e.temporary and temporary_failures < self.max_temporary_failures:
@@ -277,7 +335,8 @@ class Gateway:
             m.parts[seg.index] = res.message_id
             if m.smsc is None:
                 m.smsc = name
-            await self.outbox.mark_part_submitted(m.id, seg.index, name, res.message_id)
+            mid = res.message_id
+            await self._durably(partial(self.outbox.mark_part_submitted, m.id, seg.index, name, mid))
             self.stats.parts_submitted += 1
             return True
 
@@ -285,7 +344,23 @@ class Gateway:
         log.warning("message %s to %s failed: %s", m.id, m.destination, reason)
         m.state = OutboxState.FAILED
         self.stats.messages_failed += 1
-        await self.outbox.mark_failed(m.id, reason, status)
+        await self._durably(partial(self.outbox.mark_failed, m.id, reason, status))
+
+    async def _durably(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Retry an outbox write until it succeeds: the SMSC already acted on what it records,
+        so giving up would make the database disagree with the network."""
+        failures = 0
+        while True:
+            try:
+                await write()
+                return
+            except Exception:
+                failures += 1
+                if failures == 1:
+                    log.exception("outbox write failed; retrying")
+                if self._stopping:
+                    raise _Stopping from None
+                await asyncio.sleep(min(self.retry_delay * failures, self.retry_delay_max))
 
     async def _wait_bind_change(self, delay: float) -> None:
         self._bind_changed.clear()
@@ -298,6 +373,9 @@ class Gateway:
         """Called by a client per deliver_sm/data_sm; returns the status to answer with
         only after the message (or receipt) it belongs to is stored."""
         default = client.config.default_alphabet
+        alias = client.config.data_coding_aliases.get(pdu.data_coding)
+        if alias is not None:
+            pdu.data_coding = alias
         if receipt.is_receipt(pdu):
             body = pdu.short_message if isinstance(pdu, P.ShortMessage) else b""
             body = body or pdu.tlvs.get(P.Tag.MESSAGE_PAYLOAD, b"")
@@ -318,6 +396,8 @@ class Gateway:
             log.warning("%s: bad user data header from %s: %s", client.name, pdu.source_addr, e)
             return Status.ESME_RINVESMCLASS
         loop = asyncio.get_running_loop()
+        if self.parts is not None and part.reference is not None and part.total > 1:
+            return await self._on_part_durable(client.name, part)
         res = self.reassembler.add(part, loop.time())
         if isinstance(res, InboundText):
             return await self._store(client.name, res)
@@ -328,9 +408,45 @@ class Gateway:
         fut = self._waiters.get(res.key)
         if fut is None:
             fut = self._waiters[res.key] = loop.create_future()
+            self._part_smsc[res.key] = client.name
         if isinstance(res, Pending):
             self._reassembly_wakeup.set()
         return await asyncio.shield(fut)
+
+    async def _on_part_durable(self, smsc: str, part: Part) -> int:
+        """With a PartStore: save the part, acknowledge it, store the message when complete."""
+        assert self.parts is not None
+        key = part_key(part)
+        if self.reassembler.is_completed(key):
+            self.stats.inbound_duplicates += 1
+            return Status.ESME_ROK
+        await self.parts.save_part(smsc, part)  # raising → ESME_RX_T_APPN, the SMSC redelivers
+        res = self.reassembler.add(part, asyncio.get_running_loop().time())
+        if isinstance(res, InboundText):
+            return await self._store_durable_parts(smsc, res, part.seqnum)
+        if isinstance(res, Duplicate):
+            self.stats.inbound_duplicates += 1
+        else:
+            self._part_smsc.setdefault(key, smsc)
+            self._reassembly_wakeup.set()
+        return Status.ESME_ROK
+
+    async def _store_durable_parts(self, smsc: str, t: InboundText, last_seqnum: int | None) -> int:
+        """Store a message whose parts are in the PartStore, then drop them. If storing fails,
+        rebuild the reassembly buffer without the last part, so its redelivery retries."""
+        assert self.parts is not None and t.key is not None
+        status = await self._store(smsc, t)
+        if status == Status.ESME_ROK:
+            try:
+                await self.parts.drop_parts(t.key)
+            except Exception:
+                log.exception("dropping stored parts of %s failed", t.key)
+            return status
+        now = asyncio.get_running_loop().time()
+        for _smsc, p in await self.parts.load_parts():
+            if part_key(p) == t.key and p.seqnum != last_seqnum:
+                self.reassembler.add(p, now)
+        return status
 
     async def _store(self, smsc: str, t: InboundText) -> int:
         msg = InboundMessage(smsc, t.source, t.destination, t.text, t.parts, t.missing)
@@ -345,6 +461,7 @@ class Gateway:
             status = Status.ESME_ROK
             self.stats.inbound_messages += 1
         if t.key is not None:
+            self._part_smsc.pop(t.key, None)
             fut = self._waiters.pop(t.key, None)
             if fut is not None and not fut.done():
                 fut.set_result(status)
@@ -360,4 +477,8 @@ class Gateway:
                 await asyncio.wait_for(self._reassembly_wakeup.wait(), timeout)
             for t in self.reassembler.expire(loop.time()):
                 log.warning("inbound message from %s incomplete, parts %s missing", t.source, t.missing)
-                await self._store("", t)
+                smsc = self._part_smsc.get(t.key, "") if t.key else ""
+                if self.parts is not None and t.key is not None:
+                    await self._store_durable_parts(smsc, t, None)
+                else:
+                    await self._store(smsc, t)

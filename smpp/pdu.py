@@ -368,7 +368,7 @@ def encode(pdu: Pdu) -> bytes:
 class _Reader:
     """Cursor over a PDU body; every read checks bounds and raises PduError."""
 
-    __slots__ = ("data", "pos", "status")
+    __slots__ = ("data", "pos")
 
     def __init__(self, data: bytes) -> None:
         self.data = data

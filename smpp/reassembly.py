@@ -142,8 +142,10 @@ class Reassembler:
         timeout: float = 60.0,
         remember: float = 600.0,
         default: DefaultAlphabet = DefaultAlphabet.GSM7,
+        max_pending: int = 10_000,
     ) -> None:
         self.timeout = timeout
+        self.max_pending = max_pending
         self.remember = remember
         self.default = default
         self._buffers: dict[PartKey, _Buffer] = {}
@@ -163,6 +165,8 @@ class Reassembler:
             return Duplicate(key, True)
         buf = self._buffers.get(key)
         if buf is None:
+            if len(self._buffers) >= self.max_pending:
+                self._evict_oldest(now)
             buf = self._buffers[key] = _Buffer(now + self.timeout)
             heapq.heappush(self._deadlines, (buf.deadline, key))
         if part.seqnum in buf.parts:
@@ -182,6 +186,18 @@ class Reassembler:
             part.total,
             key=key,
         )
+
+    def _evict_oldest(self, now: float) -> None:
+        """Too many messages waiting for parts (a flood, or a broken sender): make the oldest
+        due now, so the next `expire` hands it out incomplete instead of memory growing."""
+        oldest = min(self._buffers.items(), key=lambda kv: kv[1].deadline)
+        if oldest[1].deadline > now:
+            oldest[1].deadline = now
+            heapq.heappush(self._deadlines, (now, oldest[0]))
+
+    def is_completed(self, key: PartKey) -> bool:
+        """The message with this key was handed out recently (a part now is a duplicate)."""
+        return key in self._completed
 
     def forget(self, key: PartKey) -> None:
         """Drop a completed key (its message could not be stored): a redelivery starts afresh."""

@@ -37,6 +37,10 @@ class NoRouteError(LookupError):
 
 def normalise(destination: str) -> str:
     """'+49 151-123' → '49151123': routes match on digits only."""
+    if destination.isdigit():
+        return destination  # the common case, without a per-character loop
+    if destination[1:].isdigit() and destination[:1] == "+":
+        return destination[1:]
     return "".join(c for c in destination if c.isdigit())
 
 

@@ -75,6 +75,23 @@ class SessionConfig:
     throttle_backoff: float = 1.0
     throttle_backoff_max: float = 30.0
 
+    def __post_init__(self) -> None:
+        """Refuse at configuration time what §4.1.1 would make unencodable at bind time."""
+        for name, value, limit in (
+            ("system_id", self.system_id, 15),
+            ("password", self.password, 8),
+            ("system_type", self.system_type, 12),
+            ("address_range", self.address_range, 40),
+        ):
+            if len(value.encode("latin-1", "replace")) > limit:
+                raise ValueError(f"SMPP {name} is limited to {limit} characters (SMPP 3.4 §4.1.1)")
+        if self.window < 1:
+            raise ValueError("window must be at least 1")
+        if self.tps is not None and self.tps <= 0:
+            raise ValueError("tps must be positive")
+        if self.tps_burst < 1:
+            raise ValueError("tps_burst must be at least 1")
+
 
 # ---------------------------------------------------------------- events
 
@@ -468,7 +485,7 @@ class EsmeSession:
         if self.state is not State.BINDING or pdu.sequence_number != self._bind_seq:
             return
         self._bind_deadline = None
-        if pdu.command_status != Status.ESME_ROK:
+        if pdu.command_status != Status.ESME_ROK or pdu.command_id == C.GENERIC_NACK:
             self.state = State.CLOSED
             self._events.append(BindFailed(pdu.command_status))
             return
@@ -478,6 +495,13 @@ class EsmeSession:
         self._last_rx = now
 
     def _on_submit_resp(self, pdu: P.Pdu, now: float) -> None:
+        if (
+            pdu.command_id == C.GENERIC_NACK
+            and self.state is State.BINDING
+            and pdu.sequence_number == self._bind_seq
+        ):
+            self._on_bind_resp(pdu, now)  # some SMSCs nack a bind they cannot parse
+            return
         sub = self._inflight.pop(pdu.sequence_number, None)
         if pdu.command_id == C.GENERIC_NACK:
             self.stats.generic_nacks_received += 1
@@ -490,7 +514,9 @@ class EsmeSession:
                 self.stats.late_responses += 1
             return
         status = pdu.command_status
-        if status == Status.ESME_ROK and pdu.command_id == C.SUBMIT_SM_RESP:
+        if pdu.command_id == C.GENERIC_NACK and status == Status.ESME_ROK:
+            status = Status.ESME_RSYSERR  # a nack without a reason: treat as a temporary fault
+        if status == Status.ESME_ROK:
             self.stats.submits_ok += 1
             self._backoff = self.config.throttle_backoff
             mid = pdu.message_id if isinstance(pdu, P.MessageIdResp) else ""

@@ -11,6 +11,7 @@
 // and reads commands as JSON lines on stdin:
 //   {"cmd":"deliver","id":..,"source_addr":..,"destination_addr":..,"data_coding":0,
 //    "esm_class":0,"short_message_hex":"..","tlvs":{"sar_msg_ref_num":1,...}}
+//   {"cmd":"deliver","id":..,"source_addr":..,"destination_addr":..,"text":"…"}  (npm encodes)
 //   {"cmd":"dlr","id":..,"message_id":..,"stat":"DELIVRD","err":"000","message_state":2,
 //    "source_addr":..,"destination_addr":..}
 //   {"cmd":"reject_submits","status":88,"count":2}   answer the next N submit_sm with a status
@@ -146,7 +147,15 @@ readline.createInterface({ input: process.stdin }).on("line", function (line) {
     out({ event: "error", message: "bad command " + line });
     return;
   }
-  if (cmd.cmd === "deliver") {
+  if (cmd.cmd === "deliver" && cmd.text !== undefined) {
+    // Let the npm library choose the encoding (GSM 03.38 or UCS-2) and encode the text itself.
+    deliver(cmd, {
+      source_addr: cmd.source_addr,
+      destination_addr: cmd.destination_addr,
+      data_coding: null,
+      short_message: cmd.text,
+    });
+  } else if (cmd.cmd === "deliver") {
     const options = Object.assign({}, cmd.tlvs || {}, {
       source_addr: cmd.source_addr,
       destination_addr: cmd.destination_addr,

@@ -4,6 +4,7 @@ interoperability; this one does what an SMSC does when things go wrong, on comma
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 
 from smpp import pdu as P
@@ -24,6 +25,11 @@ class FakeSmsc:
         self.port = 0
         self.received: list[Received] = []
         self.binds = 0
+        self.response_delay = 0.0
+        self.events: list[str] = []  # "unbind", "submit_resp sent" in the order they happened
+        self.silent = False
+        self.connections = 0
+        self.ssl: ssl.SSLContext | None = None
         self.received_responses: list[P.Pdu] = []
         self.close_after: int | None = None  # close every connection when this many submits were received
         self.swallow = 0  # receive this many submits without answering them
@@ -35,7 +41,7 @@ class FakeSmsc:
         self.changed = asyncio.Event()
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -52,6 +58,11 @@ class FakeSmsc:
     def drop_connections(self) -> None:
         for w in list(self._writers):
             w.transport.abort()
+
+    def _late_write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        if not writer.is_closing():
+            writer.write(data)
+            self.events.append("submit_resp sent")
 
     def accepted(self) -> list[P.ShortMessage]:
         return [r.pdu for r in self.received if r.answered]
@@ -71,6 +82,7 @@ class FakeSmsc:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._conn_no += 1
+        self.connections += 1
         conn = self._conn_no
         self._writers.add(writer)
         frames = P.PduReader()
@@ -95,6 +107,8 @@ class FakeSmsc:
     def _handle(self, conn: int, pdu: P.Pdu, writer: asyncio.StreamWriter) -> bool:
         cid = pdu.command_id
         seq = pdu.sequence_number
+        if self.silent:
+            return True  # a half-open link: TCP up, nobody answering
         if isinstance(pdu, P.Bind):
             ok = pdu.password == self.password
             self.binds += ok
@@ -116,10 +130,15 @@ class FakeSmsc:
                 return True
             self._next_id += 1
             self.received.append(Received(conn, pdu, True))
-            writer.write(P.encode(P.MessageIdResp(C.SUBMIT_SM_RESP, seq, message_id=f"f{self._next_id}")))
+            resp = P.encode(P.MessageIdResp(C.SUBMIT_SM_RESP, seq, message_id=f"f{self._next_id}"))
+            if self.response_delay:
+                asyncio.get_running_loop().call_later(self.response_delay, self._late_write, writer, resp)
+            else:
+                writer.write(resp)
         elif cid == C.ENQUIRE_LINK:
             writer.write(P.encode(P.Pdu(C.ENQUIRE_LINK_RESP, seq)))
         elif cid == C.UNBIND:
+            self.events.append("unbind")
             writer.write(P.encode(P.Pdu(C.UNBIND_RESP, seq)))
         elif cid == C.DELIVER_SM_RESP or cid == C.GENERIC_NACK:
             self.received_responses.append(pdu)

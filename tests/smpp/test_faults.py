@@ -302,3 +302,68 @@ def test_client_runs_on_uvloop() -> None:
         accepted, outbox = runner.run(scenario())
     assert [p.short_message for p in accepted] == [b"on uvloop"]
     assert outbox.messages["u"].state is OutboxState.SUBMITTED
+
+
+class FlakyOutbox(MemoryOutbox):
+    """The bridge's database failing for a moment, right after an SMSC accepted a part."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 2
+
+    async def mark_part_submitted(self, message_id: str, index: int, smsc: str, smsc_message_id: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database restarting")
+        await super().mark_part_submitted(message_id, index, smsc, smsc_message_id)
+
+
+async def test_outbox_write_failure_is_retried_without_resending(fake: FakeSmsc) -> None:
+    outbox = FlakyOutbox()
+    gw = Gateway(
+        [smsc_config("a", fake.port)], [Route("", (Target("a"),))], outbox, RecordingSink(), retry_delay=0.01
+    )
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        await gw.send(OutboundMessage("f", "+4930123", "+4915100001", "stored late"))
+        await gw.send(OutboundMessage("g", "+4930123", "+4915100001", "next"))
+        await asyncio.wait_for(gw.wait_idle(), 10)
+    finally:
+        await gw.stop()
+    assert [p.short_message for p in fake.accepted()] == [b"stored late", b"next"]
+    assert outbox.messages["f"].parts == {1: "f1"}
+    assert outbox.messages["f"].state is OutboxState.SUBMITTED
+
+
+async def test_half_open_link_is_detected_by_enquire_link_and_rebound(fake: FakeSmsc) -> None:
+    cfg = smsc_config("a", fake.port, enquire_link_interval=0.1, response_timeout=0.2)
+    gw = Gateway([cfg], [Route("", (Target("a"),))], MemoryOutbox(), RecordingSink())
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        fake.silent = True
+        await fake.wait(lambda: fake.connections >= 2)  # gave up on the silent link, reconnected
+        fake.silent = False
+        await fake.wait(lambda: fake.connections >= 3 or fake.binds >= 2)
+        assert await gw.wait_bound(10)
+        await gw.send(OutboundMessage("h", "+4930123", "+4915100001", "after outage"))
+        await asyncio.wait_for(gw.wait_idle(), 10)
+    finally:
+        await gw.stop()
+    assert fake.accepted()[-1].short_message == b"after outage"
+    assert gw.clients["a"].stats.connection_losses >= 1
+
+
+async def test_stop_waits_for_outstanding_responses_before_unbinding(fake: FakeSmsc) -> None:
+    outbox = MemoryOutbox()
+    gw = Gateway([smsc_config("a", fake.port)], [Route("", (Target("a"),))], outbox, RecordingSink())
+    await gw.start()
+    assert await gw.wait_bound(10)
+    fake.response_delay = 0.2
+    await gw.send(OutboundMessage("s", "+4930123", "+4915100001", "in flight at shutdown"))
+    await fake.wait(lambda: len(fake.received) == 1)
+    await gw.stop(grace=10)
+    assert fake.events == ["submit_resp sent", "unbind"]
+    assert outbox.messages["s"].state is OutboxState.SUBMITTED
+    assert gw.stats.possible_duplicates == 0

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
 from smpp.client import SmppClient
 from smpp.gateway import Gateway
 from smpp.outbox import MemoryOutbox, OutboundMessage, OutboxState
+from smpp.partstore import MemoryPartStore
 from smpp.receipt import Outcome
 from smpp.routing import Route, Target
-from smpp.segment import Concatenation, SegmentPolicy, split
+from smpp.segment import Concatenation, Segment, SegmentPolicy, split
 from tests.smpp.conftest import NpmSmsc
 from tests.smpp.helpers import RecordingSink, smsc_config
 
@@ -49,7 +51,7 @@ async def test_wrong_password_is_refused_and_retried_with_backoff(npm_smsc: NpmS
     async def never(_c: SmppClient, _p: object) -> int:
         raise AssertionError
 
-    client = SmppClient(smsc_config("npm", npm_smsc.port, password="wrong"), never)  # type: ignore[arg-type]
+    client = SmppClient(smsc_config("npm", npm_smsc.port, password="wrong"), never)
     await client.start()
     try:
         await npm_smsc.wait_count("bind", 2)
@@ -241,3 +243,131 @@ async def test_transmitter_receiver_pair(npm_smsc: NpmSmsc) -> None:
         assert sink.messages[0].text == "via rx"
     finally:
         await gw.stop()
+
+
+async def test_enquire_link_keeps_an_idle_bind_alive(npm_smsc: NpmSmsc) -> None:
+    gw = Gateway(
+        [smsc_config("npm", npm_smsc.port, enquire_link_interval=0.05)],
+        [Route("", (Target("npm"),))],
+        MemoryOutbox(),
+        RecordingSink(),
+    )
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        await npm_smsc.wait_count("enquire_link", 3)
+        assert gw.clients["npm"].is_bound
+        assert len(npm_smsc.events("bind")) == 1
+    finally:
+        await gw.stop()
+
+
+async def _deliver_part(npm_smsc: NpmSmsc, seg: Segment, ident: str) -> None:
+    await npm_smsc.command(
+        cmd="deliver",
+        id=ident,
+        source_addr="4915112345678",
+        destination_addr="4930123",
+        data_coding=seg.data_coding,
+        esm_class=seg.esm_class,
+        short_message_hex=seg.short_message.hex(),
+    )
+
+
+async def _wait_resp(npm_smsc: NpmSmsc, ident: str) -> int:
+    await npm_smsc.wait_for(
+        lambda recs: any(r.get("id") == ident for r in recs if r["event"] == "deliver_resp")
+    )
+    (r,) = [r for r in npm_smsc.events("deliver_resp") if r.get("id") == ident]
+    return int(r["command_status"])
+
+
+async def test_part_store_lets_a_window_one_smsc_send_parts_one_by_one(npm_smsc: NpmSmsc) -> None:
+    sink, parts = RecordingSink(), MemoryPartStore()
+    gw = Gateway(
+        [smsc_config("npm", npm_smsc.port)], [Route("", (Target("npm"),))], MemoryOutbox(), sink, parts=parts
+    )
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        text = "Grüße 😀 " * 20
+        segs = split(text, 0x99)
+        for i, seg in enumerate(segs):
+            # Like an SMSC with a deliver_sm window of 1: the next part only after the response.
+            await _deliver_part(npm_smsc, seg, f"p{i}")
+            assert await _wait_resp(npm_smsc, f"p{i}") == 0
+        await sink.wait(lambda: len(sink.messages) == 1)
+    finally:
+        await gw.stop()
+    assert sink.messages[0].text == text and sink.messages[0].missing == ()
+    assert parts.parts == {}  # dropped once the message was stored
+
+
+async def test_acknowledged_parts_survive_a_restart(npm_smsc: NpmSmsc) -> None:
+    parts = MemoryPartStore()
+    segs = split("x" * 400, 0x11)
+    assert len(segs) == 3
+    sink1 = RecordingSink()
+    gw1 = Gateway(
+        [smsc_config("npm", npm_smsc.port)], [Route("", (Target("npm"),))], MemoryOutbox(), sink1, parts=parts
+    )
+    await gw1.start()
+    assert await gw1.wait_bound(10)
+    await _deliver_part(npm_smsc, segs[0], "a")
+    await _deliver_part(npm_smsc, segs[2], "c")
+    assert await _wait_resp(npm_smsc, "a") == 0
+    assert await _wait_resp(npm_smsc, "c") == 0
+    await gw1.stop()
+    assert sink1.messages == [] and len(parts.parts) == 2
+
+    sink2 = RecordingSink()
+    gw2 = Gateway(
+        [smsc_config("npm", npm_smsc.port)], [Route("", (Target("npm"),))], MemoryOutbox(), sink2, parts=parts
+    )
+    await gw2.start()
+    try:
+        assert await gw2.wait_bound(10)
+        await _deliver_part(npm_smsc, segs[1], "b")
+        assert await _wait_resp(npm_smsc, "b") == 0
+        await sink2.wait(lambda: len(sink2.messages) == 1)
+    finally:
+        await gw2.stop()
+    assert sink2.messages[0].text == "x" * 400
+
+
+async def test_part_store_message_store_failure_makes_last_part_redelivered(npm_smsc: NpmSmsc) -> None:
+    sink, parts = RecordingSink(), MemoryPartStore()
+    gw = Gateway(
+        [smsc_config("npm", npm_smsc.port)], [Route("", (Target("npm"),))], MemoryOutbox(), sink, parts=parts
+    )
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        segs = split("y" * 200, 0x12)
+        await _deliver_part(npm_smsc, segs[0], "1")
+        assert await _wait_resp(npm_smsc, "1") == 0
+        sink.fail_next = 1
+        await _deliver_part(npm_smsc, segs[1], "2")
+        assert await _wait_resp(npm_smsc, "2") == 0x64  # ESME_RX_T_APPN
+        await _deliver_part(npm_smsc, segs[1], "2-again")  # the SMSC's redelivery
+        assert await _wait_resp(npm_smsc, "2-again") == 0
+    finally:
+        await gw.stop()
+    assert [m.text for m in sink.messages] == ["y" * 200]
+    assert parts.parts == {}
+
+
+@pytest.mark.parametrize("text", ["Hi € [x] {y} ~ \\ ^ |", "Ünïcödé 😀 ж"])
+async def test_mo_encoded_by_the_npm_library_decodes(npm_smsc: NpmSmsc, text: str) -> None:
+    # node-smpp sends GSM 03.38 septets labelled data_coding 1 (IA5); the alias reads them as 0.
+    sink = RecordingSink()
+    cfg = replace(smsc_config("npm", npm_smsc.port), data_coding_aliases={1: 0})
+    gw = Gateway([cfg], [Route("", (Target("npm"),))], MemoryOutbox(), sink)
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        await npm_smsc.command(cmd="deliver", id="t", source_addr="4915", destination_addr="4930", text=text)
+        assert await _wait_resp(npm_smsc, "t") == 0
+    finally:
+        await gw.stop()
+    assert [m.text for m in sink.messages] == [text]

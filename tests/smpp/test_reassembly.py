@@ -104,3 +104,25 @@ def test_concat_element_with_seqnum_zero_is_treated_as_single_part() -> None:
     pdu = _deliver(bytes((5, 0, 3, 1, 2, 0)) + b"hi", ESM_UDHI, 0)
     res = Reassembler().add(part_from_pdu(pdu), 0)
     assert isinstance(res, InboundText) and res.text == "hi"
+
+
+def test_data_sm_payload_with_udh() -> None:
+    from smpp.pdu import DataSm
+
+    seg = split("ж" * 80, 5)[1]
+    pdu = DataSm(0x103, source_addr="A", destination_addr="B", esm_class=ESM_UDHI, data_coding=8,
+                 tlvs={Tag.MESSAGE_PAYLOAD: seg.short_message})  # fmt: skip
+    part = part_from_pdu(pdu)
+    assert (part.reference, part.total, part.seqnum) == (5, 2, 2)
+    assert part.body.decode("utf-16-be") == "ж" * 13
+
+
+def test_too_many_pending_messages_evicts_the_oldest_through_expire() -> None:
+    r = Reassembler(timeout=60, max_pending=2)
+    r.add(Part("A", "D", 0, b"a", 1, 2, 1), 0.0)
+    r.add(Part("B", "D", 0, b"b", 1, 2, 1), 1.0)
+    r.add(Part("C", "D", 0, b"c", 1, 2, 1), 2.0)
+    assert r.get_timer() == 2.0
+    (evicted,) = r.expire(2.0)
+    assert evicted.source == "A" and evicted.missing == (2,)
+    assert len(r) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import pytest
@@ -11,9 +12,9 @@ from smpp.receipt import NotAReceiptError, Outcome, id_variants, is_receipt, par
 
 
 def _dlr(
-    text: str, tlvs: dict[int, bytes] | None = None, esm: int = ESM_TYPE_DELIVERY_RECEIPT
+    text: str, tlvs: Mapping[int, bytes] | None = None, esm: int = ESM_TYPE_DELIVERY_RECEIPT
 ) -> ShortMessage:
-    return ShortMessage(5, esm_class=esm, short_message=text.encode(), tlvs=tlvs or {})
+    return ShortMessage(5, esm_class=esm, short_message=text.encode(), tlvs=dict(tlvs or {}))
 
 
 def test_appendix_b_text() -> None:
@@ -72,7 +73,7 @@ def test_text_field_may_contain_keys() -> None:
 
 def test_tlvs_win_over_text() -> None:
     text = "id:999 stat:DELIVRD"
-    tlvs = {
+    tlvs: dict[int, bytes] = {
         Tag.RECEIPTED_MESSAGE_ID: b"abc\0",
         Tag.MESSAGE_STATE: b"\x05",
         Tag.NETWORK_ERROR_CODE: b"\x03\x00\x22",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -149,7 +151,9 @@ texts = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(texts, policies, st.integers(0, 65535), st.randoms(use_true_random=False))
-def test_split_then_reassemble_is_identity(text: str, policy: SegmentPolicy, ref: int, rnd) -> None:
+def test_split_then_reassemble_is_identity(
+    text: str, policy: SegmentPolicy, ref: int, rnd: random.Random
+) -> None:
     from smpp.encoding import sanitize
 
     if policy.gsm7_packed and text.endswith("\r"):

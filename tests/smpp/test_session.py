@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smpp import pdu as P
 from smpp.pdu import CommandId as C
@@ -266,3 +268,114 @@ def test_peer_unbind_is_answered_and_unfinished_are_handed_back() -> None:
     left = s.take_unfinished()
     assert [(u.token, u.written) for u in left] == [("a", True), ("b", False)]
     assert s.outstanding == 0
+
+
+def test_generic_nack_to_bind_is_a_bind_failure() -> None:
+    s = EsmeSession(SessionConfig("e", "p"), 0)
+    s.connection_made(0)
+    (b,) = sent(s)
+    s.receive_data(P.encode(P.Pdu(C.GENERIC_NACK, b.sequence_number, Status.ESME_RINVCMDLEN)), 1)
+    assert events(s) == [BindFailed(Status.ESME_RINVCMDLEN)]
+
+
+def test_data_sm_is_handed_out_and_answered_with_data_sm_resp() -> None:
+    s = bound()
+    d = P.DataSm(
+        C.DATA_SM, 31, source_addr="4915", destination_addr="4930", tlvs={P.Tag.MESSAGE_PAYLOAD: b"x"}
+    )
+    s.receive_data(P.encode(d), 1)
+    (ev,) = events(s)
+    assert isinstance(ev, DeliverReceived) and ev.pdu == d
+    s.respond(31)
+    assert sent(s) == [P.MessageIdResp(C.DATA_SM_RESP, 31)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=8))
+def test_random_bytes_from_the_wire_never_raise(chunks: list[bytes]) -> None:
+    s = bound()
+    for i, c in enumerate(chunks):
+        s.receive_data(c, float(i))
+        s.handle_timer(float(i))
+    s.data_to_send()
+    events(s)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([int(c) for c in C]).flatmap(
+            lambda cid: st.tuples(st.just(cid), st.integers(0, 0x7FFFFFFF), st.binary(max_size=60))
+        ),
+        max_size=10,
+    )
+)
+def test_well_framed_garbage_pdus_never_raise(pdus: list[tuple[int, int, bytes]]) -> None:
+    s = bound()
+    s.submit(sm(), "a", 0)
+    for cid, seq, body in pdus:
+        s.receive_data(struct.pack(">IIII", 16 + len(body), cid, 0, seq) + body, 1.0)
+    s.data_to_send()
+    events(s)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"system_id": "x" * 16},
+        {"password": "123456789"},
+        {"system_type": "y" * 13},
+        {"window": 0},
+        {"tps": 0.0},
+    ],
+)
+def test_config_that_cannot_be_encoded_is_refused_up_front(kwargs: dict[str, object]) -> None:
+    base: dict[str, object] = {"system_id": "esme", "password": "pw"}
+    base.update(kwargs)
+    with pytest.raises(ValueError):
+        SessionConfig(**base)  # type: ignore[arg-type]
+
+
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.just(0), st.just(0)),
+        st.tuples(
+            st.just("answer"),
+            st.integers(0, 100),
+            st.sampled_from([0, Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL, Status.ESME_RSYSERR, 0x0B]),
+        ),
+        st.tuples(st.just("tick"), st.integers(1, 40), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(actions, st.integers(1, 4))
+def test_every_submission_ends_exactly_once_and_window_holds(
+    ops: list[tuple[str, int, int]], window: int
+) -> None:
+    s = bound(window=window, submit_timeout=10.0, throttle_backoff=1.0, enquire_link_interval=1000)
+    now = 0.0
+    outstanding: list[int] = []  # submit_sm sequence numbers the "SMSC" has not answered
+    outcomes: dict[int, list[str]] = {}
+    token = 0
+    for op, a, b in ops:
+        if op == "submit":
+            s.submit(sm(), token, now)
+            outcomes[token] = []
+            token += 1
+        elif op == "answer" and outstanding:
+            seq = outstanding.pop(a % len(outstanding))
+            s.receive_data(resp(seq, b, mid="m" if b == 0 else ""), now)
+        elif op == "tick":
+            now += a / 10
+            s.handle_timer(now)
+        outstanding += [p.sequence_number for p in sent(s) if p.command_id == C.SUBMIT_SM]
+        assert len(s._inflight) <= window
+        for e in events(s):
+            if isinstance(e, SubmitDone | SubmitFailed):
+                outcomes[e.token].append(type(e).__name__)  # type: ignore[index]
+    for u in s.take_unfinished():
+        outcomes[u.token].append("unfinished")  # type: ignore[index]
+    assert all(len(v) == 1 for v in outcomes.values()), outcomes
