@@ -9,11 +9,12 @@ from mautrix.util.async_db import Database
 
 from .portal import Portal
 from .puppet import Puppet
-from .sms import OptOuts, SmsInbox, SmsOutbox, SmsReceipts, VmnAllocations
+from .sms import InboundParts, OptOuts, SmsInbox, SmsOutbox, SmsReceipts, VmnAllocations
 from .txn import TransactionLog
 from .upgrade import upgrade_table
 
 __all__ = [
+    "InboundParts",
     "OptOuts",
     "Portal",
     "Puppet",
@@ -42,7 +43,17 @@ def create_database(url: str, min_size: int = 1, max_size: int = 10) -> Database
 
 
 def init(db: Database) -> None:
-    for table in (Portal, Puppet, TransactionLog, SmsOutbox, SmsInbox, SmsReceipts, VmnAllocations, OptOuts):
+    for table in (
+        Portal,
+        Puppet,
+        TransactionLog,
+        SmsOutbox,
+        SmsInbox,
+        SmsReceipts,
+        VmnAllocations,
+        OptOuts,
+        InboundParts,
+    ):
         table.db = db
     Portal.forget_all()
     OptOuts.forget_all()

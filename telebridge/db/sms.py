@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from mautrix.util.async_db import Database
 
 from smpp.outbox import OutboundMessage, OutboxState
+from smpp.reassembly import Part, PartKey
 
 from .group_commit import GroupCommit
 
@@ -281,6 +282,60 @@ class SmsReceipts:
     @classmethod
     async def mark_handled(cls, seq: int) -> None:
         await cls.db.execute("UPDATE sms_receipt SET handled=true WHERE seq=$1", seq)
+
+
+class InboundParts:
+    """Parts of long inbound texts awaiting the rest (``smpp.partstore.PartStore``). Each part is
+    acknowledged to the SMSC once saved here, so an SMSC that waits for each response before sending
+    the next part is not stalled, and parts survive a restart."""
+
+    db: ClassVar[Database]
+
+    async def save_part(self, smsc: str, part: Part) -> None:
+        await self.db.execute(
+            "INSERT INTO sms_inbound_part (smsc, source, destination, reference, total, seqnum, data_coding, body, "
+            "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            smsc,
+            part.source,
+            part.destination,
+            part.reference if part.reference is not None else -1,
+            part.total,
+            part.seqnum,
+            part.data_coding,
+            part.body,
+            _now(),
+        )
+
+    async def load_parts(self) -> list[tuple[str, Part]]:
+        rows = await self.db.fetch(
+            "SELECT smsc, source, destination, reference, total, seqnum, data_coding, body FROM sms_inbound_part "
+            "ORDER BY created_at"
+        )
+        return [
+            (
+                row["smsc"],
+                Part(
+                    source=row["source"],
+                    destination=row["destination"],
+                    data_coding=row["data_coding"],
+                    body=bytes(row["body"]),
+                    reference=None if row["reference"] == -1 else row["reference"],
+                    total=row["total"],
+                    seqnum=row["seqnum"],
+                ),
+            )
+            for row in rows
+        ]
+
+    async def drop_parts(self, key: PartKey) -> None:
+        source, destination, reference, total = key
+        await self.db.execute(
+            "DELETE FROM sms_inbound_part WHERE source=$1 AND destination=$2 AND reference=$3 AND total=$4",
+            source,
+            destination,
+            reference,
+            total,
+        )
 
 
 class PoolExhausted(Exception):

@@ -85,3 +85,23 @@ async def test_opt_outs(database: object) -> None:
     assert await db.OptOuts.has("+1666")
     await db.OptOuts.remove("+1666")
     assert not await db.OptOuts.has("+1666")
+
+
+async def test_inbound_parts_survive_until_the_message_is_complete(database: object) -> None:
+    from smpp.reassembly import Part
+
+    store = db.InboundParts()
+    part = Part(
+        source="1666",
+        destination="1555",
+        data_coding=8,
+        body="hé".encode("utf-16-be"),
+        reference=9,
+        total=2,
+        seqnum=1,
+    )
+    await store.save_part("smsc-a", part)
+    await store.save_part("smsc-a", part)  # a redelivered part is saved once
+    assert await store.load_parts() == [("smsc-a", part)]
+    await store.drop_parts(("1666", "1555", 9, 2))
+    assert await store.load_parts() == []

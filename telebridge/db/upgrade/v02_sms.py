@@ -1,4 +1,5 @@
-"""v2: SMS — durable outbox (and its accepted parts), inbox, receipts, VMN allocations, opt-outs."""
+"""v2: SMS — durable outbox (and its accepted parts), inbox, inbound parts awaiting the rest, receipts,
+VMN allocations, opt-outs."""
 
 from mautrix.util.async_db import Connection, Scheme
 
@@ -80,6 +81,21 @@ async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
             created_at BIGINT NOT NULL,
             PRIMARY KEY (vmn, phone),
             UNIQUE (side, phone)
+        )"""
+    )
+    blob = "BLOB" if scheme == Scheme.SQLITE else "BYTEA"
+    await conn.execute(
+        f"""CREATE TABLE sms_inbound_part (
+            smsc        TEXT NOT NULL,
+            source      TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            reference   INTEGER NOT NULL,
+            total       INTEGER NOT NULL,
+            seqnum      INTEGER NOT NULL,
+            data_coding INTEGER NOT NULL,
+            body        {blob} NOT NULL,
+            created_at  BIGINT NOT NULL,
+            PRIMARY KEY (source, destination, reference, total, seqnum)
         )"""
     )
     await conn.execute(
