@@ -54,6 +54,7 @@ class Row:
     submitted: int
     seconds: float
     latencies_ms: list[float]
+    push_seconds: float = 0.0
 
     @property
     def parts_per_s(self) -> float:
@@ -150,12 +151,13 @@ async def run_row(name: str, url: str, window: int, messages: int, deadline: flo
                 url_txn = f"{bridge.url}/_matrix/app/v1/transactions/bench-{first}-{uuid.uuid4().hex[:6]}"
                 async with http.put(url_txn, json={"events": events}, headers=headers) as resp:
                     resp.raise_for_status()
+        pushed = time.time() - started
         while time.time() - started < deadline and await count_submitted(url) < messages:  # noqa: ASYNC110
             await asyncio.sleep(0.2)  # polling another process's database: there is no event to wait on
         done = await submitted_times(url)
         latencies = [done[e] - sent_at[e] * 1000 for e in sent_at if e in done]
         last = max(done.values()) / 1000 if done else time.time()
-        return Row(name, messages, len(done), last - started, latencies)
+        return Row(name, messages, len(done), last - started, latencies, pushed)
     finally:
         bridge.stop()
         smsc.kill()
@@ -187,11 +189,12 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows = run_rows(args)
-    print(f"{'row':<22}{'msgs':>7}{'done':>7}{'parts/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'row':<22}{'msgs':>7}{'done':>7}{'parts/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'push s':>8}")
     for r in rows:
         p50 = statistics.median(r.latencies_ms) if r.latencies_ms else float("nan")
         print(
             f"{r.name:<22}{r.messages:>7}{r.submitted:>7}{r.parts_per_s:>10.0f}{p50:>9.1f}{r.pct(0.99):>9.1f}"
+            f"{r.push_seconds:>8.2f}"
         )
     base = rows[1].parts_per_s or 1.0
     print(f"window 64 vs window 1 (SQLite): {rows[0].parts_per_s / base:.1f}x")

@@ -150,6 +150,7 @@ class Bridge:
             self._metrics_runner = None
         if self._db_started:
             self._db_started = False
+            await dbmod.TransactionLog.writes.close()
             await self.db.stop()
 
     async def _check_homeserver(self, attempts: int = 30) -> None:

@@ -136,7 +136,6 @@ class SmsBridge:
             except asyncio.CancelledError:
                 pass
         await self.gateway.stop()
-        await self.outbox.close()
 
     # -- Matrix → phone -----------------------------------------------------------------------------
 
@@ -159,21 +158,20 @@ class SmsBridge:
             await self._relay_to(party, side, portal, event, text)
 
     async def _relay_to(self, party: str, side: str, portal: Portal, event: MessageEvent, text: str) -> None:
-        intent = self.virtual_users.intent_for(party)
+
+        async def say(text: str) -> None:
+            """A notice from the party's virtual user (its intent is built only when needed)."""
+            await self.notice(self.virtual_users.intent_for(party), event.room_id, event.event_id, text)
+
         number = self.namespace.party(party).number
         message_id = f"{event.event_id}|{party}"
         phone = to_e164(number, self.region)
         if phone is None:
-            await self.notice(
-                intent, event.room_id, event.event_id, f"Not sent: {number} is not a number SMS can reach."
-            )
+            await say(f"Not sent: {number} is not a number SMS can reach.")
             metrics.SMS.labels("out", "invalid_number").inc()
             return
         if await OptOuts.has(phone):
-            await self.notice(
-                intent,
-                event.room_id,
-                event.event_id,
+            await say(
                 f"Not sent: {number} has opted out of texts (they sent STOP).",
             )
             metrics.SMS.labels("out", "opted_out").inc()
@@ -181,10 +179,7 @@ class SmsBridge:
         try:
             source = await self._source_for(side, phone, portal.kind)
         except PoolExhausted as e:
-            await self.notice(
-                intent,
-                event.room_id,
-                event.event_id,
+            await say(
                 f"Not sent: no number is free to text {number} from this chat ({e}). Ask the operator to grow the pool.",
             )
             metrics.SMS.labels("out", "pool_exhausted").inc()
@@ -204,13 +199,11 @@ class SmsBridge:
         except UNIQUE_VIOLATIONS:
             return  # a transaction retried after a crash: this message is already in the outbox
         except TooManySegmentsError as e:
-            await self.notice(intent, event.room_id, event.event_id, f"Not sent: too long for SMS — {e}.")
+            await say(f"Not sent: too long for SMS — {e}.")
             metrics.SMS.labels("out", "too_long").inc()
             return
         except NoRouteError:
-            await self.notice(
-                intent, event.room_id, event.event_id, f"Not sent: there is no SMS route to {number}."
-            )
+            await say(f"Not sent: there is no SMS route to {number}.")
             metrics.SMS.labels("out", "no_route").inc()
             return
         metrics.SMS.labels("out", "queued").inc()

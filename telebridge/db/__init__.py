@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Database
 
+from .group_commit import GroupCommit
 from .portal import Portal
 from .puppet import Puppet
 from .sms import InboundParts, OptOuts, SmsInbox, SmsOutbox, SmsReceipts, VmnAllocations
@@ -33,8 +34,9 @@ def create_database(url: str, min_size: int = 1, max_size: int = 10) -> Database
     """A mautrix Database for ``url`` with our upgrade table; SQLite runs with synchronous=FULL because
     queued messages must survive power loss, not just a crash."""
     if url.startswith(("sqlite:", "sqlite3:")):
+        # Several connections: WAL lets reads go on while the group commit writes.
         db_args: dict[str, object] = {
-            "min_size": 1,
+            "min_size": 4,
             "init_commands": ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL"],
         }
     else:
@@ -55,6 +57,10 @@ def init(db: Database) -> None:
         InboundParts,
     ):
         table.db = db
+    writes = GroupCommit(db)  # one writer for the whole database: durable writes share commits
+    TransactionLog.writes = writes
+    SmsOutbox.writes = writes
     Portal.forget_all()
     OptOuts.forget_all()
     VmnAllocations.forget_all()
+    TransactionLog.forget_all()

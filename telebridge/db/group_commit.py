@@ -75,10 +75,20 @@ class GroupCommit:
             self._settle(future)
 
     async def _run(self, statements: Sequence[Statement]) -> None:
+        """One transaction; statements with the same text go as one ``executemany`` (one thread hop for
+        SQLite, one round trip for PostgreSQL). Reordering across units is safe: a caller awaits each
+        commit before its next write, so one batch never holds two writes to the same outbox row that
+        depend on each other's order."""
+        grouped: dict[str, list[Sequence[Any]]] = {}
+        for query, args in statements:
+            grouped.setdefault(query, []).append(args)
         conn: Any
         async with self.db.acquire() as conn, conn.transaction():
-            for query, args in statements:
-                await conn.execute(query, *args)
+            for query, arg_lists in grouped.items():
+                if len(arg_lists) == 1:
+                    await conn.execute(query, *arg_lists[0])
+                else:
+                    await conn.executemany(query, arg_lists)
 
     @staticmethod
     def _settle(future: asyncio.Future[None], error: BaseException | None = None) -> None:

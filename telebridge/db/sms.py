@@ -41,13 +41,10 @@ class SentMessage:
 
 class SmsOutbox:
     db: ClassVar[Database]
+    writes: ClassVar[GroupCommit]
 
     def __init__(self) -> None:
         self._origins: dict[str, OutboxOrigin] = {}
-        self._writes = GroupCommit(self.db)
-
-    async def close(self) -> None:
-        await self._writes.close()
 
     def attach_origin(self, message_id: str, origin: OutboxOrigin) -> None:
         """Remember the Matrix event a message is for; stored with it by :meth:`enqueue`."""
@@ -56,7 +53,7 @@ class SmsOutbox:
     async def enqueue(self, message: OutboundMessage) -> None:
         origin = self._origins.pop(message.id, None)
         now = _now()
-        await self._writes.commit(
+        await self.writes.commit(
             [
                 (
                     "INSERT INTO sms_outbox (id, room_id, event_id, puppet_mxid, source, destination, text, "
