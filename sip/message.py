@@ -138,6 +138,14 @@ class Headers:
                 return
         self._items.append((key, name, value))
 
+    def replace_all(self, name: str, values: list[str]) -> None:
+        """Put ``values`` as one line each where the first ``name`` line was (e.g. a rewritten Via)."""
+        key = key_of(name)
+        first = next((i for i, t in enumerate(self._items) if t[0] == key), len(self._items))
+        rest = [t for t in self._items if t[0] != key]
+        first = min(first, len(rest))
+        self._items = rest[:first] + [(key, name, v) for v in values] + rest[first:]
+
     def remove(self, name: str) -> None:
         key = key_of(name)
         self._items = [t for t in self._items if t[0] != key]
