@@ -126,7 +126,7 @@ def test_non_invite_client_timer_e_is_capped_at_t2_and_f_times_out() -> None:
     txn.take_output()
     sent = run_until(txn, 40.0)
     assert sent[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]  # 0.5, 1, 2, 4, 4, 4 ...
-    assert all(b - a == pytest.approx(4.0) for a, b in itertools.pairwise(sent))
+    assert all(b - a == pytest.approx(4.0) for a, b in itertools.pairwise(sent[3:]))
     assert max(sent) < 32.0
     assert txn.terminated and txn.timed_out
 
