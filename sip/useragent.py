@@ -203,9 +203,11 @@ class InviteSession:
         "_ack",
         "_ack_target",
         "answered_offer",
+        "bye_pending",
         "cancel_requested",
         "cancel_sent",
         "dialog",
+        "dialog_keys",
         "end_reported",
         "invite",
         "invite_txn",
@@ -229,6 +231,9 @@ class InviteSession:
         self.target = target
         self.state = SessionState.CALLING if is_uac else SessionState.INCOMING
         self.dialog: Dialog | None = None
+        self.dialog_keys: list[tuple[str, str, str]] = []
+        #: UAS hung up before the ACK for its 2xx: BYE waits for the ACK or its timeout (§15)
+        self.bye_pending = False
         self.invite_txn: Transaction | None = None
         self.cancel_requested = False
         self.cancel_sent = False
@@ -704,7 +709,7 @@ class UserAgentCore:
             if tag is not None and status > 100:
                 if session.dialog is None or session.dialog.remote_tag != tag:
                     session.dialog = Dialog.from_uac(session.invite, resp)
-                    self._dialogs[session.dialog.id] = session
+                    self._track(session, session.dialog.id)
             if session.state is SessionState.CALLING:
                 session.state = SessionState.EARLY
             if session.cancel_requested and not session.cancel_sent:
@@ -743,7 +748,7 @@ class UserAgentCore:
             dialog = Dialog.from_uac(session.invite, resp)
         dialog.confirm(resp)
         session.dialog = dialog
-        self._dialogs[dialog.id] = session
+        self._track(session, dialog.id)
         session.state = SessionState.CONFIRMED
         session.remote_body = resp.body
         self._send_ack(session, dialog, now, remember=True)
@@ -801,11 +806,24 @@ class UserAgentCore:
         session.end_reported = True
         if session.reinvite_retry is not None:
             session.reinvite_retry.cancel()
-        if session.dialog is not None:
-            session.dialog.state = DialogState.TERMINATED
-            self._dialogs.pop(session.dialog.id, None)
+        if not session.bye_pending:  # a deferred BYE still needs the dialog to find the ACK
+            if session.dialog is not None:
+                session.dialog.state = DialogState.TERMINATED
+            self._untrack(session)
         self._calls.pop((session.call_id, session.local_tag), None)
         self._emit(CallEnded(session, status, reason, remote))
+
+    def _untrack(self, session: InviteSession) -> None:
+        for key in session.dialog_keys:
+            if self._dialogs.get(key) is session:
+                del self._dialogs[key]
+        session.dialog_keys.clear()
+
+    def _track(self, session: InviteSession, key: tuple[str, str, str]) -> None:
+        """Index the session by a dialog id (early or confirmed); all of them are dropped at the end."""
+        self._dialogs[key] = session
+        if key not in session.dialog_keys:
+            session.dialog_keys.append(key)
 
     # ------------------------------------------------------------------ application commands
     def hangup(self, session: InviteSession, now: float) -> None:
@@ -822,7 +840,16 @@ class UserAgentCore:
         if state is SessionState.INCOMING:
             self.reject(session, 603, now)
             return
-        if session.dialog is not None:
+        txn = session.invite_txn
+        if (
+            not session.is_uac
+            and isinstance(txn, InviteServerTransaction)
+            and not txn.ack_received
+            and not txn.terminated
+        ):
+            # §15: the callee must not send BYE before the ACK for its 2xx (or the 2xx's timeout).
+            session.bye_pending = True
+        elif session.dialog is not None:
             self._send_bye(session.dialog, session, now)
         self._end(session, None, "hangup", remote=False)
 
@@ -848,7 +875,7 @@ class UserAgentCore:
         resp = make_response(session.invite, 200, to_tag=session.local_tag, extra=extra, body=body)
         dialog = Dialog.from_uas(session.invite, session.local_tag, confirmed=True)
         session.dialog = dialog
-        self._dialogs[dialog.id] = session
+        self._track(session, dialog.id)
         session.state = SessionState.CONFIRMED
         self._respond(session.invite_txn, resp, now)
 
@@ -1105,7 +1132,7 @@ class UserAgentCore:
         # 100 Trying at once (§17.2.1): the application may take longer than 200 ms to decide.
         self._respond(server, make_response(req, 100), now)
         session.dialog = None
-        self._dialogs[(req.call_id, session.local_tag, req.from_.tag or "")] = session
+        self._track(session, (req.call_id, session.local_tag, req.from_.tag or ""))
         self._emit(IncomingCall(session))
 
     def _receive_ack(self, req: Request, now: float) -> None:
@@ -1123,7 +1150,12 @@ class UserAgentCore:
                 txn.ack(now)
                 self._service(txn, now)
                 if txn is session.invite_txn:
-                    self._emit(CallConfirmed(session))
+                    if session.bye_pending and session.dialog is not None:
+                        session.bye_pending = False
+                        self._send_bye(session.dialog, session, now)
+                        self._untrack(session)
+                    else:
+                        self._emit(CallConfirmed(session))
                 return
 
     def _receive_cancel(self, req: Request, source: Target, now: float) -> None:
@@ -1259,11 +1291,13 @@ class UserAgentCore:
         ):
             if (
                 txn is session.invite_txn
-                and session.state is SessionState.CONFIRMED
                 and session.dialog is not None
+                and (session.state is SessionState.CONFIRMED or session.bye_pending)
             ):
+                session.bye_pending = False
                 self._send_bye(session.dialog, session, now)
                 self._end(session, 408, "no ACK for 2xx", remote=False)
+                self._untrack(session)
 
     # ------------------------------------------------------------------ responses
     def _receive_response(self, resp: Response, now: float) -> None:

@@ -530,3 +530,56 @@ def test_incoming_call_exposes_p_asserted_identity() -> None:
     net.flush()
     sb = incoming(net)
     assert [str(p.uri) for p in sb.p_asserted_identity] == ["sip:+15550001@carrier.example", "tel:+15550001"]
+
+
+def test_callee_hanging_up_before_the_ack_sends_bye_only_after_it() -> None:
+    net, a, b = setup()
+    net.drop = lambda data, src, dst: data.startswith(b"ACK")
+    call(net, a)
+    sb = incoming(net)
+    b.answer(sb, SDP_ANSWER, net.now)
+    net.flush()
+    b.hangup(sb, net.now)
+    net.flush()
+    assert net.requests("BYE") == []  # §15: not before the ACK
+    assert isinstance(net.take(B)[-1], CallEnded)
+    net.drop = None
+    net.advance(net.now + 0.6)  # the retransmitted 2xx is ACKed; now the BYE goes out
+    assert len(net.requests("BYE")) == 1
+    assert isinstance(net.take(A)[-1], CallEnded)
+
+
+def test_finished_calls_leave_no_dialog_state_behind() -> None:
+    net, a, b = setup()
+    for status in (486, 200):
+        sa = call(net, a)
+        sb = incoming(net)
+        if status == 486:
+            b.reject(sb, 486, net.now)
+        else:
+            b.answer(sb, SDP_ANSWER, net.now)
+            net.flush()
+            a.hangup(sa, net.now)
+        net.flush()
+    net.advance(net.now + 60.0)
+    for core in (a, b):
+        assert (
+            not core._dialogs
+            and not core._calls
+            and not core._client
+            and not core._server
+            and not core._merge
+        )
+
+
+def test_callee_hangup_without_any_ack_sends_bye_when_the_2xx_times_out() -> None:
+    net, a, b = setup()
+    net.drop = lambda data, src, dst: data.startswith(b"ACK")
+    call(net, a)
+    sb = incoming(net)
+    b.answer(sb, SDP_ANSWER, net.now)
+    net.flush()
+    b.hangup(sb, net.now)
+    net.advance(40.0)
+    assert len(net.requests("BYE")) == 1
+    assert not b._dialogs
