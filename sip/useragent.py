@@ -646,6 +646,54 @@ class UserAgentCore:
         new_txn.owner = handler
         return True
 
+    # ------------------------------------------------------------------ out-of-dialog requests
+    def new_request(
+        self,
+        method: str,
+        request_uri: str,
+        to: str,
+        from_: str,
+        call_id: str | None = None,
+        cseq: int = 1,
+        from_tag: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> tuple[Request, Target]:
+        """A request outside any dialog (§8.1.1) and the next hop it goes to (§8.1.2)."""
+        target = self._next_hop(request_uri, [], in_dialog=False)
+        from_addr = NameAddr.parse(from_)
+        from_addr.params["tag"] = from_tag or new_token()
+        items: list[tuple[str, str]] = [
+            ("Via", self._via(target)),
+            ("Max-Forwards", "70"),
+            ("From", str(from_addr)),
+            ("To", str(NameAddr.parse(to))),
+            ("Call-ID", call_id or f"{new_token()}@{self.config.local_host}"),
+            ("CSeq", f"{cseq} {method}"),
+            ("User-Agent", self.config.user_agent),
+        ]
+        if headers:
+            items.extend(headers)
+        if body and content_type:
+            items.append(("Content-Type", content_type))
+        return Request(method, request_uri, items, body), target
+
+    def send_request(
+        self,
+        request: Request,
+        target: Target,
+        handler: Callable[[ClientTransaction, Response | None, float], None],
+        now: float,
+    ) -> ClientTransaction:
+        """Send a stand-alone request in a client transaction; 401/407 are answered with the configured
+        credentials (CSeq+1, same Call-ID); ``handler`` sees every other response, or None on timeout."""
+        return self._send_request(request, target, handler, now)
+
+    def emit(self, event: Event) -> None:
+        """Queue an event for :meth:`next_event` (used by registration and keepalive helpers)."""
+        self._events.append(event)
+
     # ------------------------------------------------------------------ UAC: calls
     def invite(
         self,
