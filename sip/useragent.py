@@ -34,6 +34,13 @@ from sip.dialog import Dialog, DialogState, glare_retry_delay
 from sip.errors import DialogError, SipError, SipParseError
 from sip.headers import NameAddr, parse_int
 from sip.message import Request, Response, make_response, parse_message
+from sip.sessiontimer import (
+    MIN_SE_FLOOR,
+    expire_after,
+    refresh_after,
+    session_expires_of,
+    supports_timer,
+)
 from sip.transaction import (
     ClientTransaction,
     InviteClientTransaction,
@@ -212,12 +219,18 @@ class InviteSession:
         "invite",
         "invite_txn",
         "is_uac",
+        "local_body",
         "local_tag",
         "offer_in",
+        "peer_allow",
+        "refresher_us",
+        "refreshing",
         "reinvite_body",
         "reinvite_out",
         "reinvite_retry",
         "remote_body",
+        "se",
+        "st_timer",
         "state",
         "target",
         "user_data",
@@ -245,6 +258,15 @@ class InviteSession:
         self.reinvite_body: bytes = b""
         self.reinvite_retry: Timer | None = None
         self.remote_body: bytes = invite.body if not is_uac else b""
+        #: our latest session description (re-sent by session-timer refreshes)
+        self.local_body: bytes = invite.body if is_uac else b""
+        #: RFC 4028: negotiated interval, whether we refresh, the armed timer, refresh in flight
+        self.se: int | None = None
+        self.refresher_us = False
+        self.st_timer: Timer | None = None
+        self.refreshing = False
+        #: Allow of the peer's 2xx (UAC side), to pick UPDATE for refreshes
+        self.peer_allow: list[str] = []
         self._ack: bytes | None = None
         self._ack_target: Target | None = None
         #: free for the application (the facade keeps its Call object here)
@@ -320,6 +342,9 @@ class UserAgentConfig:
     allow_list: AllowList | None = None
     digest_server: DigestServer | None = None
     max_auth_attempts: int = 3
+    #: RFC 4028 session interval we ask for / grant (None: no session timers); our Min-SE
+    session_expires: int | None = 1800
+    min_se: int = MIN_SE_FLOOR
 
     @property
     def sent_by(self) -> str:
@@ -557,12 +582,13 @@ class UserAgentCore:
         txn.session = session
 
         def wrapped(t: ClientTransaction, resp: Response | None, at: float) -> None:
-            if (
-                resp is not None
-                and resp.status in (401, 407)
-                and self._retry_with_auth(t, resp, target, wrapped, at, session)
-            ):
-                return
+            if resp is not None:
+                if resp.status in (401, 407) and self._retry_with_auth(t, resp, target, wrapped, at, session):
+                    return
+                if resp.status == 422 and self._retry_with_larger_interval(
+                    t, resp, target, wrapped, at, session
+                ):
+                    return
             handler(t, resp, at)
 
         txn.owner = wrapped
@@ -617,6 +643,23 @@ class UserAgentCore:
             added = True
         if not added:
             return False
+        new_txn = self._resend(txn, new, target, handler, now, session)
+        new_txn.auth_attempts = attempts + 1
+        new_txn.auth_nonces = frozenset(nonces)
+        return True
+
+    def _resend(
+        self,
+        txn: ClientTransaction,
+        new: Request,
+        target: Target,
+        handler: Callable[[ClientTransaction, Response | None, float], None],
+        now: float,
+        session: InviteSession | None,
+    ) -> ClientTransaction:
+        """Send an edited copy of ``txn.request`` as a new transaction (§8.1.3.5): CSeq+1 (from the dialog
+        when confirmed), a new branch, the same Call-ID and tags; the session follows the new INVITE."""
+        old = txn.request
         if session is not None and session.dialog is not None and session.state is SessionState.CONFIRMED:
             cseq = session.dialog.next_local_seq()
         else:
@@ -634,8 +677,6 @@ class UserAgentCore:
                 self._dialogs.pop(session.dialog.id, None)
                 session.dialog = None
         new_txn = self._send_request(new, target, handler, now, session)
-        new_txn.auth_attempts = attempts + 1
-        new_txn.auth_nonces = frozenset(nonces)
         if session is not None:
             if session.invite is new:
                 session.invite_txn = new_txn
@@ -644,6 +685,34 @@ class UserAgentCore:
                 session.reinvite_out = new_txn
         # The wrapped handler of the new transaction is the same as the old one's.
         new_txn.owner = handler
+        return new_txn
+
+    def _retry_with_larger_interval(
+        self,
+        txn: ClientTransaction,
+        resp: Response,
+        target: Target,
+        handler: Callable[[ClientTransaction, Response | None, float], None],
+        now: float,
+        session: InviteSession | None,
+    ) -> bool:
+        """RFC 4028 §7.4: a 422 carries Min-SE; retry once with Session-Expires raised to it."""
+        old = txn.request
+        try:
+            min_se = parse_int((resp.headers.get("Min-SE") or "").split(";")[0], "Min-SE")
+            current = session_expires_of(old)
+        except SipParseError:
+            return False
+        if current is None or min_se <= current[0] or txn.auth_attempts > self.config.max_auth_attempts:
+            return False
+        new = Request(old.method, old.uri, old.headers.copy(), old.body)
+        new.headers.set("Session-Expires", str(min_se))
+        new.headers.set("Min-SE", str(min_se))
+        new_txn = self._resend(txn, new, target, handler, now, session)
+        new_txn.auth_attempts = txn.auth_attempts + 1
+        new_txn.auth_nonces = txn.auth_nonces
+        if session is not None:
+            session.se = min_se
         return True
 
     # ------------------------------------------------------------------ out-of-dialog requests
@@ -726,6 +795,8 @@ class UserAgentCore:
             ("Allow", ALLOW),
             ("User-Agent", self.config.user_agent),
         ]
+        if self.config.session_expires:
+            items += [("Supported", "timer"), ("Session-Expires", str(self.config.session_expires))]
         if headers:
             items.extend(headers)
         if body:
@@ -800,6 +871,8 @@ class UserAgentCore:
         session.state = SessionState.CONFIRMED
         session.remote_body = resp.body
         self._send_ack(session, dialog, now, remember=True)
+        session.peer_allow = resp.headers.get_all("Allow")
+        self._session_timer_from_response(session, resp, now)
         if session.cancel_requested:
             self.hangup(session, now)
             return
@@ -854,6 +927,8 @@ class UserAgentCore:
         session.end_reported = True
         if session.reinvite_retry is not None:
             session.reinvite_retry.cancel()
+        if session.st_timer is not None:
+            session.st_timer.cancel()
         if not session.bye_pending:  # a deferred BYE still needs the dialog to find the ACK
             if session.dialog is not None:
                 session.dialog.state = DialogState.TERMINATED
@@ -918,14 +993,17 @@ class UserAgentCore:
         if session.state is not SessionState.INCOMING:
             raise DialogError("answer() needs an incoming call not yet answered")
         extra = [("Contact", self.contact), ("Allow", ALLOW), ("User-Agent", self.config.user_agent)]
+        extra += self._session_expires_headers(session)
         if body:
             extra.append(("Content-Type", content_type))
+        session.local_body = body
         resp = make_response(session.invite, 200, to_tag=session.local_tag, extra=extra, body=body)
         dialog = Dialog.from_uas(session.invite, session.local_tag, confirmed=True)
         session.dialog = dialog
         self._track(session, dialog.id)
         session.state = SessionState.CONFIRMED
         self._respond(session.invite_txn, resp, now)
+        self._arm_session_timer(session, now)
 
     def reject(self, session: InviteSession, status: int, now: float, reason: str | None = None) -> None:
         """Refuse an incoming call with a final error status (486 Busy Here, 603 Decline …)."""
@@ -951,10 +1029,13 @@ class UserAgentCore:
         extra = [("Allow", ALLOW)]
         extra += [("Authorization", v) for v in session.invite.headers.get_all("Authorization")]
         extra += [("Proxy-Authorization", v) for v in session.invite.headers.get_all("Proxy-Authorization")]
+        if session.se is not None:
+            extra += [("Supported", "timer"), ("Session-Expires", f"{session.se};refresher=uac")]
         req = dialog.create_request(
             "INVITE", self._via(target), self.contact, body, content_type, extra=extra
         )
         session.reinvite_body = body
+        session.local_body = body
         session.reinvite_out = self._send_request(req, target, self._reinvite_response, now, session)
 
     def _reinvite_response(self, txn: ClientTransaction, resp: Response | None, now: float) -> None:
@@ -977,7 +1058,11 @@ class UserAgentCore:
             ack = dialog.create_request("ACK", self._via(target), None, cseq=txn.request.cseq.number)
             self._out.append((ack.encode(), target))
             session.remote_body = resp.body or session.remote_body
-            self._emit(OfferAnswered(session, resp.status, resp.body))
+            self._session_timer_from_response(session, resp, now)
+            if session.refreshing:
+                session.refreshing = False
+            else:
+                self._emit(OfferAnswered(session, resp.status, resp.body))
             return
         if resp.status == 491:
             delay = glare_retry_delay(dialog.is_uac)
@@ -996,6 +1081,10 @@ class UserAgentCore:
 
             session.reinvite_retry = self.call_at(now + delay, retry)
             return
+        if session.refreshing:
+            session.refreshing = False
+            self._arm_session_timer(session, now, retry=True)
+            return
         self._emit(OfferAnswered(session, resp.status, b""))
 
     def accept_offer(
@@ -1006,8 +1095,10 @@ class UserAgentCore:
         if txn is None:
             raise DialogError("no offer to answer")
         extra = [("Contact", self.contact), ("Allow", ALLOW)]
+        extra += self._session_expires_headers(session)
         if body:
             extra.append(("Content-Type", content_type))
+            session.local_body = body
         resp = make_response(txn.request, 200, to_tag=session.local_tag, extra=extra, body=body)
         session.offer_in = None
         if isinstance(txn, InviteServerTransaction):
@@ -1053,6 +1144,106 @@ class UserAgentCore:
                 self._emit(RequestFailed(method, resp.status, resp))
 
         self._send_request(req, target, done, now, session)
+
+    # ------------------------------------------------------------------ session timers (RFC 4028)
+    @staticmethod
+    def _session_expires_headers(session: InviteSession) -> list[tuple[str, str]]:
+        """Session-Expires for a 2xx we send: refresher=uac names the peer (the request's sender),
+        refresher=uas names us; Require: timer when the peer must refresh (§9)."""
+        if session.se is None:
+            return []
+        refresher = "uas" if session.refresher_us else "uac"
+        headers = [("Session-Expires", f"{session.se};refresher={refresher}")]
+        if refresher == "uac":
+            headers.append(("Require", "timer"))
+        return headers
+
+    def _session_timer_from_response(self, session: InviteSession, resp: Response, now: float) -> None:
+        """A 2xx to our (re-)INVITE/UPDATE: adopt its interval; refresher=uac means us (§7.2)."""
+        try:
+            negotiated = session_expires_of(resp)
+        except SipParseError:
+            negotiated = None
+        if negotiated is None:
+            if session.se is not None and session.refresher_us:
+                self._arm_session_timer(session, now)
+            return
+        session.se = negotiated[0]
+        session.refresher_us = (negotiated[1] or "uac") == "uac"
+        self._arm_session_timer(session, now)
+
+    def _session_timer_from_request(self, session: InviteSession, req: Request, now: float) -> None:
+        """A re-INVITE/UPDATE from the peer refreshes the session (§10); its Session-Expires may move
+        the refresher role."""
+        try:
+            offered = session_expires_of(req)
+        except SipParseError:
+            offered = None
+        if offered is not None:
+            session.se = max(offered[0], self.config.min_se)
+            session.refresher_us = (offered[1] or "uac") == "uas"
+        if session.se is not None:
+            self._arm_session_timer(session, now)
+
+    def _arm_session_timer(self, session: InviteSession, now: float, retry: bool = False) -> None:
+        if session.st_timer is not None:
+            session.st_timer.cancel()
+            session.st_timer = None
+        se = session.se
+        if se is None or session.state is SessionState.TERMINATED:
+            return
+        if session.refresher_us:
+            delay = min(10.0, se / 8) if retry else refresh_after(se)
+            session.st_timer = self.call_at(now + delay, lambda at: self._refresh_session(session, at))
+        else:
+            session.st_timer = self.call_at(
+                now + expire_after(se), lambda at: self._session_expired(session, at)
+            )
+
+    def _refresh_session(self, session: InviteSession, now: float) -> None:
+        """§10: refresh with UPDATE when the peer allows it (no SDP needed), else re-INVITE with our
+        current session description."""
+        session.st_timer = None
+        if session.state is not SessionState.CONFIRMED or session.dialog is None:
+            return
+        if session.reinvite_out is not None or session.offer_in is not None:
+            self._arm_session_timer(session, now, retry=True)
+            return
+        peer_allow = {a.upper() for a in self._peer_allow(session)}
+        if "UPDATE" in peer_allow:
+            dialog = session.dialog
+            target = self._next_hop(dialog.remote_target, dialog.route_set, in_dialog=True)
+            extra = [("Supported", "timer"), ("Session-Expires", f"{session.se};refresher=uac")]
+            req = dialog.create_request("UPDATE", self._via(target), self.contact, extra=extra)
+
+            def done(txn: ClientTransaction, resp: Response | None, at: float) -> None:
+                if resp is None or resp.status in (408, 481):
+                    if session.state is SessionState.CONFIRMED:
+                        self.hangup(session, at)
+                elif 200 <= resp.status < 300:
+                    self._session_timer_from_response(session, resp, at)
+                elif resp.status >= 300:
+                    self._arm_session_timer(session, at, retry=True)
+
+            self._send_request(req, target, done, now, session)
+            return
+        session.refreshing = True
+        self.reinvite(session, session.local_body, now)
+
+    @staticmethod
+    def _peer_allow(session: InviteSession) -> list[str]:
+        """Methods the peer allows: the Allow of its INVITE (we are UAS) or of its 2xx (we are UAC)."""
+        if not session.is_uac:
+            return session.invite.headers.get_all("Allow")
+        return session.peer_allow
+
+    def _session_expired(self, session: InviteSession, now: float) -> None:
+        """§10: no refresh in time: BYE and report."""
+        session.st_timer = None
+        if session.state is not SessionState.CONFIRMED or session.dialog is None:
+            return
+        self._send_bye(session.dialog, session, now)
+        self._end(session, 408, "session timer expired", remote=False)
 
     # ------------------------------------------------------------------ UAS
     def _respond(self, txn: Transaction | None, resp: Response, now: float) -> None:
@@ -1174,7 +1365,25 @@ class UserAgentCore:
         return make_response(req, 200, to_tag=tag, extra=extra)
 
     def _receive_invite(self, req: Request, server: ServerTransaction, source: Target, now: float) -> None:
+        try:
+            offered = session_expires_of(req)
+        except SipParseError:
+            self._respond(server, make_response(req, 400, "Bad Session-Expires", to_tag=new_token()), now)
+            return
+        if offered is not None and offered[0] < self.config.min_se:
+            # RFC 4028 §8.1: too small an interval is refused with our minimum.
+            resp = make_response(req, 422, to_tag=new_token(), extra=[("Min-SE", str(self.config.min_se))])
+            self._respond(server, resp, now)
+            return
         session = InviteSession(req, False, new_token(), source)
+        if offered is not None:
+            session.se = offered[0]
+            refresher = offered[1] or ("uac" if supports_timer(req) else "uas")
+            session.refresher_us = refresher == "uas"
+        elif self.config.session_expires:
+            # §9: the UAS may impose a timer; the UAC refreshes if it supports timers, else we do.
+            session.se = self.config.session_expires
+            session.refresher_us = not supports_timer(req)
         session.invite_txn = server
         server.owner = session
         # 100 Trying at once (§17.2.1): the application may take longer than 200 ms to decide.
@@ -1285,12 +1494,17 @@ class UserAgentCore:
             return
         assert session.dialog is not None
         session.dialog.refresh_target(req)
+        self._session_timer_from_request(session, req, now)
         if req.method == "UPDATE" and not req.body:
             # A session refresh (RFC 4028) without a new offer.
-            extra = [("Contact", self.contact)]
+            extra = [("Contact", self.contact), *self._session_expires_headers(session)]
             self._respond(server, make_response(req, 200, extra=extra), now)
             return
         session.offer_in = server
+        if req.body and req.body == session.remote_body and session.local_body:
+            # RFC 3264 §8: an unchanged offer (a session refresh) gets our previous answer, silently.
+            self.accept_offer(session, session.local_body, now)
+            return
         if req.body:
             session.remote_body = req.body
         self._emit(OfferReceived(session, req.method, req.body, req.content_type))
