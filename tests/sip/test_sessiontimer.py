@@ -68,7 +68,7 @@ def test_missing_refresh_makes_the_other_side_hang_up() -> None:
     net = FakeNet()
     net.add(A, session_expires=300)
     net.add(B)
-    _, _, sa, sb = established(net)
+    _, _, sa, _sb = established(net)
     assert sa.st_timer is not None
     sa.st_timer.cancel()  # the refresher forgets to refresh
     net.advance(300.0)
