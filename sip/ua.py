@@ -196,7 +196,8 @@ class UserAgent:
         tls_port: int = 0,
         tls_client: ssl.SSLContext | None = None,
     ) -> tuple[str, int]:
-        """Bind sockets (port 0 picks a free one; TCP uses the UDP port) and return (host, port)."""
+        """Bind sockets (port 0 picks a free one; TCP uses the UDP port, TLS ``tls_port``) and return the
+        (host, port) advertised in Via/Contact: the TLS port when ``config.transport == "TLS"``."""
         config = self.config
         self.core = UserAgentCore(config)
         self.endpoint = SipEndpoint(self.core, self._dispatch, self.resolver, tls_client)
@@ -206,7 +207,9 @@ class UserAgent:
         if tcp:
             host, port = await self.endpoint.listen_tcp(config.local_host, port)
         if tls is not None:
-            await self.endpoint.listen_tcp(config.local_host, tls_port, tls)
+            _, bound = await self.endpoint.listen_tcp(config.local_host, tls_port, tls)
+            if config.transport == "TLS":
+                port = bound  # Via and Contact advertise the TLS listener
         if port != config.local_port:
             # Rebuild the core so Via/Contact carry the bound port.
             self.config = replace(config, local_port=port)
