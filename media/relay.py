@@ -71,7 +71,8 @@ class MediaPath:
         in_event, out_event = source.telephone_event, target.telephone_event
         #: Incoming payload types are the ones we put in our description for that leg.
         self.audio_pt = in_codec.local_payload_type
-        self.event_pt = in_event.local_payload_type if in_event and out_event else -1
+        # Events are detected even when the other leg cannot take them (they are then dropped after).
+        self.event_pt = in_event.local_payload_type if in_event else -1
         self.out_event_pt = out_event.payload_type if out_event else -1
         self.out_rate = out_codec.clock_rate
         payload_types = {self.audio_pt: out_codec.payload_type}
