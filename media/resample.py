@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 from scipy.signal import firwin
 
 __all__ = ["Decimator", "Interpolator"]
@@ -44,8 +44,13 @@ class Decimator:
     def process(self, samples: Int16Array) -> Int16Array:
         x = np.concatenate((self._history, samples.astype(np.float64)))
         self._history = x[-(TAPS - 1) :]
-        windows = sliding_window_view(x, TAPS)[::FACTOR]
-        return _to_int16(windows @ _H_REVERSED)
+        # Only every 6th output is needed: a strided view (no copy) of the kept windows; einsum reads it
+        # in place where ``@`` would first copy it into a contiguous 160 by 240 array (twice as slow).
+        count = (len(x) - TAPS) // FACTOR + 1
+        windows = as_strided(
+            x, shape=(count, TAPS), strides=(x.strides[0] * FACTOR, x.strides[0]), writeable=False
+        )
+        return _to_int16(np.einsum("ij,j->i", windows, _H_REVERSED))
 
 
 class Interpolator:
