@@ -1,0 +1,367 @@
+"""A bridged call's media, in one process: both legs, their SDP, the relay, DTMF and RTCP timers.
+
+This is the asyncio edge around the sans-I/O pieces. Two ways in, matching the two call directions:
+
+* **Matrix → phone** (:meth:`MediaCall.outbound`): the browser's offer is answered at once (preferring a
+  codec the trunk will take as is, so the call can be passthrough), and an offer is made for the trunk;
+  the trunk's answer (:meth:`set_trunk_remote_sdp`) completes the relay.
+* **Phone → Matrix** (:meth:`MediaCall.inbound`): the trunk's offer is answered at once and a WebRTC
+  offer is made listing the trunk's codec first; the browser's answer (:meth:`set_webrtc_answer`)
+  completes the relay.
+
+Events go to ``on_event(kind, data)``: ``"digit"`` ``{"leg", "digit"}``, ``"connected"`` ``{}``,
+``"closed"`` ``{"reason"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCIceServer
+
+from media.relay import CallRelay, Transcoding
+from media.rtp import RtpHeader
+from media.trunk import PortRange, TrunkLeg
+from media.webrtc import WebRtcLeg
+from sdp import (
+    CN,
+    OPUS,
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    Codec,
+    MediaParameters,
+    SessionDescription,
+    answer_offer,
+    build_offer,
+    process_answer,
+)
+
+__all__ = ["MediaCall", "MediaConfig"]
+
+log = logging.getLogger(__name__)
+EventCallback = Callable[[str, dict[str, Any]], None]
+_CODECS = {"PCMU": PCMU, "PCMA": PCMA, "opus": OPUS}
+
+
+@dataclass
+class MediaConfig:
+    """Media settings (the bridge's ``media:`` config section maps onto this)."""
+
+    #: Address the trunk RTP sockets bind to and put in SDP.
+    trunk_bind_address: str = "127.0.0.1"
+    #: Address announced in trunk SDP if different (behind 1:1 NAT); defaults to the bind address.
+    trunk_public_address: str | None = None
+    #: Even-port range for trunk RTP (RTCP on RTP+1); 0/0 lets the OS choose.
+    rtp_port_min: int = 0
+    rtp_port_max: int = 0
+    #: Addresses for WebRTC host candidates.
+    webrtc_bind_addresses: tuple[str, ...] = ("127.0.0.1",)
+    #: STUN/TURN servers as ``{"urls": ..., "username": ..., "credential": ...}``; none by default.
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    #: Codec preference per leg; G.711 first so calls are passthrough when both legs agree.
+    webrtc_codecs: tuple[str, ...] = ("PCMU", "PCMA", "opus")
+    trunk_codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    max_packets_per_second: float = 400.0
+    rtcp_interval: float = 5.0
+    connect_timeout: float = 30.0
+    opus_bitrate: int = 24000
+
+    def rtc_ice_servers(self) -> list[RTCIceServer]:
+        return [
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in self.ice_servers
+        ]
+
+
+def _with_events(codecs: list[Codec], te_pts: dict[int, int]) -> list[Codec]:
+    """Append telephone-event at every clock rate used, and CN for 8 kHz (RFC 4733 §2.1, RFC 3389)."""
+    rates = sorted({c.clock_rate for c in codecs}, reverse=True)
+    extra = [TELEPHONE_EVENT(rate, te_pts.get(rate, 101)) for rate in rates]
+    return [*codecs, *extra]
+
+
+class MediaCall:
+    """One call's media. Build with :meth:`outbound` or :meth:`inbound`."""
+
+    def __init__(self, config: MediaConfig, on_event: EventCallback | None = None) -> None:
+        self.config = config
+        self.on_event = on_event or (lambda kind, data: None)
+        self.call_id = secrets.token_hex(8)
+        self.web_ssrc = secrets.randbits(32)
+        self.trunk_ssrc = secrets.randbits(32)
+        self.relay: CallRelay | None = None
+        self.web_params: MediaParameters | None = None
+        self.trunk_params: MediaParameters | None = None
+        self.webrtc_local_sdp: SessionDescription | None = None
+        self.trunk_local_sdp: SessionDescription | None = None
+        self._trunk_offer_sent = False
+        self.closed = False
+        self.dropped_before_ready = 0
+        self.web = WebRtcLeg(
+            self._not_ready,
+            None,
+            self._web_closed,
+            bind_addresses=config.webrtc_bind_addresses,
+            ice_servers=config.rtc_ice_servers(),
+            max_packets_per_second=config.max_packets_per_second,
+            connect_timeout=config.connect_timeout,
+        )
+        self.trunk: TrunkLeg | None = None
+        self._rtcp_task: asyncio.Task[None] | None = None
+        self._dtmf_lock = asyncio.Lock()
+        self._close_task: asyncio.Future[None] | None = None
+
+    def _not_ready(self, packet: bytearray, header: RtpHeader, now: float) -> None:
+        self.dropped_before_ready += 1
+
+    async def _open_trunk(self) -> None:
+        c = self.config
+        self.trunk = await TrunkLeg.open(
+            PortRange(c.trunk_bind_address, c.rtp_port_min, c.rtp_port_max),
+            self._not_ready,
+            max_packets_per_second=c.max_packets_per_second,
+        )
+
+    @property
+    def _trunk_address(self) -> str:
+        return self.config.trunk_public_address or self.config.trunk_bind_address
+
+    def _webrtc_attributes(self, setup: str) -> list[tuple[str, str | None]]:
+        return [
+            *self.web.local_attributes(setup),
+            ("msid", "telebridge telebridge-audio"),
+            ("ssrc", f"{self.web_ssrc} cname:telebridge"),
+        ]
+
+    # Matrix → phone --------------------------------------------------------------------------------
+    @classmethod
+    async def outbound(
+        cls, config: MediaConfig, webrtc_offer: str, on_event: EventCallback | None = None
+    ) -> MediaCall:
+        """Answer the browser's offer; ``webrtc_local_sdp`` is the answer, ``trunk_local_sdp`` the offer."""
+        call = cls(config, on_event)
+        try:
+            offer = SessionDescription.parse(webrtc_offer)
+            await call.web.gather()
+            await call._open_trunk()
+            host, port = call.web.default_address
+            codecs = [_CODECS[n] for n in config.webrtc_codecs if n in _CODECS]
+            offered_te = {
+                m.clock_rate: m.payload_type
+                for media in offer.media
+                for m in media.rtpmaps().values()
+                if m.encoding.lower() == "telephone-event"
+            }
+            answer, params = answer_offer(
+                offer,
+                address=host,
+                port=port,
+                codecs=[*_with_events(codecs, offered_te), CN],
+                media_attributes=call._webrtc_attributes("active"),
+                session_attributes=[("msid-semantic", " WMS telebridge")],
+            )
+            call.web_params = params
+            call.webrtc_local_sdp = answer
+            call.web.start(
+                offer,
+                next(m for m in offer.media if m.get("mid") == params.mid or params.mid is None),
+                controlling=False,
+            )
+            # Offer the trunk the browser's codec first when it is one the trunk may take as is.
+            trunk_codecs = [_CODECS[n] for n in config.trunk_codecs if n in _CODECS]
+            trunk_codecs.sort(key=lambda c: c.name.lower() != params.codec.name.lower())
+            assert call.trunk is not None
+            call.trunk_local_sdp = build_offer(
+                address=call._trunk_address,
+                port=call.trunk.local_port,
+                codecs=[*trunk_codecs, TELEPHONE_EVENT(8000, 101)],
+            )
+        except BaseException:
+            await call.close("setup failed")
+            raise
+        call._start_rtcp()
+        return call
+
+    def set_trunk_remote_sdp(self, sdp: str) -> None:
+        """The trunk's SDP: the answer to our offer (outbound), or a new offer in a re-INVITE is not yet
+        supported (hold is handled by the direction the peer sends and our latching)."""
+        assert self.trunk_local_sdp is not None and self.trunk is not None
+        params = process_answer(self.trunk_local_sdp, SessionDescription.parse(sdp))
+        self.trunk_params = params
+        self.trunk.set_remote(params.remote_host, params.remote_port, params.remote_rtcp_port)
+        self._complete()
+
+    # Phone → Matrix --------------------------------------------------------------------------------
+    @classmethod
+    async def inbound(
+        cls, config: MediaConfig, trunk_offer: str, on_event: EventCallback | None = None
+    ) -> MediaCall:
+        """Answer the trunk's offer; ``trunk_local_sdp`` is that answer, ``webrtc_local_sdp`` our offer."""
+        call = cls(config, on_event)
+        try:
+            offer = SessionDescription.parse(trunk_offer)
+            await call.web.gather()
+            await call._open_trunk()
+            assert call.trunk is not None
+            codecs = [_CODECS[n] for n in config.trunk_codecs if n in _CODECS]
+            answer, params = answer_offer(
+                offer,
+                address=call._trunk_address,
+                port=call.trunk.local_port,
+                codecs=[*_with_events(codecs, {}), CN],
+                rtcp_mux=False,
+            )
+            call.trunk_params = params
+            call.trunk_local_sdp = answer
+            call.trunk.set_remote(params.remote_host, params.remote_port, params.remote_rtcp_port)
+            web_codecs = [_CODECS[n] for n in config.webrtc_codecs if n in _CODECS]
+            web_codecs.sort(key=lambda c: c.name.lower() != params.codec.name.lower())
+            host, port = call.web.default_address
+            call.webrtc_local_sdp = build_offer(
+                address=host,
+                port=port,
+                codecs=_with_events(web_codecs, {48000: 110, 8000: 126}),
+                proto="UDP/TLS/RTP/SAVPF",
+                rtcp_mux=True,
+                ptime=None,
+                media_attributes=[("mid", "0"), *call._webrtc_attributes("actpass")],
+                session_attributes=[("group", "BUNDLE 0"), ("msid-semantic", " WMS telebridge")],
+            )
+        except BaseException:
+            await call.close("setup failed")
+            raise
+        call._start_rtcp()
+        return call
+
+    def set_webrtc_answer(self, sdp: str) -> None:
+        """The browser's answer to our offer (inbound calls)."""
+        assert self.webrtc_local_sdp is not None
+        answer = SessionDescription.parse(sdp)
+        params = process_answer(self.webrtc_local_sdp, answer)
+        self.web_params = params
+        media = next(m for m in answer.media if m.media == "audio" and m.port != 0)
+        self.web.start(answer, media, controlling=True)
+        self._complete()
+
+    def add_webrtc_candidate(self, candidate: str | None) -> None:
+        """A trickled remote candidate (``m.call.candidates``), or None/"" for end-of-candidates."""
+        self.web.add_remote_candidate(candidate or None)
+
+    # Relay -----------------------------------------------------------------------------------------
+    def _complete(self) -> None:
+        assert self.web_params is not None and self.trunk_params is not None and self.trunk is not None
+        transcoders: tuple[Transcoding | None, Transcoding | None] = (None, None)
+        web_codec, trunk_codec = self.web_params.codec, self.trunk_params.codec
+        if web_codec.name.lower() != trunk_codec.name.lower():
+            from media.transcoder import Transcoder
+
+            transcoders = (
+                Transcoder(web_codec.name, trunk_codec.name, bitrate=self.config.opus_bitrate),
+                Transcoder(trunk_codec.name, web_codec.name, bitrate=self.config.opus_bitrate),
+            )
+        relay = CallRelay(
+            self.web_params,
+            self.trunk_params,
+            self.web.send_rtp,
+            self.trunk.send_rtp,
+            self._digit,
+            transcoders,
+            web_ssrc=self.web_ssrc,
+            trunk_ssrc=self.trunk_ssrc,
+        )
+        self.relay = relay
+        self.web.on_rtp = relay.from_web
+        self.web.on_rtcp = relay.rtcp_from_web
+        self.trunk.on_rtp = relay.from_trunk
+        self.trunk.on_rtcp = relay.rtcp_from_trunk
+        log.info(
+            "call %s media: webrtc %s/%d ⇄ trunk %s/%d (%s)",
+            self.call_id,
+            web_codec.name,
+            web_codec.clock_rate,
+            trunk_codec.name,
+            trunk_codec.clock_rate,
+            "passthrough" if relay.passthrough else "transcoding",
+        )
+
+    def _digit(self, leg: str, digit: str) -> None:
+        self.on_event("digit", {"leg": leg, "digit": digit})
+
+    def _web_closed(self, reason: str) -> None:
+        if not self.closed and self._close_task is None:
+            self._close_task = asyncio.ensure_future(self.close(f"webrtc: {reason}"))
+
+    def _start_rtcp(self) -> None:
+        self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
+
+    async def _rtcp_loop(self) -> None:
+        """RFC 3550 §6.2: reports at a randomised interval (0.5 to 1.5 times the configured one)."""
+        while not self.closed:
+            await asyncio.sleep(self.config.rtcp_interval * (0.5 + random.random()))
+            relay = self.relay
+            if relay is None:
+                continue
+            to_web, to_trunk = relay.rtcp_reports(time.monotonic())
+            self.web.send_rtcp(to_web)
+            if self.trunk is not None:
+                self.trunk.send_rtcp(to_trunk)
+
+    # Control ---------------------------------------------------------------------------------------
+    async def send_dtmf(
+        self, digits: str, leg: str = "trunk", duration_ms: int = 160, gap_ms: int = 60
+    ) -> None:
+        """Send digits as RFC 4733 events towards ``leg`` ("trunk" or "webrtc"), replacing audio meanwhile."""
+        if self.relay is None:
+            raise RuntimeError("call media is not connected yet")
+        async with self._dtmf_lock:
+            loop = asyncio.get_running_loop()
+            for digit in digits:
+                path, packets = self.relay.dtmf_packets(leg, digit, duration_ms)
+                path.injecting = True
+                try:
+                    start = loop.time()
+                    event_ts: int | None = None
+                    for offset, marker, payload in packets:
+                        delay = start + offset - loop.time()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        event_ts = path.inject_event_packet(payload, marker, event_ts, time.monotonic())
+                finally:
+                    path.injecting = False
+                    path.rewriter.restart()
+                await asyncio.sleep(gap_ms / 1000)
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "call_id": self.call_id,
+            "passthrough": self.relay.passthrough if self.relay else None,
+            "webrtc_state": self.web.state.value,
+            "counters": {"webrtc": self.web.counters.as_dict()},
+        }
+        if self.trunk is not None:
+            result["counters"]["trunk"] = self.trunk.counters.as_dict()
+        if self.relay is not None:
+            result["rtcp"] = {leg: vars(s).copy() for leg, s in self.relay.stats().items()}
+        return result
+
+    async def close(self, reason: str = "closed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rtcp_task
+        if self.trunk is not None:
+            self.trunk.close()
+        await self.web.close()
+        self.on_event("closed", {"reason": reason})

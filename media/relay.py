@@ -1,0 +1,218 @@
+"""One call's relay between a WebRTC leg and a trunk leg: two :class:`MediaPath` objects, one per direction.
+
+A path takes a clear-text RTP packet from one leg and hands it, rewritten, to the other. When both legs
+agreed on the same codec (PCMU or PCMA) the path is **passthrough**: the payload is never looked at, only
+the 12-byte header is rewritten in place (SSRC, sequence, timestamp, payload type — see
+:mod:`media.rewriter`). Otherwise a :class:`media.transcoder.Transcoder` replaces the payload and the
+rewriter still owns the header, with the clock-rate ratio applied to timestamps.
+
+telephone-event packets (RFC 4733) are detected (digits reported once each), relayed with every
+retransmission, their duration scaled when the clock rates differ, and their payload type translated.
+
+The relay is sans-I/O apart from the send callables it is given; time comes in with every packet, and
+RTCP reports are produced by :meth:`CallRelay.rtcp_reports`, which the asyncio edge calls on a timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Protocol
+
+from media.dtmf import DtmfDetector, DtmfGenerator
+from media.rewriter import StreamRewriter
+from media.rtcp import LegStats, RtcpSession
+from media.rtp import RtpHeader, build_rtp
+from sdp import MediaParameters
+
+__all__ = ["CallRelay", "MediaPath", "Transcoding"]
+
+log = logging.getLogger(__name__)
+Send = Callable[[bytes | bytearray], None]
+
+
+class Transcoding(Protocol):
+    """Replaces audio payloads; keeps sequence number and scales timestamp (see media.transcoder)."""
+
+    def transcode(self, packet: bytearray, header: RtpHeader, now: float) -> list[bytearray]: ...
+
+
+class MediaPath:
+    """One direction of one call (sans-I/O apart from ``send``)."""
+
+    __slots__ = (
+        "audio_pt",
+        "detector",
+        "event_pt",
+        "event_scale",
+        "injecting",
+        "out_event_pt",
+        "out_rate",
+        "rewriter",
+        "rx_rtcp",
+        "send",
+        "suppressed",
+        "transcoder",
+        "tx_rtcp",
+    )
+
+    def __init__(
+        self,
+        source: MediaParameters,
+        target: MediaParameters,
+        send: Send,
+        rx_rtcp: RtcpSession,
+        tx_rtcp: RtcpSession,
+        on_digit: Callable[[str, int], None],
+        transcoder: Transcoding | None,
+    ) -> None:
+        in_codec, out_codec = source.codec, target.codec
+        in_event, out_event = source.telephone_event, target.telephone_event
+        #: Incoming payload types are the ones we put in our description for that leg.
+        self.audio_pt = in_codec.local_payload_type
+        # Events are detected even when the other leg cannot take them (they are then dropped after).
+        self.event_pt = in_event.local_payload_type if in_event else -1
+        self.out_event_pt = out_event.payload_type if out_event else -1
+        self.out_rate = out_codec.clock_rate
+        payload_types = {self.audio_pt: out_codec.payload_type}
+        if in_event and out_event:
+            payload_types[in_event.local_payload_type] = out_event.payload_type
+        if source.comfort_noise and target.comfort_noise and transcoder is None:
+            payload_types[source.comfort_noise.local_payload_type] = target.comfort_noise.payload_type
+        self.event_scale: tuple[int, int] | None = (
+            (out_codec.clock_rate, in_codec.clock_rate)
+            if in_codec.clock_rate != out_codec.clock_rate
+            else None
+        )
+        self.rewriter = StreamRewriter(
+            payload_types, ssrc=tx_rtcp.ssrc, in_rate=in_codec.clock_rate, out_rate=out_codec.clock_rate
+        )
+        self.detector = DtmfDetector(on_digit)
+        self.transcoder = transcoder
+        self.send = send
+        self.rx_rtcp = rx_rtcp
+        self.tx_rtcp = tx_rtcp
+        self.injecting = False
+        self.suppressed = 0
+
+    @property
+    def passthrough(self) -> bool:
+        return self.transcoder is None
+
+    def forward(self, packet: bytearray, header: RtpHeader, now: float) -> None:
+        """The per-packet hot path."""
+        self.rx_rtcp.on_rtp_received(header.ssrc, header.sequence_number, header.timestamp, now)
+        if self.injecting:
+            self.suppressed += 1
+            return
+        pt = header.payload_type
+        if pt == self.event_pt:
+            start = header.payload_start
+            self.detector.feed(header.timestamp, packet[start : header.payload_end])
+            if self.event_scale is not None:
+                scale = self.event_scale
+                end = header.payload_end
+                if end - start >= 4:
+                    duration = (packet[start + 2] << 8) | packet[start + 3]
+                    duration = min(duration * scale[0] // scale[1], 0xFFFF)
+                    packet[start + 2] = duration >> 8
+                    packet[start + 3] = duration & 0xFF
+        elif pt == self.audio_pt and self.transcoder is not None:
+            for out in self.transcoder.transcode(packet, header, now):
+                self._emit(out, now)
+            return
+        self._emit(packet, now)
+
+    def _emit(self, packet: bytearray, now: float) -> None:
+        rewriter = self.rewriter
+        if rewriter.rewrite(packet, now):
+            self.send(packet)
+            self.tx_rtcp.on_rtp_sent(rewriter.last_timestamp, len(packet) - 12, now)
+
+    def inject_event_packet(self, payload: bytes, marker: bool, event_ts: int | None, now: float) -> int:
+        """Send one packet of an event we originate; returns the event's timestamp (fixed per event)."""
+        seq, ts = self.rewriter.next_timestamp(now)
+        if event_ts is None:
+            event_ts = ts
+        packet = build_rtp(self.out_event_pt, seq, event_ts, self.rewriter.ssrc, payload, marker)
+        self.send(packet)
+        self.tx_rtcp.on_rtp_sent(event_ts, len(payload), now)
+        return event_ts
+
+
+class CallRelay:
+    """The two paths of a call plus per-leg RTCP, digits and counters.
+
+    ``web`` and ``trunk`` are the negotiated parameters of each leg (from :mod:`sdp.offer_answer`).
+    """
+
+    def __init__(
+        self,
+        web: MediaParameters,
+        trunk: MediaParameters,
+        send_web: Send,
+        send_trunk: Send,
+        on_digit: Callable[[str, str], None] | None = None,
+        transcoders: tuple[Transcoding | None, Transcoding | None] = (None, None),
+        *,
+        web_ssrc: int | None = None,
+        trunk_ssrc: int | None = None,
+    ) -> None:
+        self.web = web
+        self.trunk = trunk
+        self.on_digit = on_digit
+        self.digits: list[tuple[str, str]] = []
+        #: Our SSRC towards each leg; the WebRTC one is announced in our SDP (a=ssrc, RFC 5576).
+        self.web_rtcp = RtcpSession(ssrc=web_ssrc or secrets.randbits(32), clock_rate=web.codec.clock_rate)
+        self.trunk_rtcp = RtcpSession(
+            ssrc=trunk_ssrc or secrets.randbits(32), clock_rate=trunk.codec.clock_rate
+        )
+        #: WebRTC → trunk.
+        self.to_trunk = MediaPath(
+            web, trunk, send_trunk, self.web_rtcp, self.trunk_rtcp, self._digit_from("webrtc"), transcoders[0]
+        )
+        #: Trunk → WebRTC.
+        self.to_web = MediaPath(
+            trunk, web, send_web, self.trunk_rtcp, self.web_rtcp, self._digit_from("trunk"), transcoders[1]
+        )
+
+    @property
+    def passthrough(self) -> bool:
+        return self.to_trunk.passthrough and self.to_web.passthrough
+
+    def _digit_from(self, leg: str) -> Callable[[str, int], None]:
+        def report(digit: str, timestamp: int) -> None:
+            self.digits.append((leg, digit))
+            if self.on_digit is not None:
+                self.on_digit(leg, digit)
+
+        return report
+
+    def from_web(self, packet: bytearray, header: RtpHeader, now: float) -> None:
+        self.to_trunk.forward(packet, header, now)
+
+    def from_trunk(self, packet: bytearray, header: RtpHeader, now: float) -> None:
+        self.to_web.forward(packet, header, now)
+
+    def rtcp_from_web(self, data: bytes, now: float) -> None:
+        self.web_rtcp.on_rtcp_received(data, now)
+
+    def rtcp_from_trunk(self, data: bytes, now: float) -> None:
+        self.trunk_rtcp.on_rtcp_received(data, now)
+
+    def rtcp_reports(self, now: float) -> tuple[bytes, bytes]:
+        """Compound reports to send now: (to the WebRTC leg, to the trunk leg) (RFC 3550 §6.4)."""
+        return self.web_rtcp.build_report(now), self.trunk_rtcp.build_report(now)
+
+    def dtmf_packets(
+        self, leg: str, digit: str, duration_ms: int = 160
+    ) -> tuple[MediaPath, list[tuple[float, bool, bytes]]]:
+        """The path towards ``leg`` and the event packets for one digit (RFC 4733 §2.5.1)."""
+        path = self.to_web if leg == "webrtc" else self.to_trunk
+        if path.out_event_pt < 0:
+            raise ValueError(f"no telephone-event negotiated on the {leg} leg")
+        return path, DtmfGenerator(path.out_rate).packets(digit, duration_ms)
+
+    def stats(self) -> dict[str, LegStats]:
+        return {"webrtc": self.web_rtcp.stats, "trunk": self.trunk_rtcp.stats}

@@ -1,0 +1,308 @@
+"""The bridge-facing media API: :class:`MediaService`, which runs calls in worker processes.
+
+The bridge (``telebridge``) uses only this module. Calls are identified by an opaque ``call_id`` string;
+SDP goes in and out as text. A worker process that dies takes only its own calls with it: each gets a
+``closed`` event with reason ``"media worker crashed"``, and a fresh worker replaces the dead one.
+
+Typical use, Matrix user calling a phone number::
+
+    media = MediaService(MediaConfig(...))
+    await media.start()
+    setup = await media.create_outbound(invite_sdp)        # m.call.invite's offer
+    # send setup.webrtc_sdp in m.call.answer, setup.trunk_sdp in the SIP INVITE
+    await media.set_trunk_answer(setup.call_id, sdp_of_200_ok)
+
+and a phone calling a Matrix user::
+
+    setup = await media.create_inbound(sdp_of_invite)
+    # send setup.webrtc_sdp in m.call.invite; setup.trunk_sdp is the SDP for the 200 OK
+    await media.set_webrtc_answer(setup.call_id, answer_sdp)
+
+Events (``async for event in media.events()`` or ``media.subscribe(callback)``): :class:`MediaEvent` with
+``kind`` ``"digit"`` (``data = {"leg": "trunk"|"webrtc", "digit": "5"}``) and ``"closed"``
+(``data = {"reason": ...}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from media.call import MediaConfig
+from media.worker import WorkerServer, config_to_dict, worker_main
+
+__all__ = ["CallSetup", "MediaError", "MediaEvent", "MediaService"]
+
+log = logging.getLogger(__name__)
+
+
+class MediaError(RuntimeError):
+    """A media operation failed (bad SDP, no common codec, unknown call, worker gone)."""
+
+
+@dataclass(frozen=True)
+class CallSetup:
+    call_id: str
+    #: SDP for the Matrix side: our answer (outbound) or our offer (inbound).
+    webrtc_sdp: str
+    #: SDP for the SIP side: our offer (outbound) or our answer (inbound).
+    trunk_sdp: str
+
+
+@dataclass(frozen=True)
+class MediaEvent:
+    call_id: str
+    kind: str
+    data: dict[str, Any]
+
+
+class _Worker:
+    """The parent's end of one worker process."""
+
+    def __init__(self, index: int, service: MediaService) -> None:
+        self.index = index
+        self.service = service
+        self.process: BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.calls: set[str] = set()
+        self.alive = False
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        cpu = None
+        if self.service.pin_cpus and hasattr(os, "sched_getaffinity"):
+            cpus = sorted(os.sched_getaffinity(0))
+            cpu = cpus[self.index % len(cpus)]
+        self.process = context.Process(
+            target=worker_main,
+            args=(child, config_to_dict(self.service.config), cpu),
+            name=f"telebridge-media-{self.index}",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        self.conn = parent
+        self.alive = True
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        assert self.conn is not None
+        try:
+            while self.conn.poll():
+                self._dispatch(self.conn.recv())
+        except (EOFError, OSError):
+            self._died()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "event" in message:
+            event = MediaEvent(message["call_id"], message["event"], message["data"])
+            if event.kind == "closed":
+                self.calls.discard(event.call_id)
+                self.service._owner.pop(event.call_id, None)
+            self.service._publish(event)
+            return
+        future = self.pending.pop(message["id"], None)
+        if future is not None and not future.done():
+            if message["ok"]:
+                future.set_result(message["result"])
+            else:
+                future.set_exception(MediaError(message["error"]))
+
+    def _died(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        assert self.conn is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.conn.fileno())
+        self.conn.close()
+        code = self.process.exitcode if self.process is not None else None
+        log.error(
+            "media worker %d died (exit code %s); ending its %d calls", self.index, code, len(self.calls)
+        )
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(MediaError("media worker crashed"))
+        self.pending.clear()
+        for call_id in sorted(self.calls):
+            self.service._owner.pop(call_id, None)
+            self.service._publish(MediaEvent(call_id, "closed", {"reason": "media worker crashed"}))
+        self.calls.clear()
+        if self.service.running:
+            self.start()
+
+    async def request(self, op: str, **args: Any) -> Any:
+        if not self.alive or self.conn is None:
+            raise MediaError("media worker is not running")
+        request_id = next(self.service._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = future
+        try:
+            self.conn.send({"id": request_id, "op": op, **args})
+        except OSError as exc:
+            self.pending.pop(request_id, None)
+            raise MediaError(f"media worker unreachable: {exc}") from exc
+        return await future
+
+    async def stop(self) -> None:
+        if self.conn is not None and self.alive:
+            self.alive = False
+            with contextlib.suppress(OSError):
+                self.conn.send({"op": "shutdown"})
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+        if self.process is not None:
+            for _ in range(50):
+                if not self.process.is_alive():
+                    break
+                await asyncio.sleep(0.05)
+            if self.process.is_alive():
+                self.process.terminate()
+            self.process.join(timeout=1)
+        if self.conn is not None:
+            self.conn.close()
+
+
+class MediaService:
+    """All calls' media. ``workers=0`` runs calls in the caller's event loop (tests, small installs);
+    otherwise that many worker processes (default: one per CPU), optionally pinned one per core."""
+
+    def __init__(
+        self, config: MediaConfig | None = None, workers: int | None = None, pin_cpus: bool = False
+    ) -> None:
+        self.config = config or MediaConfig()
+        self.worker_count = (os.cpu_count() or 1) if workers is None else workers
+        self.pin_cpus = pin_cpus
+        self.running = False
+        self._workers: list[_Worker] = []
+        self._owner: dict[str, _Worker | None] = {}
+        self._ids = itertools.count(1)
+        self._subscribers: list[Callable[[MediaEvent], None]] = []
+        self._queues: list[asyncio.Queue[MediaEvent]] = []
+        self._local: WorkerServer | None = None
+
+    async def start(self) -> None:
+        self.running = True
+        if self.worker_count == 0:
+            self._local = WorkerServer(self.config, self._local_event)
+            return
+        for index in range(self.worker_count):
+            worker = _Worker(index, self)
+            worker.start()
+            self._workers.append(worker)
+
+    async def stop(self) -> None:
+        self.running = False
+        if self._local is not None:
+            await self._local.close_all("media service stopped")
+        for worker in self._workers:
+            await worker.stop()
+        self._workers.clear()
+
+    # Events ----------------------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[MediaEvent], None]) -> None:
+        self._subscribers.append(callback)
+
+    async def events(self) -> AsyncIterator[MediaEvent]:
+        queue: asyncio.Queue[MediaEvent] = asyncio.Queue()
+        self._queues.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._queues.remove(queue)
+
+    def _publish(self, event: MediaEvent) -> None:
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("media event subscriber failed")
+        for queue in self._queues:
+            queue.put_nowait(event)
+
+    def _local_event(self, message: dict[str, Any]) -> None:
+        event = MediaEvent(message["call_id"], message["event"], message["data"])
+        if event.kind == "closed":
+            self._owner.pop(event.call_id, None)
+        self._publish(event)
+
+    # Requests --------------------------------------------------------------------------------------
+    async def _create(self, op: str, sdp: str) -> CallSetup:
+        if not self.running:
+            raise MediaError("media service is not started")
+        if self._local is not None:
+            try:
+                result = await self._local.handle(op, {"sdp": sdp})
+            except Exception as exc:
+                raise MediaError(f"{type(exc).__name__}: {exc}") from exc
+            self._owner[result["call_id"]] = None
+            return CallSetup(**result)
+        worker = min((w for w in self._workers if w.alive), key=lambda w: len(w.calls), default=None)
+        if worker is None:
+            raise MediaError("no media worker is running")
+        result = await worker.request(op, sdp=sdp)
+        worker.calls.add(result["call_id"])
+        self._owner[result["call_id"]] = worker
+        return CallSetup(**result)
+
+    async def _call_op(self, call_id: str, op: str, **args: Any) -> Any:
+        if call_id not in self._owner:
+            raise MediaError(f"no such call {call_id!r}")
+        worker = self._owner[call_id]
+        if worker is None:
+            assert self._local is not None
+            try:
+                return await self._local.handle(op, {"call_id": call_id, **args})
+            except Exception as exc:
+                raise MediaError(f"{type(exc).__name__}: {exc}") from exc
+        return await worker.request(op, call_id=call_id, **args)
+
+    async def create_outbound(self, webrtc_offer: str) -> CallSetup:
+        """Matrix → phone: answer the browser's offer and make the trunk offer."""
+        return await self._create("outbound", webrtc_offer)
+
+    async def create_inbound(self, trunk_offer: str) -> CallSetup:
+        """Phone → Matrix: answer the trunk's offer and make the WebRTC offer."""
+        return await self._create("inbound", trunk_offer)
+
+    async def set_trunk_answer(self, call_id: str, sdp: str) -> None:
+        """The SDP answer from the trunk (200 OK or reliable 183) to our trunk offer."""
+        await self._call_op(call_id, "set_trunk_answer", sdp=sdp)
+
+    async def set_webrtc_answer(self, call_id: str, sdp: str) -> None:
+        """The browser's answer (m.call.answer) to our WebRTC offer."""
+        await self._call_op(call_id, "set_webrtc_answer", sdp=sdp)
+
+    async def add_webrtc_candidate(self, call_id: str, candidate: str | None) -> None:
+        """A trickled ICE candidate from m.call.candidates (``candidate:…``); None or "" ends them."""
+        await self._call_op(call_id, "add_webrtc_candidate", candidate=candidate or None)
+
+    async def send_dtmf(self, call_id: str, digits: str, leg: str = "trunk", duration_ms: int = 160) -> None:
+        """Send digits (0-9 * # A-D) as RFC 4733 events towards ``leg``; returns when they were sent."""
+        await self._call_op(call_id, "send_dtmf", digits=digits, leg=leg, duration_ms=duration_ms)
+
+    async def stats(self, call_id: str) -> dict[str, Any]:
+        """Counters per leg and RTCP statistics (loss, jitter, RTT) of a call."""
+        result: dict[str, Any] = await self._call_op(call_id, "stats")
+        return result
+
+    async def close(self, call_id: str, reason: str = "hangup") -> None:
+        """End a call's media; a ``closed`` event follows. Unknown or already closed calls are ignored."""
+        if call_id in self._owner:
+            with contextlib.suppress(MediaError):
+                await self._call_op(call_id, "close", reason=reason)
+
+    @property
+    def call_count(self) -> int:
+        return len(self._owner)

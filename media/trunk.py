@@ -1,0 +1,228 @@
+"""The trunk leg: plain RTP/RTCP over UDP towards a SIP peer (RFC 3550 §11, RFC 4961 symmetric RTP).
+
+Sockets come from a configured bind address and port range (an even RTP port and the odd one above it
+for RTCP, RFC 3550 §11, unless rtcp-mux). Media is sent to the address in the peer's SDP until a valid
+packet arrives; then the leg *latches* to the packet's source address and port (symmetric RTP, RFC 4961;
+the usual answer to a peer behind NAT whose SDP carries a private address). Packets from elsewhere are
+dropped and counted, except that a leg whose latched source has been silent for ``relatch_after`` seconds
+latches anew (the peer's NAT binding changed).
+
+Everything from the wire is validated before use; a bad packet is counted under its reason and dropped,
+and a peer sending faster than the token bucket allows is cut to that rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from typing import Any
+
+from media.leg import LegCounters, RtcpSink, RtpSink, TokenBucket
+from media.rtp import Malformed, is_rtcp, parse_rtp
+
+__all__ = ["PortRange", "TrunkLeg"]
+
+log = logging.getLogger(__name__)
+_monotonic = time.monotonic
+
+
+class PortRange:
+    """Even RTP ports from ``low`` to ``high`` (inclusive) on ``host``; 0/0 means any free port."""
+
+    def __init__(self, host: str = "127.0.0.1", low: int = 0, high: int = 0) -> None:
+        if low and (low > high or low < 1024 or high > 65535):
+            raise ValueError(f"bad RTP port range {low}-{high}")
+        self.host = host
+        self.low = low + (low & 1)
+        self.high = high
+
+    def bind_pair(self, rtcp: bool) -> tuple[socket.socket, socket.socket | None]:
+        """Bind an even RTP port (and RTP+1 for RTCP); raises OSError if the range is exhausted."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        if not self.low:
+            return self._bind(family, 0), (self._bind(family, 0) if rtcp else None)
+        candidates = list(range(self.low, self.high, 2))
+        random.shuffle(candidates)
+        for port in candidates[:64]:
+            try:
+                rtp_sock = self._bind(family, port)
+            except OSError:
+                continue
+            if not rtcp:
+                return rtp_sock, None
+            try:
+                return rtp_sock, self._bind(family, port + 1)
+            except OSError:
+                rtp_sock.close()
+        raise OSError(f"no free RTP port pair in {self.low}-{self.high} on {self.host}")
+
+    def _bind(self, family: int, port: int) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self.host, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+
+class _RtcpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, leg: TrunkLeg) -> None:
+        self.leg = leg
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.leg._rtcp_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.leg.counters.send_errors += 1
+
+
+class TrunkLeg(asyncio.DatagramProtocol):
+    """One call's plain-RTP leg. Create with :meth:`open`; set the peer with :meth:`set_remote`."""
+
+    def __init__(
+        self,
+        on_rtp: RtpSink,
+        on_rtcp: RtcpSink | None = None,
+        *,
+        max_packets_per_second: float = 400.0,
+        relatch_after: float = 2.0,
+    ) -> None:
+        self.on_rtp = on_rtp
+        self.on_rtcp = on_rtcp
+        self.counters = LegCounters()
+        self._bucket = TokenBucket(max_packets_per_second, max_packets_per_second / 4)
+        self.relatch_after = relatch_after
+        self.transport: asyncio.DatagramTransport | None = None
+        self.rtcp_transport: asyncio.DatagramTransport | None = None
+        self.remote: tuple[str, int] | None = None
+        self.remote_rtcp: tuple[str, int] | None = None
+        self.latched = False
+        self._latched_rtcp = False
+        self._last_from_remote = 0.0
+        self.rtcp_mux = False
+        self.local_host = ""
+        self.local_port = 0
+        self.local_rtcp_port = 0
+
+    @classmethod
+    async def open(
+        cls,
+        ports: PortRange,
+        on_rtp: RtpSink,
+        on_rtcp: RtcpSink | None = None,
+        *,
+        rtcp_mux: bool = False,
+        **kwargs: Any,
+    ) -> TrunkLeg:
+        leg = cls(on_rtp, on_rtcp, **kwargs)
+        leg.rtcp_mux = rtcp_mux
+        rtp_sock, rtcp_sock = ports.bind_pair(rtcp=not rtcp_mux)
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: leg, sock=rtp_sock)
+        if rtcp_sock is not None:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _RtcpProtocol(leg), sock=rtcp_sock)
+            leg.rtcp_transport = transport
+            leg.local_rtcp_port = rtcp_sock.getsockname()[1]
+        leg.local_host, leg.local_port = rtp_sock.getsockname()[:2]
+        if rtcp_mux:
+            leg.local_rtcp_port = leg.local_port
+        return leg
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def set_remote(
+        self, host: str, port: int, rtcp_port: int | None = None, *, rtcp_mux: bool = False
+    ) -> None:
+        """Where to send until latched: the peer's SDP connection address and port (RFC 3264 §5)."""
+        self.remote = (host, port) if port else None
+        self.rtcp_mux = rtcp_mux or self.rtcp_mux
+        rtcp = port if self.rtcp_mux else (rtcp_port or (port + 1 if port else 0))
+        self.remote_rtcp = (host, rtcp) if rtcp else None
+        self.latched = self._latched_rtcp = False
+
+    # Receive ---------------------------------------------------------------------------------------
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        now = _monotonic()
+        counters = self.counters
+        if not self._bucket.allow(now):
+            counters.flood_dropped += 1
+            return
+        if self.rtcp_mux and is_rtcp(data):
+            self._rtcp_received(data, addr)
+            return
+        header = parse_rtp(data)
+        if isinstance(header, Malformed):
+            counters.malformed += 1
+            return
+        remote = self.remote
+        if remote is None or remote[0] != addr[0] or remote[1] != addr[1] or not self.latched:
+            if not self._latch(addr, now):
+                counters.foreign_source += 1
+                return
+        self._last_from_remote = now
+        counters.rtp_received += 1
+        self.on_rtp(bytearray(data), header, now)
+
+    def _latch(self, addr: Any, now: float) -> bool:
+        """Symmetric RTP (RFC 4961): adopt the source of valid media unless we hear from a fresh one."""
+        source = (addr[0], addr[1])
+        if self.latched and source != self.remote and now - self._last_from_remote < self.relatch_after:
+            return False
+        if source != self.remote:
+            log.info("RTP latched to %s:%d (was %s)", source[0], source[1], self.remote)
+        self.remote = source
+        self.latched = True
+        if self.rtcp_mux:
+            self.remote_rtcp = source
+        return True
+
+    def _rtcp_received(self, data: bytes, addr: Any) -> None:
+        now = _monotonic()
+        if len(data) < 8 or data[0] >> 6 != 2:
+            self.counters.malformed += 1
+            return
+        source = (addr[0], addr[1])
+        if not self._latched_rtcp or self.rtcp_mux:
+            if self.remote is not None and source[0] != self.remote[0]:
+                self.counters.foreign_source += 1
+                return
+            self.remote_rtcp = source
+            self._latched_rtcp = True
+        elif source != self.remote_rtcp:
+            self.counters.foreign_source += 1
+            return
+        self.counters.rtcp_received += 1
+        if self.on_rtcp is not None:
+            self.on_rtcp(data, now)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a peer that has not opened its port yet: not fatal for RTP.
+        self.counters.send_errors += 1
+
+    # Send ------------------------------------------------------------------------------------------
+    def send_rtp(self, packet: bytes | bytearray) -> None:
+        remote = self.remote
+        transport = self.transport
+        if remote is None or transport is None:
+            return
+        transport.sendto(packet, remote)
+        self.counters.sent += 1
+
+    def send_rtcp(self, data: bytes) -> None:
+        target = self.remote_rtcp
+        transport = self.transport if self.rtcp_mux else self.rtcp_transport
+        if target is None or transport is None:
+            return
+        transport.sendto(data, target)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if self.rtcp_transport is not None:
+            self.rtcp_transport.close()

@@ -1,0 +1,305 @@
+"""The WebRTC leg: ICE and DTLS from aiortc/aioice, media on our own path through a raw SRTP tap.
+
+aiortc (pinned 1.16.0) is used for what it does well — ICE connectivity checks and consent (aioice,
+RFC 8445/7675), the DTLS handshake and DTLS-SRTP key export (RFC 5764) — and nothing else: its RTP stack
+decodes every frame and hops threads, which is what limits it to a few dozen calls per core.
+
+**The tap.** aioice hands every non-STUN datagram to ``Connection.data_received(data, component)``, which
+queues it for aiortc's DTLS reader. After the handshake we replace that method *on this connection's
+instance* with :meth:`WebRtcLeg._datagram`: RTP/RTCP (first byte 128-191, RFC 7983 §7) is unprotected
+right there with the SRTP sessions aiortc set up from the DTLS keying material (pylibsrtp), and handed to
+the relay synchronously — no queue, no task switch; anything else (DTLS alerts, close_notify) still goes to
+aiortc. Sending protects with the same sessions and writes to the nominated pair's UDP transport
+directly. ``tests/media/test_webrtc_tap.py`` checks every private name this relies on, so an aiortc
+or aioice upgrade that moves them fails loudly there.
+
+ICE: host candidates on the configured bind addresses only (aioice would skip 127.0.0.1 and use every
+interface), STUN/TURN only when configured. Consent expiry (RFC 7675, ~30 s) or ICE failure ends the leg
+through ``on_closed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pylibsrtp
+from aioice import Candidate
+from aiortc import (
+    RTCCertificate,
+    RTCDtlsFingerprint,
+    RTCDtlsParameters,
+    RTCDtlsTransport,
+    RTCIceGatherer,
+    RTCIceParameters,
+    RTCIceServer,
+    RTCIceTransport,
+)
+
+from media.leg import LegCounters, RtcpSink, RtpSink, TokenBucket
+from media.rtp import Malformed, is_rtcp, parse_rtp
+from sdp import MediaDescription, SessionDescription
+
+__all__ = ["WebRtcLeg", "WebRtcState"]
+
+log = logging.getLogger(__name__)
+_monotonic = time.monotonic
+_certificate: RTCCertificate | None = None
+
+
+def shared_certificate() -> RTCCertificate:
+    """One DTLS certificate per process (as browsers do per origin); key generation costs milliseconds."""
+    global _certificate
+    if _certificate is None or _certificate.expires.timestamp() < time.time() + 86400:
+        _certificate = RTCCertificate.generateCertificate()
+    return _certificate
+
+
+class WebRtcState(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class WebRtcLeg:
+    """One call's WebRTC leg (one BUNDLEd audio stream with rtcp-mux)."""
+
+    def __init__(
+        self,
+        on_rtp: RtpSink,
+        on_rtcp: RtcpSink | None = None,
+        on_closed: Callable[[str], None] | None = None,
+        *,
+        bind_addresses: tuple[str, ...] = ("127.0.0.1",),
+        ice_servers: list[RTCIceServer] | None = None,
+        max_packets_per_second: float = 400.0,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.on_rtp = on_rtp
+        self.on_rtcp = on_rtcp
+        self.on_closed = on_closed
+        self.bind_addresses = bind_addresses
+        self.counters = LegCounters()
+        self.state = WebRtcState.NEW
+        self.connect_timeout = connect_timeout
+        self._bucket = TokenBucket(max_packets_per_second, max_packets_per_second / 4)
+        self._gatherer = RTCIceGatherer(iceServers=list(ice_servers or []))
+        self._ice = RTCIceTransport(self._gatherer)
+        self._certificate = shared_certificate()
+        self._dtls = RTCDtlsTransport(self._ice, [self._certificate])
+        self._rx: pylibsrtp.Session | None = None
+        self._tx: pylibsrtp.Session | None = None
+        self._send: Callable[[bytes, Any], None] | None = None
+        self._remote_addr: tuple[str, int] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._original_data_received: Callable[[bytes, int], None] | None = None
+        self.connected = asyncio.Event()
+        self._background: set[asyncio.Future[None]] = set()
+        self.close_reason: str | None = None
+
+    # Signalling ------------------------------------------------------------------------------------
+    async def gather(self) -> None:
+        """Host candidates on our bind addresses (+ STUN/TURN ones when configured)."""
+        connection = self._ice._connection
+        candidates = await connection.get_component_candidates(
+            component=1, addresses=list(self.bind_addresses)
+        )
+        connection._local_candidates += candidates
+        connection._local_candidates_start = True
+        connection._local_candidates_end = True
+
+    def local_attributes(self, setup: str) -> list[tuple[str, str | None]]:
+        """ICE and DTLS attributes for our media section (RFC 8839 §5, RFC 8842 §5)."""
+        params = self._gatherer.getLocalParameters()
+        attributes: list[tuple[str, str | None]] = [
+            ("ice-ufrag", params.usernameFragment),
+            ("ice-pwd", params.password),
+        ]
+        for fingerprint in self._certificate.getFingerprints():
+            attributes.append(("fingerprint", f"{fingerprint.algorithm} {fingerprint.value}"))
+        attributes.append(("setup", setup))
+        for candidate in self._ice._connection.local_candidates:
+            attributes.append(("candidate", candidate.to_sdp()))
+        attributes.append(("end-of-candidates", None))
+        return attributes
+
+    @property
+    def default_address(self) -> tuple[str, int]:
+        """The address for ``c=``/``m=`` (RFC 8839 §4.2.1.2: the default candidate)."""
+        candidate = self._ice._connection.get_default_candidate(1)
+        return (candidate.host, candidate.port) if candidate else ("0.0.0.0", 9)
+
+    def start(self, remote: SessionDescription, media: MediaDescription, *, controlling: bool) -> None:
+        """Begin ICE then DTLS against the peer's description; completion is reported by ``connected``.
+
+        RFC 8842 §5.3: an ``actpass`` offerer leaves us free; we take ``active`` (DTLS client), as
+        browsers do; if the peer says ``active`` we are the DTLS server.
+        """
+        ufrag = media.get("ice-ufrag") or remote.get("ice-ufrag") or ""
+        pwd = media.get("ice-pwd") or remote.get("ice-pwd") or ""
+        fingerprints = [
+            RTCDtlsFingerprint(algorithm=f.split()[0], value=f.split()[1])
+            for f in media.get_all("fingerprint") + remote.get_all("fingerprint")
+            if len(f.split()) == 2
+        ]
+        setup = media.get("setup") or remote.get("setup") or "actpass"
+        self._ice._connection.ice_controlling = controlling
+        self._dtls._set_role("server" if setup == "active" else "client")
+        for line in media.get_all("candidate"):
+            self.add_remote_candidate(line)
+        if media.has("end-of-candidates"):
+            self.add_remote_candidate(None)
+        self.state = WebRtcState.CONNECTING
+        self._task = asyncio.ensure_future(
+            self._connect(RTCIceParameters(usernameFragment=ufrag, password=pwd), fingerprints)
+        )
+
+    def add_remote_candidate(self, line: str | None) -> None:
+        """A trickled candidate (``candidate:…`` or the bare attribute value), or None for end-of-candidates."""
+        connection = self._ice._connection
+        if line is None:
+            self._spawn(connection.add_remote_candidate(None))
+            return
+        text = line.strip()
+        if text.startswith("a="):
+            text = text[2:]
+        if text.startswith("candidate:"):
+            text = text[len("candidate:") :]
+        try:
+            candidate = Candidate.from_sdp(text)
+        except (ValueError, IndexError):
+            log.info("ignoring unparsable ICE candidate %r", line[:80])
+            return
+        if candidate.component != 1 or candidate.transport.lower() != "udp":
+            return
+        self._spawn(connection.add_remote_candidate(candidate))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _connect(self, ice_params: RTCIceParameters, fingerprints: list[RTCDtlsFingerprint]) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                self._ice.on("statechange", self._ice_state_changed)
+                await self._ice.start(ice_params)
+                if self._ice.state != "completed":
+                    self._fail("ICE failed")
+                    return
+                await self._dtls.start(RTCDtlsParameters(fingerprints=fingerprints))
+        except TimeoutError:
+            self._fail("ICE/DTLS connect timed out")
+            return
+        except (ConnectionError, AssertionError) as exc:
+            self._fail(f"connect failed: {exc!r}")
+            return
+        if self._dtls.state != "connected":
+            self._fail(f"DTLS {self._dtls.state}")
+            return
+        self._install_tap()
+        self.state = WebRtcState.CONNECTED
+        self.connected.set()
+
+    def _install_tap(self) -> None:
+        connection = self._ice._connection
+        pair = connection._nominated[1]
+        self._rx = self._dtls._rx_srtp
+        self._tx = self._dtls._tx_srtp
+        self._remote_addr = pair.remote_addr
+        self._send = pair.protocol.transport.sendto
+        self._original_data_received = connection.data_received
+        connection.data_received = self._datagram  # type: ignore[method-assign]
+        self._dtls.on("statechange", self._dtls_state_changed)
+
+    def _ice_state_changed(self) -> None:
+        if self._ice.state in ("failed", "closed") and self.state is WebRtcState.CONNECTED:
+            self._fail("ICE consent expired" if self._ice.state == "failed" else "ICE closed")
+
+    def _dtls_state_changed(self) -> None:
+        if self._dtls.state in ("closed", "failed") and self.state is WebRtcState.CONNECTED:
+            self._fail(f"DTLS {self._dtls.state}")
+
+    def _fail(self, reason: str) -> None:
+        if self.state in (WebRtcState.CLOSED, WebRtcState.FAILED):
+            return
+        log.info("WebRTC leg ended: %s", reason)
+        self.state = WebRtcState.FAILED
+        self.close_reason = reason
+        self._send = None
+        self.connected.set()
+        if self.on_closed is not None:
+            self.on_closed(reason)
+
+    # Hot path --------------------------------------------------------------------------------------
+    def _datagram(self, data: bytes, component: int) -> None:
+        """The tap (see module doc): SRTP/SRTCP handled here, everything else to aiortc."""
+        first = data[0] if data else 0
+        if not 127 < first < 192:
+            assert self._original_data_received is not None
+            self._original_data_received(data, component)
+            return
+        now = _monotonic()
+        counters = self.counters
+        if not self._bucket.allow(now):
+            counters.flood_dropped += 1
+            return
+        rx = self._rx
+        assert rx is not None
+        try:
+            if is_rtcp(data):
+                clear = rx.unprotect_rtcp(data)
+                counters.rtcp_received += 1
+                if self.on_rtcp is not None:
+                    self.on_rtcp(clear, now)
+                return
+            clear = rx.unprotect(data)
+        except pylibsrtp.Error:
+            counters.unauthenticated += 1
+            return
+        header = parse_rtp(clear)
+        if isinstance(header, Malformed):
+            counters.malformed += 1
+            return
+        counters.rtp_received += 1
+        self.on_rtp(bytearray(clear), header, now)
+
+    def send_rtp(self, packet: bytes | bytearray) -> None:
+        send = self._send
+        if send is None:
+            return
+        assert self._tx is not None
+        try:
+            send(self._tx.protect(bytes(packet)), self._remote_addr)
+        except pylibsrtp.Error:
+            self.counters.send_errors += 1
+            return
+        self.counters.sent += 1
+
+    def send_rtcp(self, data: bytes) -> None:
+        send = self._send
+        if send is None:
+            return
+        assert self._tx is not None
+        with contextlib.suppress(pylibsrtp.Error):
+            send(self._tx.protect_rtcp(data), self._remote_addr)
+
+    async def close(self) -> None:
+        if self.state is not WebRtcState.FAILED:
+            self.state = WebRtcState.CLOSED
+        self._send = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._dtls.stop()
+        with contextlib.suppress(Exception):
+            await self._ice.stop()

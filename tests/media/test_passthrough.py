@@ -1,0 +1,69 @@
+"""Passthrough relay with real peers: aiortc as the browser, a plain RTP socket as the trunk."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from media import g711
+from media.call import MediaCall, MediaConfig
+from tests.media.peers import RtpPeer, SignalTrack, dominant_frequency, rms_dbfs, tone, trunk_answer
+
+
+async def connect_outbound(browser: RTCPeerConnection, signal: np.ndarray) -> tuple[MediaCall, RtpPeer]:
+    browser.addTrack(SignalTrack(signal))
+    await browser.setLocalDescription(await browser.createOffer())
+    call = await MediaCall.outbound(MediaConfig(), browser.localDescription.sdp)
+    await browser.setRemoteDescription(RTCSessionDescription(str(call.webrtc_local_sdp), "answer"))
+    peer = await RtpPeer.open()
+    call.set_trunk_remote_sdp(trunk_answer(peer.port))
+    await asyncio.wait_for(call.web.connected.wait(), 15)
+    return call, peer
+
+
+async def test_browser_tone_reaches_trunk_and_trunk_tone_reaches_browser_with_zero_decodes(
+    browser: RTCPeerConnection,
+) -> None:
+    call, peer = await connect_outbound(browser, tone(1000, 3.0))
+    try:
+        assert call.relay is not None and call.relay.passthrough
+        decodes_before = g711.DECODE_CALLS.value
+        await peer.wait_for(100)
+        # Trunk → browser: a 700 Hz tone for 2 s from the trunk side, sent to our trunk port.
+        assert call.trunk is not None
+        received_track = browser.getReceivers()[0].track
+        payload_tone = g711.ulaw_encode(tone(700, 2.0, rate=8000))
+        payloads = [payload_tone[i : i + 160] for i in range(0, len(payload_tone), 160)]
+        playing = asyncio.ensure_future(peer.play(payloads, ("127.0.0.1", call.trunk.local_port)))
+        frames = []
+        for _ in range(80):
+            frame = await asyncio.wait_for(received_track.recv(), 5)
+            frames.append(frame.to_ndarray().reshape(-1))
+        sample_rate = frame.sample_rate
+        await playing
+        relay_decodes = g711.DECODE_CALLS.value - decodes_before
+    finally:
+        await call.close()
+        peer.close()
+    assert relay_decodes == 0
+
+    # What the trunk got: PCMU from our SSRC, payload type 0, consecutive sequence numbers.
+    headers = [h for h, _, _ in peer.received]
+    assert {h.payload_type for h in headers} == {0}
+    assert {h.ssrc for h in headers} == {call.trunk_ssrc}
+    seqs = [h.sequence_number for h in headers[:100]]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    audio = np.concatenate([np.frombuffer(data[12:], dtype=np.uint8) for _, data, _ in peer.received[20:100]])
+    samples = g711._ULAW_DECODE[audio]
+    assert abs(dominant_frequency(samples, 8000) - 1000) < 20
+    assert abs(rms_dbfs(samples) - rms_dbfs(tone(1000, 1.0))) < 1.5
+
+    # What the browser got: the 700 Hz tone at the level sent (skip jitter-buffer start-up frames).
+    heard = np.concatenate(frames[-40:])
+    if heard.dtype != np.int16:
+        heard = heard.astype(np.int16)
+    assert abs(dominant_frequency(heard, sample_rate) - 700) < 20
+    assert abs(rms_dbfs(heard) - rms_dbfs(tone(700, 1.0))) < 1.5
