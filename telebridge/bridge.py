@@ -23,6 +23,7 @@ from .thirdparty import Lookup
 from .user import Permissions
 
 if TYPE_CHECKING:
+    from .calls import CallBridge
     from .sms import SmsBridge
 
 log = logging.getLogger("telebridge")
@@ -30,6 +31,10 @@ log = logging.getLogger("telebridge")
 #: Homeserver retries give up long before this; older transaction IDs can be forgotten.
 TXN_RETENTION_MS = 7 * 24 * 3600 * 1000
 CALL_INVITE = EventType.find("m.call.invite", EventType.Class.MESSAGE)
+CALL_EVENT_TYPES = frozenset(
+    EventType.find(f"m.call.{name}", EventType.Class.MESSAGE)
+    for name in ("invite", "candidates", "answer", "hangup", "reject", "select_answer", "negotiate")
+)
 
 
 class Bridge:
@@ -94,7 +99,19 @@ class Bridge:
                 display_name=self.display_name,
             )
             self.portals.sms = self.sms
+        self.calls: CallBridge | None = None
+        if config["calls.enabled"]:
+            from .calls import CallBridge  # the SIP and media stacks load only when calls are on
+
+            self.calls = CallBridge(
+                config,
+                namespace=self.virtual_users,
+                ns=self.namespace,
+                notice=PortalHandler.notice,
+                owned_numbers=dict(config["sms.owned_numbers"]),
+            )
         self._metrics_runner: web.AppRunner | None = None
+        self._calls_started = False
         self._sms_started = False
         self._db_started = False
         self._az_started = False
@@ -130,6 +147,9 @@ class Bridge:
         if self.sms is not None:
             self._sms_started = True
             await self.sms.start()
+        if self.calls is not None:
+            self._calls_started = True
+            await self.calls.start()
         task = asyncio.create_task(self._check_homeserver())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -137,6 +157,9 @@ class Bridge:
     async def stop(self) -> None:
         for task in list(self._background):
             task.cancel()
+        if self._calls_started and self.calls is not None:
+            self._calls_started = False
+            await self.calls.stop()
         if self._sms_started and self.sms is not None:
             self._sms_started = False
             await self.sms.stop()
@@ -204,6 +227,8 @@ class Bridge:
             await self.portals.on_encryption(event)
         elif event.type == EventType.ROOM_MESSAGE and isinstance(event, MessageEvent):
             await self.portals.on_message(event)
+        elif self.calls is not None and event.type in CALL_EVENT_TYPES:
+            await self.calls.on_matrix_event(event)
         elif event.type == CALL_INVITE:
             await self.portals.on_call_invite(event)
         else:

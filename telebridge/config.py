@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import ipaddress
 import os
 import re
 import secrets
@@ -128,10 +129,13 @@ class Config:
             dotted = ".".join(path_parts)
             if dotted not in known:
                 raise ConfigError(f"environment variable {key} names no configuration key")
-            try:
-                parsed = YAML(typ="safe").load(value) if value != "" else ""
-            except YAMLError:
-                parsed = value
+            if isinstance(_get(merged, dotted), str):
+                parsed: Any = value  # strings stay strings: "+4420…" is a number to dial, not an integer
+            else:
+                try:
+                    parsed = YAML(typ="safe").load(value) if value != "" else ""
+                except YAMLError:
+                    parsed = value
             _set(merged, dotted, parsed)
         config = cls(raw=merged, path=path)
         config.validate()
@@ -168,6 +172,7 @@ class Config:
         self._str("bridge.undeliverable_notice")
         self._permissions()
         self._sms()
+        self._calls()
         self._bool("metrics.enabled")
         self._str("metrics.hostname")
         self._port("metrics.port")
@@ -333,6 +338,45 @@ class Config:
                 raise ConfigError("sms.short_code: needed when sms.origination is short_code")
             if origination == "vmn_pool" and not pool:
                 raise ConfigError("sms.vmn_pool: needed when sms.origination is vmn_pool")
+
+    def _calls(self) -> None:
+        enabled = self._bool("calls.enabled")
+        self._str("calls.sip_bind_address")
+        self._port("calls.sip_port")
+        self._str("calls.sip_public_address", allow_empty=True)
+        trunk = self._str("calls.trunk")
+        host, _, port = trunk.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"calls.trunk: must be host:port, got {trunk!r}")
+        self._str("calls.trunk_username", allow_empty=True)
+        self._str("calls.trunk_password", allow_empty=True)
+        for i, peer in enumerate(self._list("calls.trunk_allowed_peers")):
+            try:
+                ipaddress.ip_network(str(peer), strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"calls.trunk_allowed_peers[{i}]: {peer!r} is not an address or network"
+                ) from None
+        caller_id = self._str("calls.caller_id", allow_empty=True)
+        if caller_id:
+            self._e164("calls.caller_id", caller_id)
+        self._str("calls.rtp_bind_address")
+        self._str("calls.rtp_public_address", allow_empty=True)
+        low, high = self._port("calls.rtp_port_min"), self._port("calls.rtp_port_max")
+        if (low or high) and not (0 < low < high):
+            raise ConfigError("calls.rtp_port_max: must be above calls.rtp_port_min (or both 0)")
+        addresses = self._list("calls.webrtc_addresses")
+        if not addresses:
+            raise ConfigError("calls.webrtc_addresses: needs at least one address")
+        for i, server in enumerate(self._list("calls.ice_servers")):
+            if not isinstance(server, Mapping) or "urls" not in server:
+                raise ConfigError(f"calls.ice_servers[{i}]: must be a mapping with urls")
+        self._int("calls.media_workers", minimum=0)
+        self._int("calls.ring_timeout", minimum=5, maximum=600)
+        self._int("calls.max_calls", minimum=1)
+        self._int("calls.max_calls_per_user", minimum=1)
+        if enabled and not caller_id and not self["sms.owned_numbers"]:
+            raise ConfigError("calls.caller_id: needed when calls are enabled and no user owns a number")
 
     # -- access -----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ AUTH_FAILURES = Counter(
 ERRORS = Counter("telebridge_errors_total", "Errors while handling outside input", ["where"])
 SMS = Counter("telebridge_sms_total", "Text messages by direction and outcome", ["direction", "outcome"])
 SMS_SEGMENTS = Counter("telebridge_sms_segments_total", "SMS segments queued", ["direction"])
+CALLS = Counter("telebridge_calls_total", "Calls by direction and outcome", ["direction", "outcome"])
 PORTALS = Gauge("telebridge_portals", "Rooms bridged to phone parties")
 
 

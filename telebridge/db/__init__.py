@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Database
 
+from .calls import CallRecords
 from .group_commit import GroupCommit
 from .portal import Portal
 from .puppet import Puppet
@@ -15,6 +16,7 @@ from .txn import TransactionLog
 from .upgrade import upgrade_table
 
 __all__ = [
+    "CallRecords",
     "InboundParts",
     "OptOuts",
     "Portal",
@@ -55,6 +57,7 @@ def init(db: Database) -> None:
         VmnAllocations,
         OptOuts,
         InboundParts,
+        CallRecords,
     ):
         table.db = db
     writes = GroupCommit(db)  # one writer for the whole database: durable writes share commits

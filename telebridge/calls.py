@@ -1,0 +1,597 @@
+"""Voice calls: Matrix legacy VoIP (``m.call.*``, spec "Voice over IP") ⇄ a SIP trunk (RFC 3261).
+
+One :class:`BridgedCall` per call joins three things: the Matrix side (events sent by the phone party's
+virtual user), the SIP dialog (``sip.ua.Call``) and the media relay (``media.service.MediaService``).
+
+Outbound (Element's dial pad): ``m.call.invite`` in a DM portal → media leg from the offer → INVITE to
+the trunk → 18x → 200 OK → ``m.call.answer`` (with ``capabilities: {"m.call.dtmf": true}`` so Element
+shows its in-call dial pad). **Early media:** a 183 with SDP (ringback, "number not in service"
+announcements) answers the Matrix call at once, so the user hears what the network plays; if the trunk
+then fails the call, the Matrix side gets a hangup with the mapped reason and a notice saying why.
+
+Inbound: INVITE to a number a Matrix user owns → DM portal with the caller's virtual user → our
+``m.call.invite`` → 180 → the first ``m.call.answer`` wins (``m.call.select_answer`` to it; other devices
+see it and stop ringing) → 200 OK.
+
+Every path ends in :meth:`CallBridge._end`, which releases the SIP dialog, the media leg and its ports,
+sends the Matrix hangup if Matrix did not end the call, and writes the call record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixError
+from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
+
+from media.call import MediaConfig
+from media.service import CallSetup, MediaError, MediaEvent, MediaService
+from sip.auth import AllowList, Credentials
+from sip.ua import Call as SipCall
+from sip.ua import UserAgent
+from sip.useragent import (
+    CallAnswered,
+    CallEnded,
+    CallProgress,
+    DtmfReceived,
+    OfferReceived,
+    UserAgentConfig,
+)
+
+from . import metrics
+from .config import Config
+from .db import CallRecords, Portal
+from .numbers import to_e164
+from .portal import VirtualUsers
+from .puppet import NotAVirtualUser, VirtualUserNamespace
+
+log = logging.getLogger("telebridge.calls")
+
+CALL_INVITE = EventType.find("m.call.invite", EventType.Class.MESSAGE)
+CALL_CANDIDATES = EventType.find("m.call.candidates", EventType.Class.MESSAGE)
+CALL_ANSWER = EventType.find("m.call.answer", EventType.Class.MESSAGE)
+CALL_HANGUP = EventType.find("m.call.hangup", EventType.Class.MESSAGE)
+CALL_REJECT = EventType.find("m.call.reject", EventType.Class.MESSAGE)
+CALL_SELECT_ANSWER = EventType.find("m.call.select_answer", EventType.Class.MESSAGE)
+CALL_NEGOTIATE = EventType.find("m.call.negotiate", EventType.Class.MESSAGE)
+CALL_EVENT_TYPES = frozenset(
+    {CALL_INVITE, CALL_CANDIDATES, CALL_ANSWER, CALL_HANGUP, CALL_REJECT, CALL_SELECT_ANSWER, CALL_NEGOTIATE}
+)
+CAPABILITIES = {"m.call.transferee": False, "m.call.dtmf": True}
+VERSION = "1"
+
+Notice = Callable[[IntentAPI, str, str | None, str], Awaitable[None]]
+
+
+def matrix_reason_for_sip(status: int | None) -> tuple[str, str | None]:
+    """A SIP final status → (``m.call.hangup`` reason, notice text or None).
+
+    Busy and decline are what the callee chose; timeouts are the network's; the rest are failures the
+    user should read about, since Element shows only "call ended".
+    """
+    if status is None:
+        return "user_hangup", None
+    if status in (486, 600, 603):
+        return "user_busy", None
+    if status in (408, 480, 487):
+        return "invite_timeout", None
+    if status in (404, 484, 604):
+        return (
+            "unknown_error",
+            f"The number could not be reached: it does not exist or is incomplete ({status}).",
+        )
+    if status == 403:
+        return "unknown_error", "The phone network refused the call (403 Forbidden)."
+    if status in (401, 407):
+        return "unknown_error", f"The phone trunk did not accept the bridge's credentials ({status})."
+    if status == 488:
+        return "user_media_failed", "The phone network could not agree on audio with this call (488)."
+    if status >= 500:
+        return "unknown_error", f"The phone network failed to connect the call ({status})."
+    return "unknown_error", f"The call failed ({status})."
+
+
+def sip_status_for_matrix(reason: str | None, rejected: bool) -> int:
+    """Matrix ending an unanswered inbound call → the SIP final response for the caller."""
+    if rejected:
+        return 603  # Decline
+    if reason == "user_busy":
+        return 486
+    if reason in ("invite_timeout", "ice_failed", "ice_timeout"):
+        return 480
+    return 487 if reason == "user_hangup" else 480
+
+
+@dataclass
+class BridgedCall:
+    call_id: str  # the Matrix call_id
+    direction: str  # "outbound" (Matrix → phone) or "inbound"
+    room_id: str
+    matrix_user: str
+    puppet: str
+    number: str
+    party_id: str = field(default_factory=lambda: f"telebridge-{uuid.uuid4().hex[:12]}")
+    remote_party_id: str | None = None
+    media_id: str | None = None
+    setup: CallSetup | None = None
+    sip: SipCall | None = None
+    answered: bool = False
+    matrix_answered: bool = False
+    ended: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class CallBridge:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        namespace: VirtualUsers,
+        ns: VirtualUserNamespace,
+        notice: Notice,
+        owned_numbers: dict[str, str],
+    ) -> None:
+        self.config = config
+        self.virtual_users = namespace
+        self.namespace = ns
+        self.notice = notice
+        self.region: str = config["bridge.default_region"]
+        self.owned = {to_e164(n, self.region) or n: owner for n, owner in owned_numbers.items()}
+        self.number_of = {owner: number for number, owner in self.owned.items()}
+        self.trunk: str = config["calls.trunk"]
+        self.caller_id: str = config["calls.caller_id"]
+        self.ring_timeout: int = config["calls.ring_timeout"]
+        self.max_calls: int = config["calls.max_calls"]
+        self.max_per_user: int = config["calls.max_calls_per_user"]
+        self.calls: dict[str, BridgedCall] = {}
+        self.by_media: dict[str, BridgedCall] = {}
+        public = config["calls.rtp_public_address"] or None
+        low, high = config["calls.rtp_port_min"], config["calls.rtp_port_max"]
+        self.media = MediaService(
+            MediaConfig(
+                trunk_bind_address=config["calls.rtp_bind_address"],
+                trunk_public_address=public,
+                rtp_port_min=low,
+                rtp_port_max=high,
+                webrtc_bind_addresses=tuple(config["calls.webrtc_addresses"]),
+                ice_servers=list(config["calls.ice_servers"]),
+            ),
+            workers=config["calls.media_workers"],
+        )
+        credentials = []
+        if config["calls.trunk_username"]:
+            credentials.append(Credentials(config["calls.trunk_username"], config["calls.trunk_password"]))
+        public_sip = config["calls.sip_public_address"]
+        self.ua = UserAgent(
+            UserAgentConfig(
+                local_host=public_sip.rpartition(":")[0]
+                if ":" in public_sip
+                else public_sip or config["calls.sip_bind_address"],
+                local_port=config["calls.sip_port"],
+                credentials=credentials,
+                allow_list=AllowList(config["calls.trunk_allowed_peers"]),
+            ),
+            on_incoming=self._on_incoming,
+        )
+        self.sip_address: tuple[str, int] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.media.start()
+        self.media.subscribe(self._on_media_event)
+        self.sip_address = await self.ua.start()
+        log.info("SIP user agent listening on %s:%d; trunk %s", *self.sip_address, self.trunk)
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            await self._end(call, "user_hangup", sip_status=None, by_matrix=False, notice=None)
+        await self.ua.close()
+        await self.media.stop()
+
+    # -- Matrix events ------------------------------------------------------------------------------
+
+    async def on_matrix_event(self, event: Any) -> None:
+        """Any ``m.call.*`` event in any room; those from our own virtual users are echoes."""
+        if self.namespace.is_in_namespace(event.sender):
+            return
+        content = event.content.serialize() if hasattr(event.content, "serialize") else dict(event.content)
+        call_id = content.get("call_id")
+        if not isinstance(call_id, str) or not call_id:
+            metrics.ERRORS.labels("call_event_malformed").inc()
+            return
+        if event.type == CALL_INVITE:
+            await self._on_invite(event, content, call_id)
+            return
+        call = self.calls.get(call_id)
+        if call is None or call.room_id != event.room_id:
+            return
+        if event.type == CALL_CANDIDATES:
+            await self._on_candidates(call, content)
+        elif event.type == CALL_ANSWER and call.direction == "inbound":
+            await self._on_matrix_answer(call, event, content)
+        elif event.type in (CALL_HANGUP, CALL_REJECT):
+            reason = content.get("reason") if event.type == CALL_HANGUP else "user_busy"
+            if call.direction == "inbound" and not call.answered:
+                if call.sip is not None:
+                    call.sip.reject(sip_status_for_matrix(reason, event.type == CALL_REJECT))
+            await self._end(call, str(reason or "user_hangup"), sip_status=None, by_matrix=True, notice=None)
+        elif event.type == CALL_SELECT_ANSWER and call.direction == "outbound":
+            if content.get("selected_party_id") not in (None, call.party_id):
+                await self._end(call, "answered_elsewhere", sip_status=None, by_matrix=True, notice=None)
+        elif event.type == CALL_NEGOTIATE:
+            await self._notice(
+                call, "Hold and renegotiation are not bridged yet; the call continues as it was."
+            )
+
+    async def _on_invite(self, event: Any, content: dict[str, Any], call_id: str) -> None:
+        portal = await Portal.get(event.room_id)
+        if portal is None:
+            return
+        parties = await portal.parties()
+        if not parties:
+            return
+        puppet = parties[0]
+        offer = content.get("offer")
+        sdp = offer.get("sdp") if isinstance(offer, dict) else None
+        intent = self.virtual_users.intent_for(puppet)
+        refuse = None
+        if not isinstance(sdp, str) or not sdp.strip():
+            refuse = ("unknown_error", "The call invite had no offer the bridge could read.")
+        elif portal.kind != "dm" or len(parties) != 1:
+            refuse = ("unknown_error", "Calls to phones work only in a direct chat with one phone number.")
+        elif portal.encrypted:
+            refuse = ("unknown_error", "This room is encrypted; the bridge cannot take calls here.")
+        elif len(self.calls) >= self.max_calls:
+            refuse = ("user_busy", "The bridge is carrying as many calls as it may; try again shortly.")
+        elif sum(1 for c in self.calls.values() if c.matrix_user == event.sender) >= self.max_per_user:
+            refuse = ("user_busy", "You already have as many calls as this bridge allows per user.")
+        if refuse is not None:
+            await self._send(intent, event.room_id, CALL_HANGUP, {"call_id": call_id, "reason": refuse[0]})
+            await self.notice(intent, event.room_id, None, refuse[1])
+            metrics.CALLS.labels("outbound", "refused").inc()
+            return
+        number = self.namespace.party(puppet).number
+        call = BridgedCall(call_id, "outbound", event.room_id, event.sender, puppet, number)
+        call.remote_party_id = content.get("party_id")
+        self.calls[call_id] = call
+        await CallRecords.start(call_id, "outbound", event.sender, event.room_id, number)
+        metrics.CALLS.labels("outbound", "started").inc()
+        try:
+            setup = await self.media.create_outbound(str(sdp))
+        except MediaError as e:
+            log.warning("Call %s: media refused the offer: %s", call_id, e)
+            await self._end(
+                call,
+                "user_media_failed",
+                None,
+                by_matrix=False,
+                notice=f"The call's audio could not be set up ({e}).",
+            )
+            return
+        call.setup, call.media_id = setup, setup.call_id
+        self.by_media[setup.call_id] = call
+        target = to_e164(number, self.region) or number
+        caller = self.number_of.get(event.sender) or self.caller_id or "anonymous"
+        host = self.sip_address[0] if self.sip_address else "localhost"
+        call.sip = await self.ua.call(f"sip:{target}@{self.trunk}", f"sip:{caller}@{host}", setup.trunk_sdp)
+        await CallRecords.set_sip_call_id(call_id, call.sip.call_id)
+        lifetime = content.get("lifetime")
+        ring = (
+            min(float(lifetime) / 1000, self.ring_timeout)
+            if isinstance(lifetime, int | float) and lifetime > 0
+            else self.ring_timeout
+        )
+        call.tasks.append(asyncio.create_task(self._pump_sip(call)))
+        call.tasks.append(asyncio.create_task(self._ring_limit(call, ring)))
+        log.info("Call %s: %s → %s via %s", call_id, event.sender, target, self.trunk)
+
+    async def _on_candidates(self, call: BridgedCall, content: dict[str, Any]) -> None:
+        if call.media_id is None:
+            return
+        candidates = content.get("candidates")
+        if not isinstance(candidates, list):
+            return
+        for cand in candidates:
+            text = cand.get("candidate") if isinstance(cand, dict) else None
+            if not isinstance(text, str):
+                continue
+            try:
+                await self.media.add_webrtc_candidate(call.media_id, text or None)
+            except MediaError as e:
+                log.debug("Call %s: candidate not taken: %s", call.call_id, e)
+
+    async def _on_matrix_answer(self, call: BridgedCall, event: Any, content: dict[str, Any]) -> None:
+        """First answer wins (spec: "m.call.select_answer"); later answers see the selection and stop."""
+        if call.matrix_answered or call.media_id is None or call.setup is None or call.sip is None:
+            return
+        answer = content.get("answer")
+        sdp = answer.get("sdp") if isinstance(answer, dict) else None
+        if not isinstance(sdp, str):
+            return
+        call.matrix_answered = True
+        call.remote_party_id = content.get("party_id")
+        intent = self.virtual_users.intent_for(call.puppet)
+        try:
+            await self.media.set_webrtc_answer(call.media_id, sdp)
+        except MediaError as e:
+            call.sip.reject(488)
+            await self._end(
+                call,
+                "user_media_failed",
+                None,
+                by_matrix=False,
+                notice=f"The answer's audio could not be used ({e}).",
+            )
+            return
+        await self._send(
+            intent,
+            call.room_id,
+            CALL_SELECT_ANSWER,
+            {"call_id": call.call_id, "selected_party_id": call.remote_party_id},
+        )
+        call.sip.answer(call.setup.trunk_sdp)
+        call.answered = True
+        await CallRecords.answered(call.call_id)
+        metrics.CALLS.labels("inbound", "answered").inc()
+
+    # -- SIP side -----------------------------------------------------------------------------------
+
+    async def _pump_sip(self, call: BridgedCall) -> None:
+        assert call.sip is not None
+        try:
+            async for ev in call.sip:
+                if isinstance(ev, CallProgress):
+                    if call.direction == "outbound" and ev.body and ev.status == 183:
+                        await self._answer_matrix(call, ev.body.decode(errors="replace"))
+                elif isinstance(ev, CallAnswered):
+                    if call.direction == "outbound":
+                        call.answered = True
+                        await CallRecords.answered(call.call_id)
+                        metrics.CALLS.labels("outbound", "answered").inc()
+                        await self._answer_matrix(call, ev.body.decode(errors="replace"))
+                elif isinstance(ev, DtmfReceived):
+                    if call.media_id is not None:
+                        await self.media.send_dtmf(
+                            call.media_id, ev.digit, leg="webrtc", duration_ms=ev.duration_ms
+                        )
+                elif isinstance(ev, OfferReceived):
+                    call.sip.reject_offer(488)  # re-INVITE from the trunk: keep the current session (§14.2)
+                elif isinstance(ev, CallEnded):
+                    reason, notice = matrix_reason_for_sip(ev.status if not call.answered else None)
+                    if call.answered or (ev.remote and ev.status is None):
+                        reason, notice = "user_hangup", None
+                    await self._end(
+                        call, reason, sip_status=ev.status, by_matrix=False, notice=notice, sip_done=True
+                    )
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Call %s: SIP side failed", call.call_id)
+            await self._end(
+                call, "unknown_error", None, by_matrix=False, notice="The call failed inside the bridge."
+            )
+
+    async def _answer_matrix(self, call: BridgedCall, trunk_sdp: str) -> None:
+        """Apply the trunk's SDP to the relay and, the first time, answer the Matrix call."""
+        if call.media_id is None or call.setup is None:
+            return
+        try:
+            await self.media.set_trunk_answer(call.media_id, trunk_sdp)
+        except MediaError as e:
+            log.warning("Call %s: trunk SDP not usable: %s", call.call_id, e)
+            if call.answered and call.sip is not None:
+                call.sip.hangup()
+            await self._end(
+                call,
+                "user_media_failed",
+                None,
+                by_matrix=False,
+                notice=f"The phone side's audio could not be used ({e}).",
+            )
+            return
+        if call.matrix_answered:
+            return
+        call.matrix_answered = True
+        intent = self.virtual_users.intent_for(call.puppet)
+        await self._send(
+            intent,
+            call.room_id,
+            CALL_ANSWER,
+            {
+                "call_id": call.call_id,
+                "answer": {"type": "answer", "sdp": call.setup.webrtc_sdp},
+                "capabilities": CAPABILITIES,
+            },
+        )
+
+    async def _ring_limit(self, call: BridgedCall, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if not call.answered and not call.ended:
+            if call.sip is not None:
+                if call.direction == "inbound":
+                    call.sip.reject(480)
+                else:
+                    call.sip.hangup()
+            await self._end(
+                call,
+                "invite_timeout",
+                None,
+                by_matrix=False,
+                notice=None,
+                sip_done=call.direction == "inbound",
+            )
+
+    async def _on_incoming(self, sip_call: SipCall) -> None:
+        dialled = _user_part(sip_call.request_uri) or _user_part(str(sip_call.to.uri))
+        ours = to_e164(dialled, self.region) if dialled else None
+        owner = self.owned.get(ours or dialled or "")
+        if owner is None:
+            log.info("Incoming call to %s: no Matrix user owns that number", dialled)
+            sip_call.reject(404, "Not Found")
+            metrics.CALLS.labels("inbound", "unknown_number").inc()
+            return
+        identities = sip_call.p_asserted_identity
+        caller_raw = _user_part(str(identities[0].uri)) if identities else _user_part(str(sip_call.from_.uri))
+        caller = (to_e164(caller_raw, self.region) or caller_raw) if caller_raw else ""
+        if (
+            len(self.calls) >= self.max_calls
+            or sum(1 for c in self.calls.values() if c.matrix_user == owner) >= self.max_per_user
+        ):
+            sip_call.reject(486)
+            metrics.CALLS.labels("inbound", "busy").inc()
+            return
+        try:
+            puppet = self.namespace.user_id(caller) if caller else None
+        except ValueError:
+            puppet = None
+        if puppet is None:
+            sip_call.reject(433, "Anonymity Disallowed")
+            return
+        try:
+            intent = await self.virtual_users.ensure(puppet)
+            room_id = await self._dm_for(owner, puppet, intent)
+            setup = await self.media.create_inbound(sip_call.remote_sdp.decode(errors="replace"))
+        except (MatrixError, MediaError, NotAVirtualUser) as e:
+            log.warning("Incoming call from %s to %s failed to set up: %s", caller, owner, e)
+            sip_call.reject(500 if not isinstance(e, MediaError) else 488)
+            return
+        call = BridgedCall(f"tb-{uuid.uuid4().hex}", "inbound", room_id, owner, puppet, caller)
+        call.sip, call.setup, call.media_id = sip_call, setup, setup.call_id
+        self.calls[call.call_id] = call
+        self.by_media[setup.call_id] = call
+        await CallRecords.start(call.call_id, "inbound", owner, room_id, caller)
+        await CallRecords.set_sip_call_id(call.call_id, sip_call.call_id)
+        metrics.CALLS.labels("inbound", "started").inc()
+        await self._send(
+            intent,
+            room_id,
+            CALL_INVITE,
+            {
+                "call_id": call.call_id,
+                "lifetime": self.ring_timeout * 1000,
+                "offer": {"type": "offer", "sdp": setup.webrtc_sdp},
+                "capabilities": CAPABILITIES,
+            },
+        )
+        sip_call.ring()
+        call.tasks.append(asyncio.create_task(self._pump_sip(call)))
+        call.tasks.append(asyncio.create_task(self._ring_limit(call, self.ring_timeout)))
+        log.info("Call %s: %s → %s (%s)", call.call_id, caller, owner, room_id)
+
+    async def _dm_for(self, owner: str, puppet: str, intent: IntentAPI) -> str:
+        portal = await Portal.find_dm(owner, puppet)
+        if portal is not None:
+            return portal.room_id
+        room_id = await intent.create_room(
+            invitees=[UserID(owner)], is_direct=True, preset=RoomCreatePreset.TRUSTED_PRIVATE
+        )
+        portal = await Portal.create(room_id, "dm", owner)
+        await portal.add_party(puppet)
+        metrics.PORTALS.inc()
+        return str(room_id)
+
+    # -- media events -------------------------------------------------------------------------------
+
+    def _on_media_event(self, event: MediaEvent) -> None:
+        call = self.by_media.get(event.call_id)
+        if call is None:
+            return
+        if event.kind == "digit":
+            log.info(
+                "Call %s: DTMF %s from the %s leg",
+                call.call_id,
+                event.data.get("digit"),
+                event.data.get("leg"),
+            )
+        elif event.kind == "closed" and not call.ended:
+            reason = str(event.data.get("reason", "media closed"))
+            if call.sip is not None:
+                call.sip.hangup()
+            task = asyncio.ensure_future(
+                self._end(
+                    call, "ice_failed", None, by_matrix=False, notice=f"The call's audio stopped ({reason})."
+                )
+            )
+            call.tasks.append(task)
+
+    # -- ending -------------------------------------------------------------------------------------
+
+    async def _end(
+        self,
+        call: BridgedCall,
+        reason: str,
+        sip_status: int | None,
+        *,
+        by_matrix: bool,
+        notice: str | None,
+        sip_done: bool = False,
+    ) -> None:
+        """Release everything the call holds, once, whichever side ended it."""
+        if call.ended:
+            return
+        call.ended = True
+        self.calls.pop(call.call_id, None)
+        current = asyncio.current_task()
+        for task in call.tasks:
+            if task is not current:
+                task.cancel()
+        if call.sip is not None and not sip_done:
+            call.sip.hangup()
+        stats: dict[str, Any] | None = None
+        if call.media_id is not None:
+            self.by_media.pop(call.media_id, None)
+            try:
+                stats = await self.media.stats(call.media_id)
+            except MediaError:
+                stats = None
+            try:
+                await self.media.close(call.media_id, reason)
+            except MediaError:
+                pass
+        intent = self.virtual_users.intent_for(call.puppet)
+        if not by_matrix:
+            try:
+                await self._send(
+                    intent, call.room_id, CALL_HANGUP, {"call_id": call.call_id, "reason": reason}
+                )
+                if notice:
+                    await self.notice(intent, call.room_id, None, notice)
+            except MatrixError as e:
+                log.warning("Call %s: could not tell Matrix it ended: %s", call.call_id, e)
+        codec = stats.get("codec") if isinstance(stats, dict) else None
+        outcome = "answered" if call.answered else ("failed" if notice else "unanswered")
+        await CallRecords.ended(
+            call.call_id, outcome, reason, sip_status, codec if isinstance(codec, str) else None, stats
+        )
+        metrics.CALLS.labels(call.direction, outcome).inc()
+        log.info("Call %s ended: %s (%s, SIP %s)", call.call_id, outcome, reason, sip_status)
+
+    async def _notice(self, call: BridgedCall, text: str) -> None:
+        await self.notice(self.virtual_users.intent_for(call.puppet), call.room_id, None, text)
+
+    async def _send(
+        self, intent: IntentAPI, room_id: str, event_type: EventType, content: dict[str, Any]
+    ) -> None:
+        content = {"version": VERSION, "party_id": self._party_id(content), **content}
+        await intent.send_message_event(RoomID(room_id), event_type, content)  # type: ignore[arg-type]
+
+    def _party_id(self, content: dict[str, Any]) -> str:
+        call = self.calls.get(str(content.get("call_id")))
+        return call.party_id if call is not None else "telebridge"
+
+
+def _user_part(uri: str | None) -> str:
+    """``sip:+4420…@host;user=phone`` → ``+4420…``."""
+    if not uri:
+        return ""
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    user = rest.split("@", 1)[0] if "@" in rest else ""
+    return user.split(";", 1)[0]

@@ -1,0 +1,67 @@
+"""``call_record`` table: one row per bridged call, written as the call progresses."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, ClassVar
+
+from mautrix.util.async_db import Database
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class CallRecords:
+    db: ClassVar[Database]
+
+    @classmethod
+    async def start(cls, call_id: str, direction: str, matrix_user: str, room_id: str, number: str) -> None:
+        await cls.db.execute(
+            "INSERT INTO call_record (call_id, direction, matrix_user, room_id, number, started_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id) DO NOTHING",
+            call_id,
+            direction,
+            matrix_user,
+            room_id,
+            number,
+            _now(),
+        )
+
+    @classmethod
+    async def set_sip_call_id(cls, call_id: str, sip_call_id: str) -> None:
+        await cls.db.execute("UPDATE call_record SET sip_call_id=$2 WHERE call_id=$1", call_id, sip_call_id)
+
+    @classmethod
+    async def answered(cls, call_id: str) -> None:
+        await cls.db.execute(
+            "UPDATE call_record SET answered_at=$2 WHERE call_id=$1 AND answered_at IS NULL", call_id, _now()
+        )
+
+    @classmethod
+    async def ended(
+        cls,
+        call_id: str,
+        outcome: str,
+        reason: str,
+        sip_status: int | None,
+        codec: str | None,
+        stats: dict[str, Any] | None,
+    ) -> None:
+        await cls.db.execute(
+            "UPDATE call_record SET ended_at=$2, outcome=$3, reason=$4, sip_status=$5, codec=$6, stats=$7 "
+            "WHERE call_id=$1 AND ended_at IS NULL",
+            call_id,
+            _now(),
+            outcome,
+            reason,
+            sip_status,
+            codec,
+            json.dumps(stats) if stats is not None else None,
+        )
+
+    @classmethod
+    async def get(cls, call_id: str) -> dict[str, Any] | None:
+        row = await cls.db.fetchrow("SELECT * FROM call_record WHERE call_id=$1", call_id)
+        return dict(row) if row else None

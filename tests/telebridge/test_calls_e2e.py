@@ -1,0 +1,364 @@
+"""Calls end to end: a scripted Matrix client doing what matrix-js-sdk does, with an aiortc peer for the
+media, through a real Synapse and the bridge, to ``sipp`` as the trunk (or as the calling phone).
+
+Its own Synapse and bridge (calls on), like the SMS tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import socket
+import sqlite3
+import subprocess
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aioice.ice
+import numpy as np
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from tests.media.peers import SignalTrack, dominant_frequency, tone
+from tests.peers.matrix import BridgeProcess, Client, Synapse, free_port, wait_until
+
+pytestmark = [pytest.mark.synapse, pytest.mark.slow]
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+SIP_SCENARIOS = Path(__file__).parents[1] / "sip" / "scenarios"
+OWNED = "+447700900099"
+
+
+class Sipp:
+    """One sipp run on 127.0.0.1 (bounded by -m and -timeout)."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        if shutil.which("sipp") is None:
+            pytest.skip("sipp (Debian sip-tester) is not installed; CI installs it")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                *("sipp", "-i", "127.0.0.1", "-mi", "127.0.0.1", "-mp", str(free_even_port())),
+                *("-p", str(self.port), "-m", "1", "-timeout", "90s", "-nostdin", *args),
+            ],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("sipp did not finish") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def free_even_port() -> int:
+    """sipp's media port (RTP, and the port above it). Its default, 6000, collides between runs; bind(0)
+    hands out odd ports on Linux, so try even ones from a range, bounded."""
+    for _ in range(200):
+        port = random.randrange(20000, 30000, 2)
+        try:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+            ):
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free even UDP port pair")
+
+
+@pytest.fixture(scope="module")
+def trunk_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def call_world(
+    tmp_path_factory: pytest.TempPathFactory, trunk_port: int
+) -> Iterator[tuple[Synapse, BridgeProcess]]:
+    workdir = tmp_path_factory.mktemp("call-bridge")
+    bridge = BridgeProcess(workdir, database=f"sqlite:{workdir / 'bridge.db'}")
+    bridge.sip_port = free_port()  # type: ignore[attr-defined]
+    bridge.extra_env = {
+        "TELEBRIDGE_CALLS__ENABLED": "true",
+        "TELEBRIDGE_CALLS__SIP_PORT": str(bridge.sip_port),  # type: ignore[attr-defined]
+        "TELEBRIDGE_CALLS__TRUNK": f"127.0.0.1:{trunk_port}",
+        "TELEBRIDGE_CALLS__CALLER_ID": "+441632960001",
+        "TELEBRIDGE_CALLS__MEDIA_WORKERS": "1",
+        "TELEBRIDGE_CALLS__RING_TIMEOUT": "30",
+        "TELEBRIDGE_SMS__OWNED_NUMBERS": f'{{"{OWNED}": "@callee:localhost"}}',
+    }
+    bridge.generate()
+    synapse = Synapse(tmp_path_factory.mktemp("call-synapse"), bridge.registration)
+    synapse.start()
+    bridge.homeserver_url = synapse.url
+    bridge.start()
+    try:
+        yield synapse, bridge
+    finally:
+        bridge.stop()
+        synapse.stop()
+
+
+@pytest.fixture
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in browser must offer 127.0.0.1 host candidates (aioice leaves loopback out)."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@pytest.fixture
+async def browser(loopback_ice: None) -> AsyncIterator[RTCPeerConnection]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        yield pc
+    finally:
+        await pc.close()
+
+
+def call_events(
+    client: Client, room_id: str, event_type: str, sender: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in client.messages(room_id)
+        if e["type"] == event_type and (sender is None or e["sender"] == sender)
+    ]
+
+
+async def poll(check: Any, what: str) -> Any:
+    """``wait_until`` off the event loop, so the aiortc peer keeps running while the client polls."""
+    return await asyncio.to_thread(wait_until, check, 30.0, 0.1, what)
+
+
+async def open_dm(client: Client, number: str) -> tuple[str, str]:
+    user_id = (await asyncio.to_thread(client.thirdparty_user, "m.protocol.pstn", **{"m.id.phone": number}))[
+        0
+    ]["userid"]
+    room_id = await asyncio.to_thread(client.create_dm, user_id)
+    await poll(lambda: user_id in client.joined_members(room_id), "the virtual user to join")
+    return room_id, user_id
+
+
+async def record_audio(pc: RTCPeerConnection, seconds: float) -> tuple[np.ndarray, int]:
+    """``seconds`` of what the remote track plays, and its sample rate (8000 for G.711)."""
+    track = pc.getReceivers()[0].track
+    chunks: list[np.ndarray] = []
+    rate = 0
+    while not chunks or sum(len(c) for c in chunks) < seconds * rate:
+        frame = await asyncio.wait_for(track.recv(), 5)
+        rate = frame.sample_rate
+        data = frame.to_ndarray().reshape(-1)
+        if len(frame.layout.channels) == 2:
+            data = data[::2]
+        chunks.append(data)
+    return np.concatenate(chunks), rate
+
+
+def call_record(bridge: BridgeProcess, call_id: str) -> dict[str, Any] | None:
+    db_path = bridge.database.split(":", 1)[1]
+    with sqlite3.connect(db_path) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM call_record WHERE call_id=?", (call_id,)).fetchone()
+        return dict(row) if row else None
+
+
+async def test_outbound_call_reaches_the_trunk_and_audio_comes_back(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, bridge = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    room_id, phone = await open_dm(alice, "+15005550100")
+    sipp = Sipp(tmp_path, "-sn", "uas", "-rtp_echo", "-p", str(trunk_port))
+    try:
+        browser.addTrack(SignalTrack(tone(440, 8.0)))
+        await browser.setLocalDescription(await browser.createOffer())
+        call_id = f"c{uuid.uuid4().hex}"
+        await asyncio.to_thread(
+            alice.send_event,
+            room_id,
+            "m.call.invite",
+            {
+                "call_id": call_id,
+                "party_id": "alicedevice",
+                "version": "1",
+                "lifetime": 60000,
+                "offer": {"type": "offer", "sdp": browser.localDescription.sdp},
+                "capabilities": {"m.call.transferee": False, "m.call.dtmf": False},
+            },
+        )
+        answers = await poll(lambda: call_events(alice, room_id, "m.call.answer", phone), "m.call.answer")
+        answer = answers[0]["content"]
+        assert answer["call_id"] == call_id
+        assert answer["capabilities"]["m.call.dtmf"] is True, "Element shows its dial pad only with this"
+        assert str(answer["version"]) == "1" and answer["party_id"]
+        await browser.setRemoteDescription(RTCSessionDescription(answer["answer"]["sdp"], "answer"))
+        await asyncio.to_thread(
+            alice.send_event,
+            room_id,
+            "m.call.select_answer",
+            {
+                "call_id": call_id,
+                "party_id": "alicedevice",
+                "version": "1",
+                "selected_party_id": answer["party_id"],
+            },
+        )
+        await poll(lambda: browser.iceConnectionState == "completed", "ICE with the bridge")
+        audio, rate = await record_audio(browser, 2.0)
+        tail = audio[-rate // 2 :]  # the tone went through the relay to sipp, was echoed, and came back
+        assert abs(dominant_frequency(tail, rate) - 440) < 15
+
+        await asyncio.to_thread(
+            alice.send_event,
+            room_id,
+            "m.call.hangup",
+            {"call_id": call_id, "party_id": "alicedevice", "version": "1", "reason": "user_hangup"},
+        )
+        assert await asyncio.to_thread(sipp.wait) == 0, "sipp saw a complete call: INVITE, 200, ACK, BYE"
+        record = await poll(
+            lambda: (r := call_record(bridge, call_id)) and r["ended_at"] and r, "the call record"
+        )
+        assert record["direction"] == "outbound" and record["outcome"] == "answered"
+        assert record["number"] == "+15005550100" and record["sip_call_id"]
+    finally:
+        sipp.stop()
+
+
+async def test_busy_trunk_ends_the_matrix_call_with_user_busy(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, _ = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    room_id, phone = await open_dm(alice, "+15005550101")
+    sipp = Sipp(tmp_path, "-sf", str(SIP_SCENARIOS / "uas_busy.xml"), "-p", str(trunk_port))
+    try:
+        browser.addTrack(SignalTrack(tone(440, 1.0)))
+        await browser.setLocalDescription(await browser.createOffer())
+        call_id = f"c{uuid.uuid4().hex}"
+        await asyncio.to_thread(
+            alice.send_event,
+            room_id,
+            "m.call.invite",
+            {
+                "call_id": call_id,
+                "party_id": "a",
+                "version": "1",
+                "lifetime": 60000,
+                "offer": {"type": "offer", "sdp": browser.localDescription.sdp},
+            },
+        )
+        hangups = await poll(lambda: call_events(alice, room_id, "m.call.hangup", phone), "m.call.hangup")
+        assert hangups[0]["content"]["reason"] == "user_busy"
+        assert hangups[0]["content"]["call_id"] == call_id
+        assert await asyncio.to_thread(sipp.wait) == 0
+    finally:
+        sipp.stop()
+
+
+async def test_call_in_a_group_room_is_refused_at_once(call_world: tuple[Synapse, BridgeProcess]) -> None:
+    synapse, _ = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    users = [
+        (await asyncio.to_thread(alice.thirdparty_user, "m.protocol.pstn", **{"m.id.phone": n}))[0]["userid"]
+        for n in ("+15005550102", "+15005550103")
+    ]
+    room_id = await asyncio.to_thread(alice.create_group, users)
+    await poll(lambda: set(users) <= alice.joined_members(room_id), "both phones to join")
+    await asyncio.to_thread(
+        alice.send_event,
+        room_id,
+        "m.call.invite",
+        {
+            "call_id": "group-call",
+            "party_id": "a",
+            "version": "1",
+            "lifetime": 60000,
+            "offer": {"type": "offer", "sdp": "v=0\r\n"},
+        },
+    )
+    hangup = await poll(lambda: call_events(alice, room_id, "m.call.hangup"), "the refusal")
+    assert hangup[0]["content"]["call_id"] == "group-call"
+    notices = await poll(
+        lambda: [
+            e
+            for e in call_events(alice, room_id, "m.room.message")
+            if "direct chat" in e["content"].get("body", "")
+        ],
+        "the notice",
+    )
+    assert notices
+
+
+async def test_inbound_call_rings_the_owner_and_the_first_answer_wins(
+    call_world: tuple[Synapse, BridgeProcess], browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, bridge = call_world
+    callee = await asyncio.to_thread(synapse.user, "callee")
+    sipp = Sipp(
+        tmp_path,
+        "-sf",
+        str(SCENARIOS / "uac_call_from_number.xml"),
+        "-s",
+        OWNED,
+        "-rtp_echo",
+        f"127.0.0.1:{bridge.sip_port}",  # type: ignore[attr-defined]
+    )
+    try:
+
+        def invited() -> str | None:
+            sync = callee.call("GET", "/_matrix/client/v3/sync?timeout=0")
+            rooms = list(sync.get("rooms", {}).get("invite", {}))
+            return rooms[0] if rooms else None
+
+        room_id = await poll(invited, "the DM invite from the caller's virtual user")
+        await asyncio.to_thread(
+            callee.call, "POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/join", {}
+        )
+        invites = await poll(lambda: call_events(callee, room_id, "m.call.invite"), "m.call.invite")
+        invite = invites[0]["content"]
+        assert invite["capabilities"]["m.call.dtmf"] is True and invite["lifetime"] > 0
+        caller = invites[0]["sender"]
+        assert "15005550006" in caller
+
+        browser.addTrack(SignalTrack(tone(660, 6.0)))
+        await browser.setRemoteDescription(RTCSessionDescription(invite["offer"]["sdp"], "offer"))
+        await browser.setLocalDescription(await browser.createAnswer())
+        await asyncio.to_thread(
+            callee.send_event,
+            room_id,
+            "m.call.answer",
+            {
+                "call_id": invite["call_id"],
+                "party_id": "phone-device",
+                "version": "1",
+                "answer": {"type": "answer", "sdp": browser.localDescription.sdp},
+            },
+        )
+        selected = await poll(
+            lambda: call_events(callee, room_id, "m.call.select_answer", caller), "m.call.select_answer"
+        )
+        assert selected[0]["content"]["selected_party_id"] == "phone-device"
+        assert await asyncio.to_thread(sipp.wait) == 0, "sipp got 200, ACKed, talked and hung up"
+        hangup = await poll(
+            lambda: call_events(callee, room_id, "m.call.hangup", caller), "m.call.hangup after BYE"
+        )
+        assert hangup[0]["content"]["reason"] == "user_hangup"
+        profile = await asyncio.to_thread(callee.profile, caller)
+        assert profile["displayname"] == "+1 500-555-0006"
+    finally:
+        sipp.stop()
