@@ -32,6 +32,7 @@ from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
 
 from media.call import MediaConfig
 from media.service import CallSetup, MediaError, MediaEvent, MediaService
+from sdp.message import SdpParseError, SessionDescription
 from sip.auth import AllowList, Credentials
 from sip.ua import Call as SipCall
 from sip.ua import UserAgent
@@ -97,6 +98,24 @@ def matrix_reason_for_sip(status: int | None) -> tuple[str, str | None]:
     return "unknown_error", f"The call failed ({status})."
 
 
+STATIC_PAYLOAD_TYPES = {0: "PCMU", 8: "PCMA", 9: "G722", 18: "G729"}
+
+
+def trunk_codec(sdp_text: str) -> str | None:
+    """The codec the trunk leg uses: the first format of the first audio section (RFC 3264 §6.1)."""
+    try:
+        session = SessionDescription.parse(sdp_text)
+    except SdpParseError:
+        return None
+    for media in session.media:
+        if media.media != "audio" or not media.formats or not media.formats[0].isdigit():
+            continue
+        pt = int(media.formats[0])
+        rtpmap = media.rtpmaps().get(pt)
+        return rtpmap.encoding if rtpmap is not None else STATIC_PAYLOAD_TYPES.get(pt)
+    return None
+
+
 def sip_status_for_matrix(reason: str | None, rejected: bool) -> int:
     """Matrix ending an unanswered inbound call → the SIP final response for the caller."""
     if rejected:
@@ -121,6 +140,7 @@ class BridgedCall:
     media_id: str | None = None
     setup: CallSetup | None = None
     sip: SipCall | None = None
+    codec: str | None = None
     answered: bool = False
     matrix_answered: bool = False
     ended: bool = False
@@ -277,6 +297,7 @@ class CallBridge:
             return
         call.setup, call.media_id = setup, setup.call_id
         self.by_media[setup.call_id] = call
+        call.codec = trunk_codec(setup.trunk_sdp)
         target = to_e164(number, self.region) or number
         caller = self.number_of.get(event.sender) or self.caller_id or "anonymous"
         host = self.sip_address[0] if self.sip_address else "localhost"
@@ -383,6 +404,7 @@ class CallBridge:
         """Apply the trunk's SDP to the relay and, the first time, answer the Matrix call."""
         if call.media_id is None or call.setup is None:
             return
+        call.codec = trunk_codec(trunk_sdp) or call.codec
         try:
             await self.media.set_trunk_answer(call.media_id, trunk_sdp)
         except MediaError as e:
@@ -465,6 +487,7 @@ class CallBridge:
             return
         call = BridgedCall(f"tb-{uuid.uuid4().hex}", "inbound", room_id, owner, puppet, caller)
         call.sip, call.setup, call.media_id = sip_call, setup, setup.call_id
+        call.codec = trunk_codec(setup.trunk_sdp)
         self.calls[call.call_id] = call
         self.by_media[setup.call_id] = call
         await CallRecords.start(call.call_id, "inbound", owner, room_id, caller)
@@ -566,11 +589,8 @@ class CallBridge:
                     await self.notice(intent, call.room_id, None, notice)
             except MatrixError as e:
                 log.warning("Call %s: could not tell Matrix it ended: %s", call.call_id, e)
-        codec = stats.get("codec") if isinstance(stats, dict) else None
         outcome = "answered" if call.answered else ("failed" if notice else "unanswered")
-        await CallRecords.ended(
-            call.call_id, outcome, reason, sip_status, codec if isinstance(codec, str) else None, stats
-        )
+        await CallRecords.ended(call.call_id, outcome, reason, sip_status, call.codec, stats)
         metrics.CALLS.labels(call.direction, outcome).inc()
         log.info("Call %s ended: %s (%s, SIP %s)", call.call_id, outcome, reason, sip_status)
 

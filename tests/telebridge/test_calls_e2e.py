@@ -7,6 +7,7 @@ Its own Synapse and bridge (calls on), like the SMS tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import socket
@@ -235,6 +236,8 @@ async def test_outbound_call_reaches_the_trunk_and_audio_comes_back(
         )
         assert record["direction"] == "outbound" and record["outcome"] == "answered"
         assert record["number"] == "+15005550100" and record["sip_call_id"]
+        assert record["codec"] == "PCMU"
+        assert json.loads(record["stats"])["passthrough"] is True
     finally:
         sipp.stop()
 

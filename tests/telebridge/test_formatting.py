@@ -37,3 +37,21 @@ def test_emotes_name_the_sender_and_media_is_refused() -> None:
     refused = sms_text({"msgtype": "m.image", "body": "cat.jpg", "url": "mxc://x/y"})
     assert isinstance(refused, NotRelayable) and "image" in refused.reason
     assert isinstance(sms_text({"msgtype": "m.text", "body": "   "}), NotRelayable)
+
+
+def test_sip_failures_map_to_matrix_hangup_reasons_and_notices() -> None:
+    from telebridge.calls import matrix_reason_for_sip, sip_status_for_matrix, trunk_codec
+
+    assert matrix_reason_for_sip(486) == ("user_busy", None)
+    assert matrix_reason_for_sip(603) == ("user_busy", None)
+    assert matrix_reason_for_sip(408)[0] == matrix_reason_for_sip(480)[0] == "invite_timeout"
+    for status in (403, 404, 484, 503):
+        reason, notice = matrix_reason_for_sip(status)
+        assert reason == "unknown_error" and notice and str(status) in notice
+    assert sip_status_for_matrix("user_busy", rejected=False) == 486
+    assert sip_status_for_matrix(None, rejected=True) == 603
+    assert (
+        trunk_codec("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 101\r\n")
+        == "PCMA"
+    )
+    assert trunk_codec("not sdp") is None
