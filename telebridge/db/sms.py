@@ -105,44 +105,44 @@ class SmsOutbox:
         return messages
 
     async def mark_submitting(self, message_id: str, reference: int, segments: int) -> None:
-        await self.db.execute(
-            "UPDATE sms_outbox SET state='submitting', reference=$2, segments=$3, updated_at=$4 WHERE id=$1",
-            message_id,
-            reference,
-            segments,
-            _now(),
+        await self.writes.commit(
+            [
+                (
+                    "UPDATE sms_outbox SET state='submitting', reference=$2, segments=$3, updated_at=$4 WHERE id=$1",
+                    (message_id, reference, segments, _now()),
+                )
+            ]
         )
 
     async def mark_part_submitted(self, message_id: str, index: int, smsc: str, smsc_message_id: str) -> None:
-        conn: Any
-        async with self.db.acquire() as conn, conn.transaction():  # one commit for both writes
-            await conn.execute(
-                "INSERT INTO sms_outbox_part (message_id, idx, smsc, smsc_message_id) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (message_id, idx) DO UPDATE SET smsc=excluded.smsc, smsc_message_id=excluded.smsc_message_id",
-                message_id,
-                index,
-                smsc,
-                smsc_message_id,
-            )
-            await conn.execute(
-                "UPDATE sms_outbox SET smsc=COALESCE(smsc, $2), updated_at=$3 WHERE id=$1",
-                message_id,
-                smsc,
-                _now(),
-            )
+        await self.writes.commit(
+            [
+                (
+                    "INSERT INTO sms_outbox_part (message_id, idx, smsc, smsc_message_id) VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT (message_id, idx) DO UPDATE SET smsc=excluded.smsc, "
+                    "smsc_message_id=excluded.smsc_message_id",
+                    (message_id, index, smsc, smsc_message_id),
+                ),
+                (
+                    "UPDATE sms_outbox SET smsc=COALESCE(smsc, $2), updated_at=$3 WHERE id=$1",
+                    (message_id, smsc, _now()),
+                ),
+            ]
+        )
 
     async def mark_submitted(self, message_id: str) -> None:
-        await self.db.execute(
-            "UPDATE sms_outbox SET state='submitted', updated_at=$2 WHERE id=$1", message_id, _now()
+        await self.writes.commit(
+            [("UPDATE sms_outbox SET state='submitted', updated_at=$2 WHERE id=$1", (message_id, _now()))]
         )
 
     async def mark_failed(self, message_id: str, reason: str, status: int | None) -> None:
-        await self.db.execute(
-            "UPDATE sms_outbox SET state='failed', error=$2, status=$3, updated_at=$4 WHERE id=$1",
-            message_id,
-            reason,
-            status,
-            _now(),
+        await self.writes.commit(
+            [
+                (
+                    "UPDATE sms_outbox SET state='failed', error=$2, status=$3, updated_at=$4 WHERE id=$1",
+                    (message_id, reason, status, _now()),
+                )
+            ]
         )
 
     async def set_receipt(self, message_id: str, outcome: str) -> None:
