@@ -365,3 +365,62 @@ async def test_inbound_call_rings_the_owner_and_the_first_answer_wins(
         assert profile["displayname"] == "+1 500-555-0006"
     finally:
         sipp.stop()
+
+
+async def place_call(alice: Client, room_id: str, browser: RTCPeerConnection, lifetime: int = 60000) -> str:
+    browser.addTrack(SignalTrack(tone(440, 1.0)))
+    await browser.setLocalDescription(await browser.createOffer())
+    call_id = f"c{uuid.uuid4().hex}"
+    content = {
+        "call_id": call_id,
+        "party_id": "a",
+        "version": "1",
+        "lifetime": lifetime,
+        "offer": {"type": "offer", "sdp": browser.localDescription.sdp},
+    }
+    await asyncio.to_thread(alice.send_event, room_id, "m.call.invite", content)
+    return call_id
+
+
+async def test_hanging_up_while_the_phone_rings_cancels_the_invite(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, bridge = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    room_id, _ = await open_dm(alice, "+15005550104")
+    sipp = Sipp(tmp_path, "-sf", str(SIP_SCENARIOS / "uas_cancel.xml"), "-p", str(trunk_port))
+    try:
+        call_id = await place_call(alice, room_id, browser)
+        await poll(lambda: (r := call_record(bridge, call_id)) and r["sip_call_id"], "the INVITE to leave")
+        await asyncio.to_thread(
+            alice.send_event,
+            room_id,
+            "m.call.hangup",
+            {"call_id": call_id, "party_id": "a", "version": "1", "reason": "user_hangup"},
+        )
+        assert await asyncio.to_thread(sipp.wait) == 0, "sipp got CANCEL, answered 487 and got the ACK"
+        record = await poll(
+            lambda: (r := call_record(bridge, call_id)) and r["ended_at"] and r, "the call record"
+        )
+        assert record["outcome"] == "unanswered" and record["answered_at"] is None
+    finally:
+        sipp.stop()
+
+
+async def test_an_unanswered_call_ends_when_the_invite_lifetime_runs_out(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, _ = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    room_id, phone = await open_dm(alice, "+15005550105")
+    sipp = Sipp(tmp_path, "-sf", str(SIP_SCENARIOS / "uas_cancel.xml"), "-p", str(trunk_port))
+    try:
+        call_id = await place_call(alice, room_id, browser, lifetime=3000)
+        hangups = await poll(
+            lambda: call_events(alice, room_id, "m.call.hangup", phone), "the bridge to give up"
+        )
+        assert hangups[0]["content"] | {"call_id": call_id} == hangups[0]["content"]
+        assert hangups[0]["content"]["reason"] == "invite_timeout"
+        assert await asyncio.to_thread(sipp.wait) == 0, "the trunk got a CANCEL"
+    finally:
+        sipp.stop()
