@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -141,10 +142,16 @@ class BridgedCall:
     setup: CallSetup | None = None
     sip: SipCall | None = None
     codec: str | None = None
+    answer_sending: float = 0.0
     answered: bool = False
     matrix_answered: bool = False
     ended: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Call-record writes, off the setup path; awaited before the record is closed.
+    writes: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def record(self, write: Awaitable[None]) -> None:
+        self.writes.append(asyncio.ensure_future(write))
 
 
 class CallBridge:
@@ -278,10 +285,11 @@ class CallBridge:
             metrics.CALLS.labels("outbound", "refused").inc()
             return
         number = self.namespace.party(puppet).number
+        received = time.perf_counter()
         call = BridgedCall(call_id, "outbound", event.room_id, event.sender, puppet, number)
         call.remote_party_id = content.get("party_id")
         self.calls[call_id] = call
-        await CallRecords.start(call_id, "outbound", event.sender, event.room_id, number)
+        call.record(CallRecords.start(call_id, "outbound", event.sender, event.room_id, number))
         metrics.CALLS.labels("outbound", "started").inc()
         try:
             setup = await self.media.create_outbound(str(sdp))
@@ -302,7 +310,10 @@ class CallBridge:
         caller = self.number_of.get(event.sender) or self.caller_id or "anonymous"
         host = self.sip_address[0] if self.sip_address else "localhost"
         call.sip = await self.ua.call(f"sip:{target}@{self.trunk}", f"sip:{caller}@{host}", setup.trunk_sdp)
-        await CallRecords.set_sip_call_id(call_id, call.sip.call_id)
+        took = time.perf_counter() - received
+        metrics.CALL_SETUP.labels("invite").observe(took)
+        log.info("Call %s: m.call.invite → INVITE in %.1f ms", call_id, took * 1000)
+        call.record(CallRecords.set_sip_call_id(call_id, call.sip.call_id))
         lifetime = content.get("lifetime")
         ring = (
             min(float(lifetime) / 1000, self.ring_timeout)
@@ -359,7 +370,7 @@ class CallBridge:
         )
         call.sip.answer(call.setup.trunk_sdp)
         call.answered = True
-        await CallRecords.answered(call.call_id)
+        call.record(CallRecords.answered(call.call_id))
         metrics.CALLS.labels("inbound", "answered").inc()
 
     # -- SIP side -----------------------------------------------------------------------------------
@@ -373,10 +384,20 @@ class CallBridge:
                         await self._answer_matrix(call, ev.body.decode(errors="replace"))
                 elif isinstance(ev, CallAnswered):
                     if call.direction == "outbound":
+                        answered_at = time.perf_counter()
                         call.answered = True
-                        await CallRecords.answered(call.call_id)
-                        metrics.CALLS.labels("outbound", "answered").inc()
                         await self._answer_matrix(call, ev.body.decode(errors="replace"))
+                        done = time.perf_counter()
+                        call.record(CallRecords.answered(call.call_id))
+                        metrics.CALLS.labels("outbound", "answered").inc()
+                        ours = max(0.0, (call.answer_sending or done) - answered_at)
+                        metrics.CALL_SETUP.labels("answer").observe(ours)
+                        log.info(
+                            "Call %s: 200 OK → m.call.answer in %.1f ms (+ %.1f ms for the homeserver to accept it)",
+                            call.call_id,
+                            ours * 1000,
+                            (done - (call.answer_sending or done)) * 1000,
+                        )
                 elif isinstance(ev, DtmfReceived):
                     if call.media_id is not None:
                         await self.media.send_dtmf(
@@ -423,6 +444,7 @@ class CallBridge:
             return
         call.matrix_answered = True
         intent = self.virtual_users.intent_for(call.puppet)
+        call.answer_sending = time.perf_counter()
         await self._send(
             intent,
             call.room_id,
@@ -490,8 +512,8 @@ class CallBridge:
         call.codec = trunk_codec(setup.trunk_sdp)
         self.calls[call.call_id] = call
         self.by_media[setup.call_id] = call
-        await CallRecords.start(call.call_id, "inbound", owner, room_id, caller)
-        await CallRecords.set_sip_call_id(call.call_id, sip_call.call_id)
+        call.record(CallRecords.start(call.call_id, "inbound", owner, room_id, caller))
+        call.record(CallRecords.set_sip_call_id(call.call_id, sip_call.call_id))
         metrics.CALLS.labels("inbound", "started").inc()
         await self._send(
             intent,
@@ -590,6 +612,7 @@ class CallBridge:
             except MatrixError as e:
                 log.warning("Call %s: could not tell Matrix it ended: %s", call.call_id, e)
         outcome = "answered" if call.answered else ("failed" if notice else "unanswered")
+        await asyncio.gather(*call.writes, return_exceptions=True)
         await CallRecords.ended(call.call_id, outcome, reason, sip_status, call.codec, stats)
         metrics.CALLS.labels(call.direction, outcome).inc()
         log.info("Call %s ended: %s (%s, SIP %s)", call.call_id, outcome, reason, sip_status)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 TRANSACTIONS = Counter("telebridge_as_transactions_total", "Appservice transactions received", ["result"])
 EVENTS = Counter("telebridge_matrix_events_total", "Matrix events handled", ["type", "result"])
@@ -16,6 +16,12 @@ ERRORS = Counter("telebridge_errors_total", "Errors while handling outside input
 SMS = Counter("telebridge_sms_total", "Text messages by direction and outcome", ["direction", "outcome"])
 SMS_SEGMENTS = Counter("telebridge_sms_segments_total", "SMS segments queued", ["direction"])
 CALLS = Counter("telebridge_calls_total", "Calls by direction and outcome", ["direction", "outcome"])
+CALL_SETUP = Histogram(
+    "telebridge_call_setup_seconds",
+    "Time the bridge adds to call setup: m.call.invite → INVITE sent, 200 OK → m.call.answer sent",
+    ["phase"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
 PORTALS = Gauge("telebridge_portals", "Rooms bridged to phone parties")
 
 
