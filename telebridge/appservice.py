@@ -23,7 +23,7 @@ from mautrix.types import Event, EventType, SerializerError
 
 from . import metrics
 from .db import TransactionLog
-from .thirdparty import Lookup
+from .thirdparty import PHONE_FIELD, PSTN_PROTOCOLS, Lookup
 
 log = logging.getLogger("telebridge.appservice")
 
@@ -39,6 +39,8 @@ class EventSink(Protocol):
     async def query_user(self, user_id: str) -> bool: ...
 
     async def lookup_user(self, user_id: str) -> None: ...
+
+    async def real_user_for(self, dialled: str) -> str | None: ...
 
 
 def _json_error(status: int, errcode: str, message: str) -> web.Response:
@@ -212,6 +214,12 @@ class BridgeAppService(AppService):
         protocol = request.match_info["protocol"]
         status, body = self.lookup.user(protocol, fields)
         metrics.LOOKUPS.labels("user", str(status)).inc()
+        if status == 200 and body and protocol in PSTN_PROTOCOLS:
+            # The seed: reach the real Matrix user where an identity server maps the number to one.
+            real = await self.sink.real_user_for(fields[PHONE_FIELD][0])
+            if real is not None:
+                body[0]["userid"] = real
+                return web.json_response(body, status=status)
         if status == 200 and body:
             # MSC2845 virtual users are created lazily on lookup, so the DM invite that follows finds them.
             try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from mautrix.api import Method, Path
 from mautrix.appservice.state_store.asyncpg import PgASStateStore
 from mautrix.errors import MatrixConnectionError, MatrixRequestError
 from mautrix.types import Event, EventType, MessageEvent, RoomID, StateEvent, UserID
@@ -16,7 +17,9 @@ from . import db as dbmod
 from . import metrics
 from .appservice import BridgeAppService
 from .config import Config
+from .identity import IdentityLookup
 from .log import REDACTOR
+from .numbers import to_e164
 from .portal import PortalHandler, VirtualUsers
 from .puppet import NotAVirtualUser, VirtualUserNamespace
 from .thirdparty import Lookup
@@ -97,6 +100,7 @@ class Bridge:
                 virtual_users=self.virtual_users,
                 notice=PortalHandler.notice,
                 display_name=self.display_name,
+                who_is=self.who_is,
             )
             self.portals.sms = self.sms
         self.calls: CallBridge | None = None
@@ -109,6 +113,15 @@ class Bridge:
                 ns=self.namespace,
                 notice=PortalHandler.notice,
                 owned_numbers=dict(config["sms.owned_numbers"]),
+            )
+        self.identity: IdentityLookup | None = None
+        if config["identity.servers"]:
+            self.identity = IdentityLookup(
+                list(config["identity.servers"]),
+                self._openid_token,
+                accept_terms=config["identity.accept_terms"],
+                cache_ttl=config["identity.cache_ttl"],
+                timeout=float(config["identity.timeout"]),
             )
         self._metrics_runner: web.AppRunner | None = None
         self._calls_started = False
@@ -171,6 +184,8 @@ class Bridge:
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
+        if self.identity is not None:
+            await self.identity.close()
         if self._db_started:
             self._db_started = False
             await dbmod.TransactionLog.writes.close()
@@ -250,6 +265,24 @@ class Bridge:
         if member is not None and member.displayname:
             return str(member.displayname)
         return user_id.split(":", 1)[0].lstrip("@")
+
+    async def real_user_for(self, dialled: str) -> str | None:
+        """A real Matrix user bound to the number in an identity server, when configured to prefer them."""
+        if self.identity is None or not self.config["identity.prefer_real_users"]:
+            return None
+        number = to_e164(dialled, self.config["bridge.default_region"])
+        return await self.identity.lookup(number) if number else None
+
+    async def who_is(self, number: str) -> str | None:
+        """For notices: the real Matrix user an E.164 number belongs to, if an identity server knows."""
+        return await self.identity.lookup(number) if self.identity is not None else None
+
+    async def _openid_token(self) -> dict[str, Any]:
+        """Client-Server API "OpenID": a token identity servers can check with the homeserver."""
+        api = self.az.intent.api
+        path = Path.v3.user[self.az.bot_mxid].openid.request_token
+        response: dict[str, Any] = await api.request(Method.POST, path, {})
+        return response
 
     async def lookup_user(self, user_id: str) -> None:
         await self.virtual_users.ensure(user_id)

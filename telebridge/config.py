@@ -173,6 +173,17 @@ class Config:
         self._permissions()
         self._sms()
         self._calls()
+        for i, server in enumerate(self._list("identity.servers")):
+            if not isinstance(server, str) or urlsplit(server).scheme not in ("http", "https"):
+                raise ConfigError(f"identity.servers[{i}]: must be an http(s) URL, got {server!r}")
+        self._bool("identity.prefer_real_users")
+        self._bool("identity.accept_terms")
+        self._int("identity.cache_ttl", minimum=0)
+        timeout = self._value("identity.timeout")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 30:
+            raise ConfigError(
+                f"identity.timeout: must be a number of seconds, above 0 and at most 30, got {timeout!r}"
+            )
         self._bool("metrics.enabled")
         self._str("metrics.hostname")
         self._port("metrics.port")

@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import ssl
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -102,7 +102,9 @@ class SmsBridge:
         virtual_users: VirtualUsers,
         notice: Notice,
         display_name: Callable[[str, str], Any],
+        who_is: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
+        self.who_is = who_is
         self.namespace = namespace
         self.virtual_users = virtual_users
         self.notice = notice
@@ -354,6 +356,14 @@ class SmsBridge:
         metrics.PORTALS.inc()
         await VmnAllocations.remember_room(ours, phone, room_id, puppet)
         log.info("New DM %s for a text from %s to %s (owner %s)", room_id, phone, ours, owner)
+        real = await self.who_is(phone) if self.who_is is not None else None
+        if real is not None:
+            await self.notice(
+                intent,
+                room_id,
+                None,
+                f"{phone} belongs to {real} on Matrix; you can also message them there.",
+            )
         return room_id
 
     async def _auto_reply(self, ours: str, phone: str, text: str) -> None:
