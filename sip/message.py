@@ -380,6 +380,9 @@ def _parse_start_line(line: str) -> Request | Response:
     return Request(method, uri)
 
 
+_MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+
+
 def _validate(msg: Request | Response) -> None:
     """Check and cache the headers the stack relies on (§8.1.1 mandatory headers, §20)."""
     h = msg.headers
@@ -391,8 +394,9 @@ def _validate(msg: Request | Response) -> None:
             seen.add(key)
             if "," in value and key in ("cseq", "max-forwards", "content-length", "call-id"):
                 raise SipParseError(f"multiple values in {canonical_name(key)}")
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name.lower() not in seen and name not in h:
+    present = {k for k, _, _ in h._items}
+    for key, name in _MANDATORY:
+        if key not in present:
             raise SipParseError(f"missing {name}")
     vias = msg.via
     if not vias:
