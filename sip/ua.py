@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 from sip.headers import NameAddr
+from sip.registration import Registration, TrunkMonitor
 from sip.transport import Resolver, SipEndpoint
 from sip.useragent import (
     CallAnswered,
@@ -236,6 +237,24 @@ class UserAgent:
         call = Call(self, session)
         self.endpoint.pump()
         return call
+
+    def register(self, registrar: str, aor: str, expires: int = 3600) -> Registration:
+        """Register ``aor`` (e.g. ``"<sip:user@carrier.example>"``) at ``registrar`` (a SIP URI) and keep it
+        refreshed; outcomes arrive as RegistrationStatus at ``on_event``. ``.stop(ua.endpoint.now)``
+        unregisters (then call ``ua.endpoint.pump()``)."""
+        reg = Registration(self.core, registrar, aor, expires)
+        reg.start(self.endpoint.now)
+        self.endpoint.pump()
+        return reg
+
+    def monitor(self, uri: str, from_: str | None = None, interval: float = 30.0) -> TrunkMonitor:
+        """OPTIONS-ping ``uri`` every ``interval`` s; TrunkStatus(up/down) changes arrive at ``on_event``."""
+        mon = TrunkMonitor(
+            self.core, uri, from_ or f"<sip:{self.config.user}@{self.config.sent_by}>", interval
+        )
+        mon.start(self.endpoint.now)
+        self.endpoint.pump()
+        return mon
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, IncomingCall):

@@ -119,9 +119,11 @@ class CallAnswered(Event):
 
 @dataclass(slots=True)
 class CallConfirmed(Event):
-    """The ACK for our 2xx arrived (UAS side); media can be considered established."""
+    """The ACK for our 2xx arrived (UAS side); media can be considered established. ``body`` is the
+    answer SDP when the INVITE had no offer (late offer: our 2xx carried the offer, RFC 3261 §13.2.1)."""
 
     session: InviteSession
+    body: bytes = b""
 
 
 @dataclass(slots=True)
@@ -1412,7 +1414,9 @@ class UserAgentCore:
                         self._send_bye(session.dialog, session, now)
                         self._untrack(session)
                     else:
-                        self._emit(CallConfirmed(session))
+                        if req.body:
+                            session.remote_body = req.body
+                        self._emit(CallConfirmed(session, req.body))
                 return
 
     def _receive_cancel(self, req: Request, source: Target, now: float) -> None:

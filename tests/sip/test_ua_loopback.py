@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sip.transaction import TimerConfig
 from sip.transport import Resolver, SrvRecord
 from sip.ua import Call, UserAgent
 from sip.useragent import (
@@ -20,6 +21,7 @@ from sip.useragent import (
     OfferAnswered,
     OfferReceived,
     Target,
+    TrunkStatus,
     UserAgentConfig,
 )
 
@@ -215,3 +217,25 @@ async def test_malformed_udp_request_gets_400_from_the_socket() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_trunk_monitor_through_the_facade_reports_up_then_down() -> None:
+    events: asyncio.Queue[object] = asyncio.Queue()
+    fast = TimerConfig(t1=0.01, t2=0.04, t4=0.05)  # Timer F = 0.64 s, so "down" is quick to see
+    a = UserAgent(UserAgentConfig("127.0.0.1", 0, timers=fast), on_event=events.put_nowait)
+    b = UserAgent(UserAgentConfig("127.0.0.1", 0))
+    await a.start()
+    await b.start()
+    try:
+        host, port = b.address
+        mon = a.monitor(f"sip:{host}:{port}", interval=0.2)
+        async with asyncio.timeout(5):
+            up = await events.get()
+        assert isinstance(up, TrunkStatus) and up.up
+        await b.close()
+        async with asyncio.timeout(10):
+            down = await events.get()
+        assert isinstance(down, TrunkStatus) and not down.up
+        mon.stop()
+    finally:
+        await a.close()

@@ -583,3 +583,34 @@ def test_callee_hangup_without_any_ack_sends_bye_when_the_2xx_times_out() -> Non
     net.advance(40.0)
     assert len(net.requests("BYE")) == 1
     assert not b._dialogs
+
+
+def test_outbound_proxy_receives_out_of_dialog_requests_with_the_request_uri_unchanged() -> None:
+    net = FakeNet()
+    a = net.add(A, outbound_proxy=Target("UDP", "127.0.0.1", B))
+    net.add(B)
+    a.invite("<sip:+15551234@carrier.example.com>", "<sip:alice@127.0.0.1>", SDP_OFFER, 0.0)
+    net.flush()
+    sb = incoming(net)
+    assert sb.request_uri == "sip:+15551234@carrier.example.com"
+    assert net.requests("INVITE", B)
+
+
+def test_late_offer_answer_arrives_in_the_ack() -> None:
+    net, a, b = setup()
+    net.drop = lambda data, src, dst: data.startswith(b"ACK")  # stand in for a late-offer caller
+    sa = a.invite(f"<sip:bob@127.0.0.1:{B}>", "<sip:alice@127.0.0.1>", b"", 0.0)
+    net.flush()
+    sb = incoming(net)
+    assert sb.invite.body == b""
+    b.answer(sb, SDP_ANSWER, net.now)  # our offer, in the 2xx
+    net.flush()
+    (answered,) = net.take(A)
+    assert isinstance(answered, CallAnswered) and answered.body == SDP_ANSWER
+    assert sa.dialog is not None
+    # A late-offer caller puts its answer in the ACK (our UAC core always offers in the INVITE).
+    ack = sa.dialog.create_request("ACK", f"SIP/2.0/UDP 127.0.0.1:{A};branch=z9hG4bKlate", None,
+                                   SDP_OFFER, "application/sdp", cseq=sa.invite.cseq.number)  # fmt: skip
+    b.receive(ack.encode(), Target("UDP", "127.0.0.1", A), net.now)
+    ev = b.next_event()
+    assert isinstance(ev, CallConfirmed) and ev.body == SDP_OFFER
