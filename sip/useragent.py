@@ -1298,7 +1298,9 @@ class UserAgentCore:
         if (req.headers.get("Max-Forwards") or "70").strip().lstrip("0") == "" and method != "OPTIONS":
             self._respond(server, make_response(req, 483, to_tag=new_token()), now)
             return
-        if not isinstance(parse_uri(req.uri), SipUri) and method != "INVITE":
+        ruri = parse_uri(req.uri)
+        if not isinstance(ruri, SipUri) and ruri.scheme != "tel":
+            # §8.2.2.1: a scheme we do not understand.
             self._respond(server, make_response(req, 416, to_tag=new_token()), now)
             return
         require = req.headers.get_all("Require")

@@ -614,3 +614,33 @@ def test_late_offer_answer_arrives_in_the_ack() -> None:
     b.receive(ack.encode(), Target("UDP", "127.0.0.1", A), net.now)
     ev = b.next_event()
     assert isinstance(ev, CallConfirmed) and ev.body == SDP_OFFER
+
+
+def _raw_request(method: str, ruri: str, extra: str = "") -> bytes:
+    return (
+        f"{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{method}{len(ruri)}\r\n"
+        f"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: {method}-{len(ruri)}\r\n"
+        f"CSeq: 1 {method}\r\n{extra}\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (_raw_request("OPTIONS", "nobodyknowsthisscheme:totallyopaque"), 416),
+        (_raw_request("INVITE", "nobodyknowsthisscheme:totallyopaque"), 416),
+        (_raw_request("INVITE", "sip:b@127.0.0.1", "Max-Forwards: 0\r\n"), 483),
+        (_raw_request("OPTIONS", "sip:b@127.0.0.1", "Max-Forwards: 0\r\n"), 200),
+        (_raw_request("OPTIONS", "tel:+15551234"), 200),
+        (_raw_request("SUBSCRIBE", "sip:b@127.0.0.1"), 501),
+        (_raw_request("BYE", "sip:b@127.0.0.1"), 481),
+        (_raw_request("REGISTER", "sip:127.0.0.1"), 405),
+        (_raw_request("INVITE", "sip:b@127.0.0.1", "Require: foo, bar\r\n"), 420),
+    ],
+)
+def test_requests_the_uas_refuses_or_answers_directly(raw: bytes, status: int) -> None:
+    _, _, b = setup()
+    b.receive(raw, Target("UDP", "127.0.0.1", A), 0.0)
+    finals = [parse_message(d) for d, _ in b.take_output()]
+    codes = [m.status for m in finals if isinstance(m, Response) and m.status >= 200]
+    assert codes == [status]
