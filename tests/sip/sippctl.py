@@ -58,12 +58,13 @@ class Sipp:
         return SippRun(rc, out.decode(errors="replace"), err.decode(errors="replace"), errors)
 
 
-async def _until_bound(port: int, proc: asyncio.subprocess.Process) -> None:
-    """Wait (at most 5 s) until sipp holds its UDP port, so nothing we send is lost to startup."""
+async def _until_bound(port: int, proc: asyncio.subprocess.Process, tcp: bool = False) -> None:
+    """Wait (at most 5 s) until sipp holds its port, so nothing we send is lost to startup."""
+    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
     for _ in range(100):
         if proc.returncode is not None:
             return
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(socket.AF_INET, kind) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -73,7 +74,12 @@ async def _until_bound(port: int, proc: asyncio.subprocess.Process) -> None:
 
 @contextlib.asynccontextmanager
 async def sipp(
-    workdir: Path, *args: str, port: int | None = None, limit: float = 60.0, trace: bool = True
+    workdir: Path,
+    *args: str,
+    port: int | None = None,
+    limit: float = 60.0,
+    trace: bool = True,
+    tcp: bool = False,
 ) -> AsyncIterator[Sipp]:
     """Start sipp on 127.0.0.1 (``-p port``) with ``args``; always bounded by ``-timeout`` and ``limit``."""
     assert SIPP is not None
@@ -91,7 +97,7 @@ async def sipp(
     )
     runner = Sipp(proc, workdir, limit)
     try:
-        await _until_bound(port, proc)
+        await _until_bound(port, proc, tcp)
         yield runner
     finally:
         if proc.returncode is None:

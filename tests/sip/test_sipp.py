@@ -268,3 +268,33 @@ async def test_call_held_longer_than_64_t1_stays_up(tmp_path: Path) -> None:
         assert run.returncode == 0, str(run)
     finally:
         await ua.close()
+
+
+async def test_sipp_uac_over_tcp_against_our_uas(tmp_path: Path) -> None:
+    ua = UserAgent(UserAgentConfig("127.0.0.1", 0, transport="TCP"), on_incoming=auto_answer())  # type: ignore[arg-type]
+    await ua.start(tcp=True)
+    host, port = ua.address
+    try:
+        args = ["-sn", "uac", f"{host}:{port}", "-t", "t1", "-m", "3", "-d", "100", "-l", "3"]
+        async with sipp(tmp_path, *args, limit=30) as peer:
+            run = await peer.wait()
+        assert run.returncode == 0, str(run)
+    finally:
+        await ua.close()
+
+
+async def test_our_uac_over_tcp_against_sipp_uas(tmp_path: Path) -> None:
+    port = free_udp_port()
+    ua = UserAgent(UserAgentConfig("127.0.0.1", 0, transport="TCP"))
+    await ua.start(tcp=True)
+    try:
+        async with sipp(tmp_path, "-sn", "uas", "-t", "t1", "-m", "1", port=port, limit=30, tcp=True) as peer:
+            call = await ua.call(
+                f"<sip:service@127.0.0.1:{port};transport=tcp>", "<sip:alice@127.0.0.1>", OFFER
+            )
+            assert isinstance(await until(call, CallAnswered), CallAnswered)
+            call.hangup()
+            run = await peer.wait()
+        assert run.returncode == 0, str(run)
+    finally:
+        await ua.close()
