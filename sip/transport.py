@@ -40,12 +40,24 @@ class SrvRecord:
     target: str
 
 
+_IP_CACHE: dict[str, bool] = {}
+
+
 def _is_ip(host: str) -> bool:
+    """Whether ``host`` is an IP literal. Cached: ``ipaddress`` parsing costs more than the send itself,
+    and a trunk talks to a handful of addresses (the cache is cleared when it grows past 4096)."""
+    known = _IP_CACHE.get(host)
+    if known is not None:
+        return known
     try:
         ipaddress.ip_address(host)
+        result = True
     except ValueError:
-        return False
-    return True
+        result = False
+    if len(_IP_CACHE) >= 4096:
+        _IP_CACHE.clear()
+    _IP_CACHE[host] = result
+    return result
 
 
 class Resolver:
