@@ -265,7 +265,10 @@ class SipEndpoint:
         self.pump()
 
     def _input(self, data: bytes, source: Target) -> None:
-        self.core.receive(data, source, self._loop.time())
+        try:
+            self.core.receive(data, source, self._loop.time())
+        except Exception:  # a bug, not bad input (the core answers that); keep serving everyone else
+            log.exception("internal error handling %d bytes from %s", len(data), source)
         self.pump()
 
     def _send(self, data: bytes, target: Target) -> None:
