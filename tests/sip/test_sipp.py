@@ -14,6 +14,7 @@ from sip.useragent import (
     CallConfirmed,
     CallEnded,
     CallProgress,
+    DtmfReceived,
     OfferAnswered,
     OfferReceived,
     SessionState,
@@ -163,17 +164,30 @@ async def test_reinvite_hold_and_unhold_both_ways_then_bye_from_sipp(tmp_path: P
         await ua.close()
 
 
-async def test_sipp_caller_receives_our_bye(tmp_path: Path) -> None:
+async def test_sipp_caller_with_pai_sends_dtmf_info_and_receives_our_bye(tmp_path: Path) -> None:
     ua = UserAgent(UserAgentConfig("127.0.0.1", 0))
     await ua.start()
     host, port = ua.address
     try:
-        args = ["-sf", str(SCENARIOS / "uac_bye_from_callee.xml"), f"{host}:{port}", "-m", "1"]
+        args = [
+            "-sf",
+            str(SCENARIOS / "uac_bye_from_callee.xml"),
+            f"{host}:{port}",
+            "-s",
+            "+15551234",
+            "-m",
+            "1",
+        ]
         async with sipp(tmp_path, *args, limit=30) as peer:
             async with asyncio.timeout(10):
                 call = await ua.incoming.get()
+            assert call.incoming and call.request_uri.startswith("sip:+15551234@")
+            assert [p.display for p in call.p_asserted_identity] == ["Carol Caller"]
+            assert b"m=audio" in call.remote_sdp
             call.answer(OFFER)
             assert isinstance(await until(call, CallConfirmed), CallConfirmed)
+            dtmf = await until(call, DtmfReceived)
+            assert isinstance(dtmf, DtmfReceived) and (dtmf.digit, dtmf.duration_ms) == ("7", 250)
             call.hangup()
             run = await peer.wait()
         assert run.returncode == 0, str(run)
@@ -293,6 +307,26 @@ async def test_our_uac_over_tcp_against_sipp_uas(tmp_path: Path) -> None:
                 f"<sip:service@127.0.0.1:{port};transport=tcp>", "<sip:alice@127.0.0.1>", OFFER
             )
             assert isinstance(await until(call, CallAnswered), CallAnswered)
+            call.hangup()
+            run = await peer.wait()
+        assert run.returncode == 0, str(run)
+    finally:
+        await ua.close()
+
+
+async def test_early_media_183_with_sdp_from_sipp(tmp_path: Path) -> None:
+    port = free_udp_port()
+    ua = await started()
+    try:
+        async with sipp(
+            tmp_path, "-sf", str(SCENARIOS / "uas_early_media.xml"), "-m", "1", port=port, limit=30
+        ) as peer:
+            call = await ua.call(f"<sip:service@127.0.0.1:{port}>", "<sip:alice@127.0.0.1>", OFFER)
+            progress = await until(call, CallProgress)
+            assert isinstance(progress, CallProgress) and progress.status == 183
+            assert progress.content_type == "application/sdp" and b"a=sendonly" in progress.body
+            answered = await until(call, CallAnswered)
+            assert isinstance(answered, CallAnswered) and b"PCMA" in answered.body
             call.hangup()
             run = await peer.wait()
         assert run.returncode == 0, str(run)
