@@ -22,6 +22,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
+from sip.errors import CallFailed
 from sip.headers import NameAddr
 from sip.registration import Registration, TrunkMonitor
 from sip.transport import Resolver, SipEndpoint
@@ -60,7 +61,10 @@ class Call:
         self.session = session
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.ended: asyncio.Future[CallEnded] = asyncio.get_running_loop().create_future()
+        #: the answer SDP; raises CallFailed if the call ends first
         self.answered: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        # Nobody has to await it: mark a failure as retrieved so asyncio does not warn at collection.
+        self.answered.add_done_callback(lambda f: f.cancelled() or f.exception())
         session.user_data = self
 
     # What the bridge reads about the call.
@@ -156,7 +160,7 @@ class Call:
             if not self.ended.done():
                 self.ended.set_result(event)
             if not self.answered.done():
-                self.answered.cancel()
+                self.answered.set_exception(CallFailed(event.status, event.reason))
 
     def __repr__(self) -> str:
         return f"<Call {'in' if self.incoming else 'out'} {self.call_id} {self.state.value}>"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sip.errors import CallFailed
 from sip.transaction import TimerConfig
 from sip.transport import Resolver, SrvRecord
 from sip.ua import Call, UserAgent
@@ -239,3 +240,24 @@ async def test_trunk_monitor_through_the_facade_reports_up_then_down() -> None:
         mon.stop()
     finally:
         await a.close()
+
+
+async def test_awaiting_answer_of_a_rejected_call_raises_call_failed() -> None:
+    a, b = await pair()
+    try:
+        host, port = b.address
+        out = await a.call(f"<sip:bob@{host}:{port}>", "<sip:alice@127.0.0.1>", OFFER)
+        async with asyncio.timeout(5):
+            inc = await b.incoming.get()
+        inc.reject(603)
+        with pytest.raises(CallFailed) as info:
+            async with asyncio.timeout(5):
+                await out.answered
+        assert info.value.status == 603
+        async with asyncio.timeout(5):
+            ended = await out.ended
+        assert ended.status == 603 and ended.remote
+        assert [type(e) async for e in out] == [CallEnded]
+    finally:
+        await a.close()
+        await b.close()
