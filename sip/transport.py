@@ -261,7 +261,10 @@ class SipEndpoint:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.core.handle_timer(self._loop.time())
+        try:
+            self.core.handle_timer(self._loop.time())
+        except Exception:  # keep the timer chain alive whatever happened
+            log.exception("internal error in timer handling")
         self.pump()
 
     def _input(self, data: bytes, source: Target) -> None:

@@ -405,15 +405,18 @@ class UserAgentCore:
             if armed.get(obj) != deadline:
                 continue
             del armed[obj]
-            if isinstance(obj, Transaction):
-                obj.handle_timer(now)
-                self._service(obj, now)
-            elif isinstance(obj, Timer):
-                if obj.deadline is not None and obj.deadline <= now:
-                    obj.deadline = None
-                    obj.callback(now)
-                else:
-                    self._arm(obj)
+            try:
+                if isinstance(obj, Transaction):
+                    obj.handle_timer(now)
+                    self._service(obj, now)
+                elif isinstance(obj, Timer):
+                    if obj.deadline is not None and obj.deadline <= now:
+                        obj.deadline = None
+                        obj.callback(now)
+                    else:
+                        self._arm(obj)
+            except SipError as exc:  # one timer's failure must not stop the others
+                log.warning("timer action failed: %s", exc)
 
     def call_at(self, deadline: float, callback: Callable[[float], None]) -> Timer:
         timer = Timer(deadline, callback)
@@ -552,13 +555,16 @@ class UserAgentCore:
 
     @staticmethod
     def _stamp_via(request: Request, source: Target) -> None:
-        """§18.2.1 / RFC 3581 §4: record the source address as received= and, if asked, rport=."""
+        """§18.2.1 / RFC 3581 §4: record the source address as received= and, if asked, rport=.
+
+        Values the sender put there itself are overwritten: responses must never be steered to an
+        address the request did not come from (no reflection through a forged ``received``)."""
         via = request.top_via
         changed = False
-        if via.host.strip("[]") != source.host:
+        if via.host.strip("[]") != source.host or "received" in via.params:
             via.params["received"] = source.host
             changed = True
-        if "rport" in via.params and not via.params["rport"] and source.port is not None:
+        if "rport" in via.params and source.port is not None and via.params["rport"] != str(source.port):
             via.params["rport"] = str(source.port)
             changed = True
         if changed:

@@ -644,3 +644,15 @@ def test_requests_the_uas_refuses_or_answers_directly(raw: bytes, status: int) -
     finals = [parse_message(d) for d, _ in b.take_output()]
     codes = [m.status for m in finals if isinstance(m, Response) and m.status >= 200]
     assert codes == [status]
+
+
+def test_forged_received_and_rport_are_overwritten_with_the_real_source() -> None:
+    _, _, b = setup()
+    req = (
+        b"OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKf1;received=192.0.2.66;rport=9\r\n"
+        b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: f1\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    )
+    b.receive(req, Target("UDP", "127.0.0.1", 40002), 0.0)
+    ((_, target),) = b.take_output()
+    assert target == Target("UDP", "127.0.0.1", 40002)
