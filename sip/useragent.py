@@ -620,6 +620,8 @@ class UserAgentCore:
         attempts = txn.auth_attempts
         if attempts >= self.config.max_auth_attempts:
             return False
+        if session is not None and session.cancel_requested and old is session.invite:
+            return False  # the caller already hung up: let the challenge end the call
         header, answer_header = (
             ("Proxy-Authenticate", "Proxy-Authorization")
             if resp.status == 407
@@ -860,7 +862,7 @@ class UserAgentCore:
             log.info("2xx without To tag for %s dropped", session.call_id)
             return
         dialog = session.dialog
-        if dialog is not None and dialog.remote_tag == tag and session.state is SessionState.CONFIRMED:
+        if dialog is not None and dialog.remote_tag == tag and session._ack is not None:
             if session._ack is not None and session._ack_target is not None:
                 self._out.append((session._ack, session._ack_target))  # retransmitted 2xx
             return

@@ -656,3 +656,17 @@ def test_forged_received_and_rport_are_overwritten_with_the_real_source() -> Non
     b.receive(req, Target("UDP", "127.0.0.1", 40002), 0.0)
     ((_, target),) = b.take_output()
     assert target == Target("UDP", "127.0.0.1", 40002)
+
+
+def test_2xx_retransmitted_after_our_bye_is_acked_not_byed_again() -> None:
+    net, a, b = setup()
+    sa = call(net, a)
+    sb = incoming(net)
+    net.drop = lambda data, src, dst: data.startswith(b"ACK") and dst == B
+    b.answer(sb, SDP_ANSWER, net.now)
+    net.flush()
+    a.hangup(sa, net.now)
+    net.flush()
+    net.advance(net.now + 3.0)  # B keeps retransmitting its 2xx (no ACK got through)
+    assert len(net.requests("BYE")) == 1
+    assert len(net.requests("ACK")) >= 2
