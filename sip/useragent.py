@@ -828,7 +828,7 @@ class UserAgentCore:
             return
         if resp is None:
             if session.state in (SessionState.CALLING, SessionState.EARLY):
-                self._end(session, 408, "Request Timeout", remote=False)
+                self._end(session, 408, "Request Timeout", remote=False, now=now)
             return
         status = resp.status
         tag = resp.to.tag
@@ -852,7 +852,7 @@ class UserAgentCore:
         if session.state in (SessionState.CALLING, SessionState.EARLY):
             if session.dialog is not None:
                 self._dialogs.pop(session.dialog.id, None)
-            self._end(session, status, resp.reason, remote=True)
+            self._end(session, status, resp.reason, remote=True, now=now)
 
     def _uac_2xx(self, session: InviteSession, resp: Response, now: float) -> None:
         """§13.2.2.4: ACK every 2xx (new transaction-less request); a 2xx from a second fork, or one
@@ -929,7 +929,7 @@ class UserAgentCore:
 
         self._send_request(bye, target, done, now, session)
 
-    def _end(self, session: InviteSession, status: int | None, reason: str, remote: bool) -> None:
+    def _end(self, session: InviteSession, status: int | None, reason: str, remote: bool, now: float) -> None:
         if session.end_reported:
             session.state = SessionState.TERMINATED
             return
@@ -939,6 +939,12 @@ class UserAgentCore:
             session.reinvite_retry.cancel()
         if session.st_timer is not None:
             session.st_timer.cancel()
+        pending = session.offer_in
+        if pending is not None and pending.state in (State.PROCEEDING, State.TRYING):
+            # A re-INVITE/UPDATE still waiting for the application gets a final answer (§15.1.2).
+            session.offer_in = None
+            status = 487 if pending.request.method == "INVITE" else 481
+            self._respond(pending, make_response(pending.request, status, to_tag=session.local_tag), now)
         if not session.bye_pending:  # a deferred BYE still needs the dialog to find the ACK
             if session.dialog is not None:
                 session.dialog.state = DialogState.TERMINATED
@@ -984,7 +990,7 @@ class UserAgentCore:
             session.bye_pending = True
         elif session.dialog is not None:
             self._send_bye(session.dialog, session, now)
-        self._end(session, None, "hangup", remote=False)
+        self._end(session, None, "hangup", remote=False, now=now)
 
     def ring(self, session: InviteSession, now: float, body: bytes = b"", status: int = 180) -> None:
         """Send 180 Ringing, or 183 Session Progress with an early-media SDP ``body``."""
@@ -1023,7 +1029,7 @@ class UserAgentCore:
             raise DialogError("reject() needs a status of 300 or more")
         resp = make_response(session.invite, status, reason, to_tag=session.local_tag)
         self._respond(session.invite_txn, resp, now)
-        self._end(session, status, resp.reason, remote=False)
+        self._end(session, status, resp.reason, remote=False, now=now)
 
     def reinvite(
         self, session: InviteSession, body: bytes, now: float, content_type: str = "application/sdp"
@@ -1198,6 +1204,12 @@ class UserAgentCore:
     def _arm_session_timer(self, session: InviteSession, now: float, retry: bool = False) -> None:
         if session.st_timer is not None:
             session.st_timer.cancel()
+        pending = session.offer_in
+        if pending is not None and pending.state in (State.PROCEEDING, State.TRYING):
+            # A re-INVITE/UPDATE still waiting for the application gets a final answer (§15.1.2).
+            session.offer_in = None
+            status = 487 if pending.request.method == "INVITE" else 481
+            self._respond(pending, make_response(pending.request, status, to_tag=session.local_tag), now)
             session.st_timer = None
         se = session.se
         if se is None or session.state is SessionState.TERMINATED:
@@ -1253,7 +1265,7 @@ class UserAgentCore:
         if session.state is not SessionState.CONFIRMED or session.dialog is None:
             return
         self._send_bye(session.dialog, session, now)
-        self._end(session, 408, "session timer expired", remote=False)
+        self._end(session, 408, "session timer expired", remote=False, now=now)
 
     # ------------------------------------------------------------------ UAS
     def _respond(self, txn: Transaction | None, resp: Response, now: float) -> None:
@@ -1448,7 +1460,7 @@ class UserAgentCore:
             self._respond(target, make_response(target.request, 487, to_tag=tag), now)
             if isinstance(session, InviteSession):
                 self._dialogs.pop((req.call_id, session.local_tag, req.from_.tag or ""), None)
-                self._end(session, 487, "Request Terminated", remote=True)
+                self._end(session, 487, "Request Terminated", remote=True, now=now)
 
     def _receive_in_dialog(self, req: Request, server: ServerTransaction, source: Target, now: float) -> None:
         session = self._dialogs.get((req.call_id, req.to.tag or "", req.from_.tag or ""))
@@ -1468,7 +1480,7 @@ class UserAgentCore:
                     self._respond(
                         session.invite_txn, make_response(session.invite, 487, to_tag=session.local_tag), now
                     )
-                self._end(session, None, "BYE", remote=True)
+                self._end(session, None, "BYE", remote=True, now=now)
             else:
                 self._respond(server, make_response(req, 481), now)
             return
@@ -1479,7 +1491,7 @@ class UserAgentCore:
         server.owner = session
         if method == "BYE":
             self._respond(server, make_response(req, 200), now)
-            self._end(session, None, "BYE", remote=True)
+            self._end(session, None, "BYE", remote=True, now=now)
         elif method in ("INVITE", "UPDATE"):
             self._receive_offer(session, req, server, now)
         elif method == "INFO":
@@ -1572,7 +1584,7 @@ class UserAgentCore:
             ):
                 session.bye_pending = False
                 self._send_bye(session.dialog, session, now)
-                self._end(session, 408, "no ACK for 2xx", remote=False)
+                self._end(session, 408, "no ACK for 2xx", remote=False, now=now)
                 self._untrack(session)
 
     # ------------------------------------------------------------------ responses

@@ -670,3 +670,21 @@ def test_2xx_retransmitted_after_our_bye_is_acked_not_byed_again() -> None:
     net.advance(net.now + 3.0)  # B keeps retransmitting its 2xx (no ACK got through)
     assert len(net.requests("BYE")) == 1
     assert len(net.requests("ACK")) >= 2
+
+
+def test_pending_reinvite_gets_487_when_the_call_ends_and_nothing_leaks() -> None:
+    net, a, b = setup()
+    sa, sb = established(net, a, b)
+    a.reinvite(sa, SDP_OFFER + b"a=sendonly\r\n", net.now)
+    net.flush()
+    assert isinstance(net.take(B)[-1], OfferReceived)  # B's application never answers it
+    b.hangup(sb, net.now)
+    net.flush()
+    assert any(line.startswith("SIP/2.0 487") for _, _, line in net.sent)
+    assert (
+        any(isinstance(e, OfferAnswered) and e.status == 487 for e in net.take(A))
+        or sa.state is SessionState.TERMINATED
+    )
+    net.advance(net.now + 100.0)
+    for core in (a, b):
+        assert not core._server and not core._client and not core._dialogs
