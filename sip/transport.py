@@ -18,13 +18,14 @@ import asyncio
 import ipaddress
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sip.errors import SipParseError
 from sip.message import StreamFramer
-from sip.useragent import Event, Target, UserAgentCore
+from sip.useragent import Event, Target, TargetUnreachable, UserAgentCore
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,13 @@ class Resolver:
             result = [(ip, port) for ip in await self._addresses(host)]
         self._cache[key] = result
         return result
+
+    def demote(self, target: Target) -> None:
+        """The first address for ``target`` did not answer: try the others first from now on."""
+        key = (target.transport, target.host.lower(), target.port)
+        cached = self._cache.get(key)
+        if cached and len(cached) > 1:
+            self._cache[key] = [*cached[1:], cached[0]]
 
     async def _srv(self, name: str) -> list[SrvRecord]:
         records = list(self.srv.get(name.lower(), ()))
@@ -246,6 +254,8 @@ class SipEndpoint:
             self._send(data, target)
         event = core.next_event()
         while event is not None:
+            if isinstance(event, TargetUnreachable):
+                self.resolver.demote(event.target)
             try:
                 self.on_event(event)
             except Exception:  # the application's handler must not take the transport down
@@ -306,7 +316,11 @@ class SipEndpoint:
                 return
             if target.transport == "UDP":
                 if self._udp is not None:
-                    self._udp.sendto(data, addresses[0])
+                    # Only addresses of the socket's family are reachable from it.
+                    v6 = self._udp.get_extra_info("socket").family == socket.AF_INET6
+                    usable = [a for a in addresses if (":" in a[0]) == v6]
+                    if usable:
+                        self._udp.sendto(data, usable[0])
                 return
             queued = self._pending.pop(target, [data])
             for ip, port in addresses:

@@ -180,6 +180,14 @@ class RequestFailed(Event):
 
 
 @dataclass(slots=True)
+class TargetUnreachable(Event):
+    """A request to ``target`` timed out (RFC 3263 §4.3): the edge moves the address it used to the
+    back of that name's list, so the next request tries the next server."""
+
+    target: Target
+
+
+@dataclass(slots=True)
 class TrunkStatus(Event):
     """OPTIONS keepalive result changed: ``up`` after a response, down after a timeout."""
 
@@ -485,6 +493,9 @@ class UserAgentCore:
                         handler(txn, resp, now)
             if txn.timed_out and not txn.reported:
                 txn.reported = True
+                dest = txn.destination
+                if isinstance(dest, Target):
+                    self._emit(TargetUnreachable(dest))
                 if callable(handler):
                     handler(txn, None, now)
             if txn.terminated:

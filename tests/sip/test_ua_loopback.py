@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import socket
 import ssl
 from pathlib import Path
 
@@ -86,7 +87,7 @@ async def test_call_to_a_name_resolved_through_a_static_srv_record() -> None:
     b = UserAgent(UserAgentConfig("127.0.0.1", 0))
     await b.start()
     _, port = b.address
-    a.resolver = Resolver({"_sip._udp.trunk.test": [SrvRecord(10, 1, port, "localhost")]})
+    a.resolver = Resolver({"_sip._udp.trunk.test": [SrvRecord(10, 1, port, "127.0.0.1")]})
     await a.start()
     try:
         out = await a.call("<sip:bob@trunk.test>", "<sip:alice@127.0.0.1>", OFFER)
@@ -261,3 +262,34 @@ async def test_awaiting_answer_of_a_rejected_call_raises_call_failed() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_srv_failover_after_a_timeout_moves_to_the_next_server() -> None:
+    """RFC 3263 §4.3: the first SRV target is dead; after its OPTIONS times out, the next one is used."""
+    fast = TimerConfig(t1=0.01, t2=0.04, t4=0.05)
+    events: asyncio.Queue[object] = asyncio.Queue()
+    backup = UserAgent(UserAgentConfig("127.0.0.1", 0))
+    await backup.start()
+    _, live = backup.address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # closed again below: nothing listens there
+    records = [SrvRecord(10, 0, dead, "127.0.0.1"), SrvRecord(20, 0, live, "127.0.0.1")]
+    a = UserAgent(UserAgentConfig("127.0.0.1", 0, timers=fast), on_event=events.put_nowait,
+                  resolver=Resolver({"_sip._udp.trunk.test": records}))  # fmt: skip
+    await a.start()
+    try:
+        mon = a.monitor("sip:trunk.test", interval=0.1)
+        seen: list[bool] = []
+        async with asyncio.timeout(10):
+            while True:
+                ev = await events.get()
+                if isinstance(ev, TrunkStatus):
+                    seen.append(ev.up)
+                    if ev.up:
+                        break
+        assert seen == [False, True]
+        mon.stop()
+    finally:
+        await a.close()
+        await backup.close()
