@@ -22,6 +22,7 @@ from sip.useragent import (
     OfferReceived,
     SessionState,
     Target,
+    TargetUnreachable,
     UserAgentCore,
 )
 from tests.sip.harness import FakeNet
@@ -179,7 +180,8 @@ def test_invite_timeout_without_answer_ends_with_408() -> None:
     net.drop = lambda data, src, dst: dst == B
     call(net, a)
     net.advance(40.0)
-    (ev,) = net.take(A)
+    unreachable, ev = net.take(A)
+    assert isinstance(unreachable, TargetUnreachable) and unreachable.target.port == B
     assert isinstance(ev, CallEnded) and ev.status == 408
     assert len(net.requests("INVITE")) == 7  # initial + 6 retransmissions of timer A
 
