@@ -74,6 +74,7 @@ class Transaction:
         "session",
         "state",
         "timed_out",
+        "transport_failed",
     )
 
     def __init__(self, request: Request, reliable: bool, destination: object, config: TimerConfig) -> None:
@@ -83,6 +84,8 @@ class Transaction:
         self.config = config
         self.state = State.TRYING
         self.timed_out = False
+        #: the failure was the transport's (§8.1.3.1: reported like a 503), not a timeout
+        self.transport_failed = False
         self._timers: dict[str, float] = {}
         self._out: list[bytes] = []
         self._last: bytes = b""
@@ -160,6 +163,7 @@ class ClientTransaction(Transaction):
         """§17.1.4: a transport failure is reported to the TU like a timeout and ends the transaction."""
         if self.state is not State.TERMINATED:
             self.timed_out = True
+            self.transport_failed = True
             self._terminate()
 
 

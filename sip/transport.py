@@ -313,6 +313,7 @@ class SipEndpoint:
             addresses = await self.resolver.resolve(target)
             if not addresses:
                 log.info("cannot resolve %s", target.host)
+                self._failed(target)
                 return
             if target.transport == "UDP":
                 if self._udp is not None:
@@ -337,10 +338,16 @@ class SipEndpoint:
                 for chunk in queued:
                     conn.write(chunk)
                 return
+            self._failed(target)
         except Exception:
             log.exception("sending to %s failed", target)
         finally:
             self._pending.pop(target, None)
+
+    def _failed(self, target: Target) -> None:
+        """Tell the core that nothing could be sent to ``target``, so its transactions fail now."""
+        self.core.transport_error(target, self._loop.time())
+        self.pump()
 
     async def _connect(self, transport: str, ip: str, port: int, server_name: str) -> _StreamProtocol:
         ctx: ssl.SSLContext | None = None

@@ -426,6 +426,14 @@ class UserAgentCore:
             except SipError as exc:  # one timer's failure must not stop the others
                 log.warning("timer action failed: %s", exc)
 
+    def transport_error(self, target: Target, now: float) -> None:
+        """The edge could not resolve or connect to ``target`` (§17.1.4, §18.4): every client
+        transaction headed there fails now instead of waiting for Timer B/F."""
+        for txn in list(self._client.values()):
+            if txn.destination == target and not txn.terminated:
+                txn.transport_error()
+                self._service(txn, now)
+
     def call_at(self, deadline: float, callback: Callable[[float], None]) -> Timer:
         timer = Timer(deadline, callback)
         self._arm(timer)
@@ -839,7 +847,10 @@ class UserAgentCore:
             return
         if resp is None:
             if session.state in (SessionState.CALLING, SessionState.EARLY):
-                self._end(session, 408, "Request Timeout", remote=False, now=now)
+                if txn.transport_failed:  # §8.1.3.1: a transport error counts as 503
+                    self._end(session, 503, "Service Unavailable (transport error)", remote=False, now=now)
+                else:
+                    self._end(session, 408, "Request Timeout", remote=False, now=now)
             return
         status = resp.status
         tag = resp.to.tag

@@ -293,3 +293,18 @@ async def test_srv_failover_after_a_timeout_moves_to_the_next_server() -> None:
     finally:
         await a.close()
         await backup.close()
+
+
+async def test_tcp_connection_refused_fails_the_call_at_once() -> None:
+    a = UserAgent(UserAgentConfig("127.0.0.1", 0, transport="TCP"))
+    await a.start(tcp=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # nothing listens once closed
+    try:
+        out = await a.call(f"<sip:bob@127.0.0.1:{dead};transport=tcp>", "<sip:alice@127.0.0.1>", OFFER)
+        async with asyncio.timeout(5):  # well before Timer B's 32 s
+            ended = await out.ended
+        assert ended.status == 503 and not ended.remote
+    finally:
+        await a.close()
