@@ -352,6 +352,8 @@ class UserAgentConfig:
     allow_list: AllowList | None = None
     digest_server: DigestServer | None = None
     max_auth_attempts: int = 3
+    #: put the address peers see (RFC 3581 received/rport) into Contact once learned (behind NAT)
+    contact_from_observed: bool = False
     #: RFC 4028 session interval we ask for / grant (None: no session timers); our Min-SE
     session_expires: int | None = 1800
     min_se: int = MIN_SE_FLOOR
@@ -384,6 +386,8 @@ class UserAgentCore:
         self._auth = DigestClient(list(config.credentials))
         self.contact = f"<sip:{config.user}@{config.sent_by}{self._transport_param(config.transport)}>"
         self.stats = {"received": 0, "parse_errors": 0, "sent": 0}
+        #: our address as the last peer saw it (RFC 3581 received/rport of our own requests' Via)
+        self.observed_address: tuple[str, int] | None = None
 
     # ------------------------------------------------------------------ sans-I/O interface
     def take_output(self) -> list[tuple[bytes, Target]]:
@@ -524,6 +528,23 @@ class UserAgentCore:
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
+
+    def _observe(self, received: str, rport: str | None) -> None:
+        """Learn our public address from a response (RFC 3581 §4: NAT discovery on the client side);
+        with ``contact_from_observed`` our Contact follows it, so in-dialog requests reach us through
+        the NAT binding."""
+        try:
+            port = parse_int(rport, "rport", 65535) if rport else self.config.local_port
+        except SipParseError:
+            return
+        observed = (received.strip("[]"), port)
+        if observed == self.observed_address:
+            return
+        self.observed_address = observed
+        if self.config.contact_from_observed:
+            host = f"[{observed[0]}]" if ":" in observed[0] else observed[0]
+            transport = self._transport_param(self.config.transport)
+            self.contact = f"<sip:{self.config.user}@{host}:{port}{transport}>"
 
     # ------------------------------------------------------------------ addressing
     @staticmethod
@@ -1616,6 +1637,10 @@ class UserAgentCore:
             return
         txn = self._client.get(client_key(branch, resp.cseq.method))
         if txn is not None:
+            via = resp.top_via
+            received = via.params.get("received")
+            if received is not None:
+                self._observe(received, via.params.get("rport"))
             txn.receive(resp, now)
             self._service(txn, now)
             return

@@ -690,3 +690,15 @@ def test_pending_reinvite_gets_487_when_the_call_ends_and_nothing_leaks() -> Non
     net.advance(net.now + 100.0)
     for core in (a, b):
         assert not core._server and not core._client and not core._dialogs
+
+
+def test_client_learns_its_public_address_from_received_and_rport() -> None:
+    net = FakeNet()
+    a = net.add(A, contact_from_observed=True)
+    net.add(B)
+    # A believes it is 10.0.0.5 (private); B sees it as 127.0.0.1:5070.
+    a.config.local_host = "10.0.0.5"
+    a.invite(f"<sip:bob@127.0.0.1:{B}>", "<sip:alice@127.0.0.1>", SDP_OFFER, 0.0)
+    net.flush()
+    assert a.observed_address == ("127.0.0.1", A)
+    assert a.contact == f"<sip:telebridge@127.0.0.1:{A}>"
