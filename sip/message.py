@@ -553,19 +553,47 @@ def make_response(
 ) -> Response:
     """Build a response to ``request`` (§8.2.6.2): Via (all, in order), From, To (+tag), Call-ID and
     CSeq copied; Record-Route copied too for dialog-creating responses (§12.1.1).
+
+    Header lines are copied as (key, name, value) triples, so no name is looked up again (hot path).
     """
-    h = request.headers
-    items: list[tuple[str, str]] = [("Via", v) for v in h.get_all("Via")]
-    to_value = h.get("To") or ""
-    if to_tag is not None and status != 100 and ";tag=" not in to_value.lower().replace(" ", ""):
-        to_value = f"{to_value};tag={to_tag}"
-    items.append(("From", h.get("From") or ""))
-    items.append(("To", to_value))
-    items.append(("Call-ID", h.get("Call-ID") or ""))
-    items.append(("CSeq", h.get("CSeq") or ""))
+    src = request.headers._items
+    vias: list[tuple[str, str, str]] = []
+    record_routes: list[tuple[str, str, str]] = []
+    from_ = to = call_id = cseq = timestamp = None
+    for item in src:
+        key = item[0]
+        if key == "via":
+            vias.append(item)
+        elif key == "from":
+            from_ = item
+        elif key == "to":
+            to = item
+        elif key == "call-id":
+            call_id = item
+        elif key == "cseq":
+            cseq = item
+        elif key == "record-route":
+            record_routes.append(item)
+        elif key == "timestamp":
+            timestamp = item
+    items = vias
+    if from_ is not None:
+        items.append(from_)
+    if to is not None:
+        value = to[2]
+        if to_tag is not None and status != 100 and ";tag=" not in value.lower().replace(" ", ""):
+            to = (to[0], to[1], f"{value};tag={to_tag}")
+        items.append(to)
+    if call_id is not None:
+        items.append(call_id)
+    if cseq is not None:
+        items.append(cseq)
     if 100 < status < 300 and request.method in ("INVITE", "SUBSCRIBE"):
-        items.extend(("Record-Route", rr) for rr in h.get_all("Record-Route"))
-    if status == 100 and "Timestamp" in h:
-        items.append(("Timestamp", h.get("Timestamp") or ""))
-    items.extend(extra)
-    return Response(status, reason, items, body)
+        items.extend(record_routes)
+    if status == 100 and timestamp is not None:
+        items.append(timestamp)
+    headers = Headers()
+    headers._items = items
+    for name, value in extra:
+        headers.add(name, value)
+    return Response(status, reason, headers, body)

@@ -22,7 +22,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
-from sip.errors import CallFailed
+from sip.errors import CallFailed, SipError
 from sip.headers import NameAddr
 from sip.registration import Registration, TrunkMonitor
 from sip.transport import Resolver, SipEndpoint
@@ -279,7 +279,23 @@ class UserAgent:
         if isinstance(event, TrunkStatus | RegistrationStatus | RequestFailed) and self.on_event is not None:
             self.on_event(event)
 
-    async def close(self) -> None:
+    def active_calls(self) -> list[Call]:
+        """Calls not yet ended (either direction)."""
+        sessions = {*self.core._dialogs.values(), *self.core._calls.values()}
+        return [
+            s.user_data
+            for s in sessions
+            if isinstance(s.user_data, Call) and s.state is not SessionState.TERMINATED
+        ]
+
+    async def close(self, hang_up: bool = True) -> None:
+        """Hang up every active call (BYE/CANCEL/603 go out before the sockets close), then close."""
+        if hang_up and hasattr(self, "endpoint"):
+            for call in self.active_calls():
+                try:
+                    call.hangup()
+                except SipError as exc:
+                    log.info("could not hang up %s on close: %s", call, exc)
         for task in list(self._tasks):
             task.cancel()
         await self.endpoint.close()

@@ -308,3 +308,23 @@ async def test_tcp_connection_refused_fails_the_call_at_once() -> None:
         assert ended.status == 503 and not ended.remote
     finally:
         await a.close()
+
+
+async def test_closing_the_user_agent_hangs_up_its_calls() -> None:
+    a, b = await pair()
+    try:
+        host, port = b.address
+        out = await a.call(f"<sip:bob@{host}:{port}>", "<sip:alice@127.0.0.1>", OFFER)
+        async with asyncio.timeout(5):
+            inc = await b.incoming.get()
+        inc.answer(ANSWER)
+        async with asyncio.timeout(5):
+            await out.answered
+        assert a.active_calls() == [out]
+        await a.close()
+        async with asyncio.timeout(5):
+            ended = await inc.ended
+        assert ended.remote and ended.reason == "BYE"
+    finally:
+        await a.close()  # a second close is harmless
+        await b.close()
