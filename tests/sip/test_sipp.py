@@ -17,6 +17,7 @@ from sip.useragent import (
     DtmfReceived,
     OfferAnswered,
     OfferReceived,
+    RegistrationStatus,
     SessionState,
     Target,
     UserAgentConfig,
@@ -328,6 +329,29 @@ async def test_early_media_183_with_sdp_from_sipp(tmp_path: Path) -> None:
             answered = await until(call, CallAnswered)
             assert isinstance(answered, CallAnswered) and b"PCMA" in answered.body
             call.hangup()
+            run = await peer.wait()
+        assert run.returncode == 0, str(run)
+    finally:
+        await ua.close()
+
+
+async def test_register_with_digest_against_sipp_registrar(tmp_path: Path) -> None:
+    port = free_udp_port()
+    events: asyncio.Queue[object] = asyncio.Queue()
+    ua = UserAgent(
+        UserAgentConfig("127.0.0.1", 0, credentials=[Credentials("alice", "secret")]),
+        on_event=events.put_nowait,
+    )
+    await ua.start()
+    try:
+        async with sipp(
+            tmp_path, "-sf", str(SCENARIOS / "uas_registrar.xml"), "-m", "1", port=port, limit=30
+        ) as peer:
+            ua.register(f"sip:127.0.0.1:{port}", "<sip:alice@sipp.test>", expires=300)
+            async with asyncio.timeout(10):
+                status = await events.get()
+            assert isinstance(status, RegistrationStatus)
+            assert (status.registered, status.status, status.expires) == (True, 200, 60)
             run = await peer.wait()
         assert run.returncode == 0, str(run)
     finally:
