@@ -192,8 +192,13 @@ class _StreamProtocol(asyncio.Protocol):
                 self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None and self.endpoint._connections.get(self.peer) is self:
-            del self.endpoint._connections[self.peer]
+        conns = self.endpoint._connections
+        for key in [k for k, v in conns.items() if v is self]:  # the address and any name aliases
+            del conns[key]
+
+    @property
+    def alive(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -295,7 +300,7 @@ class SipEndpoint:
                 return
         else:
             conn = self._connections.get(target)
-            if conn is not None:
+            if conn is not None and conn.alive:
                 conn.write(data)
                 return
             pending = self._pending.get(target)
@@ -327,7 +332,7 @@ class SipEndpoint:
             for ip, port in addresses:
                 key = Target(target.transport, ip, port)
                 conn = self._connections.get(key)
-                if conn is None:
+                if conn is None or not conn.alive:
                     try:
                         conn = await self._connect(target.transport, ip, port, target.host)
                     except OSError as exc:

@@ -328,3 +328,28 @@ async def test_closing_the_user_agent_hangs_up_its_calls() -> None:
     finally:
         await a.close()  # a second close is harmless
         await b.close()
+
+
+async def test_tcp_reconnects_after_the_peer_closed_the_connection() -> None:
+    a, b = await pair(tcp=True)
+    try:
+        host, port = b.address
+        for round_ in range(2):
+            out = await a.call(f"<sip:bob@{host}:{port};transport=tcp>", "<sip:alice@127.0.0.1>", OFFER)
+            async with asyncio.timeout(5):
+                inc = await b.incoming.get()
+            inc.reject(486)
+            async with asyncio.timeout(5):
+                assert (await out.ended).status == 486
+            if round_ == 0:
+                for conn in list(b.endpoint._connections.values()):
+                    assert conn.transport is not None
+                    conn.transport.close()
+                for _ in range(500):  # bounded wait for the close to reach a
+                    if not a.endpoint._connections:
+                        break
+                    await asyncio.sleep(0.01)
+                assert not a.endpoint._connections
+    finally:
+        await a.close()
+        await b.close()
