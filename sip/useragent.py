@@ -1482,6 +1482,10 @@ class UserAgentCore:
                         if req.body:
                             session.remote_body = req.body
                         self._emit(CallConfirmed(session, req.body))
+                elif req.body:
+                    # The peer's re-INVITE had no offer; ours went in the 2xx and its answer is here.
+                    session.remote_body = req.body
+                    self._emit(OfferAnswered(session, 200, req.body))
                 return
 
     def _receive_cancel(self, req: Request, source: Target, now: float) -> None:

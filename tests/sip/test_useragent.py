@@ -702,3 +702,23 @@ def test_client_learns_its_public_address_from_received_and_rport() -> None:
     net.flush()
     assert a.observed_address == ("127.0.0.1", A)
     assert a.contact == f"<sip:telebridge@127.0.0.1:{A}>"
+
+
+def test_reinvite_without_offer_gets_our_offer_and_the_answer_comes_in_the_ack() -> None:
+    net, a, b = setup()
+    sa, sb = established(net, a, b)
+    net.drop = lambda data, src, dst: data.startswith(b"ACK")
+    a.reinvite(sa, b"", net.now)  # an offerless re-INVITE ("send me your offer")
+    net.flush()
+    (offer_req,) = net.take(B)
+    assert isinstance(offer_req, OfferReceived) and offer_req.body == b""
+    b.accept_offer(sb, SDP_ANSWER, net.now)  # B offers in the 2xx
+    net.flush()
+    (ours,) = net.take(A)
+    assert isinstance(ours, OfferAnswered) and ours.body == SDP_ANSWER
+    assert sa.dialog is not None
+    ack = sa.dialog.create_request("ACK", f"SIP/2.0/UDP 127.0.0.1:{A};branch=z9hG4bKra", None, SDP_OFFER,
+                                   "application/sdp", cseq=sa.dialog.local_seq)  # fmt: skip
+    b.receive(ack.encode(), Target("UDP", "127.0.0.1", A), net.now)
+    ev = b.next_event()
+    assert isinstance(ev, OfferAnswered) and ev.body == SDP_OFFER
