@@ -497,26 +497,31 @@ class UserAgentCore:
                 self._out.append((data, dest))
         if isinstance(txn, ClientTransaction):
             handler = txn.owner
-            if txn.responses:
-                responses = txn.responses
-                txn.responses = []
-                for resp in responses:
+            try:
+                if txn.responses:
+                    responses = txn.responses
+                    txn.responses = []
+                    for resp in responses:
+                        if callable(handler):
+                            handler(txn, resp, now)
+                if txn.timed_out and not txn.reported:
+                    txn.reported = True
+                    dest = txn.destination
+                    if isinstance(dest, Target):
+                        self._emit(TargetUnreachable(dest))
                     if callable(handler):
-                        handler(txn, resp, now)
-            if txn.timed_out and not txn.reported:
-                txn.reported = True
-                dest = txn.destination
-                if isinstance(dest, Target):
-                    self._emit(TargetUnreachable(dest))
-                if callable(handler):
-                    handler(txn, None, now)
-            if txn.terminated:
-                self._client.pop(client_key(txn.branch, txn.request.method), None)
-        else:
-            assert isinstance(txn, ServerTransaction)
+                        handler(txn, None, now)
+            finally:  # whatever the handler did, the transaction is re-armed or reaped
+                if txn.terminated:
+                    self._client.pop(client_key(txn.branch, txn.request.method), None)
+                self._arm(txn)
+            return
+        assert isinstance(txn, ServerTransaction)
+        try:
             if txn.timed_out and not txn.reported:
                 txn.reported = True
                 self._server_timeout(txn, now)
+        finally:
             if txn.terminated:
                 req = txn.request
                 key = server_key(req)
@@ -524,7 +529,7 @@ class UserAgentCore:
                 mkey = (req.call_id, req.from_.tag or "", req.cseq.number, req.method)
                 if self._merge.get(mkey) == key:
                     del self._merge[mkey]
-        self._arm(txn)
+            self._arm(txn)
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
@@ -1116,6 +1121,8 @@ class UserAgentCore:
             target = self._next_hop(dialog.remote_target, dialog.route_set, in_dialog=True)
             ack = dialog.create_request("ACK", self._via(target), None, cseq=txn.request.cseq.number)
             self._out.append((ack.encode(), target))
+            if session.state is SessionState.TERMINATED:
+                return  # ACKed so the peer stops retransmitting; the call is already over
             session.remote_body = resp.body or session.remote_body
             self._session_timer_from_response(session, resp, now)
             if session.refreshing:
