@@ -8,6 +8,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sip.auth import Credentials, DigestServer
 from sip.errors import DialogError
 from sip.useragent import IncomingCall, InviteSession, OfferReceived, SessionState
 from tests.sip.harness import FakeNet
@@ -33,14 +34,16 @@ ACTIONS = [
     st.lists(st.tuples(st.sampled_from(ACTIONS), st.floats(0, 5)), max_size=15),
     st.integers(0, 2**32 - 1),
     st.sampled_from([0.0, 0.1, 0.3]),
+    st.booleans(),
 )
 def test_random_call_flows_with_loss_leave_nothing_behind(
-    steps: list[tuple[str, float]], seed: int, loss: float
+    steps: list[tuple[str, float]], seed: int, loss: float, challenge: bool
 ) -> None:
     rng = random.Random(seed)
     net = FakeNet()
-    a = net.add(A, session_expires=120)
-    b = net.add(B, session_expires=None)
+    a = net.add(A, session_expires=120, credentials=[Credentials("alice", "secret")])
+    server = DigestServer("b.test", {"alice": "secret"}.get, clock=lambda: net.now) if challenge else None
+    b = net.add(B, session_expires=None if challenge else 100, digest_server=server)
     net.drop = lambda data, src, dst: rng.random() < loss
     sessions_a: list[InviteSession] = []
     sessions_b: list[InviteSession] = []
@@ -67,6 +70,10 @@ def test_random_call_flows_with_loss_leave_nothing_behind(
                 sessions_a.append(a.invite(f"<sip:bob@127.0.0.1:{B}>", "<sip:alice@127.0.0.1>", SDP, net.now))
             elif sessions_b and action == "ring":
                 b.ring(sessions_b[-1], net.now)
+            elif sessions_b and action == "early":
+                b.ring(sessions_b[-1], net.now, body=SDP, status=183)
+            elif sessions_b and action == "dtmf_b":
+                b.send_dtmf(sessions_b[-1], "#", net.now)
             elif sessions_b and action == "answer":
                 b.answer(sessions_b[-1], SDP, net.now)
             elif sessions_b and action == "reject":
