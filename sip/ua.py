@@ -35,6 +35,7 @@ from sip.useragent import (
     RegistrationStatus,
     RequestFailed,
     SessionState,
+    Target,
     TrunkStatus,
     UserAgentConfig,
     UserAgentCore,
@@ -91,6 +92,11 @@ class Call:
     @property
     def p_asserted_identity(self) -> list[NameAddr]:
         return self.session.p_asserted_identity
+
+    @property
+    def peer(self) -> Target:
+        """Where the INVITE came from (incoming) or was first sent to (outgoing): which trunk this is."""
+        return self.session.target
 
     @property
     def remote_sdp(self) -> bytes:
