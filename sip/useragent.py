@@ -317,17 +317,20 @@ class InviteSession:
 class Timer:
     """A one-shot callback at a point in time, kept in the core's heap."""
 
-    __slots__ = ("callback", "deadline")
+    __slots__ = ("_core", "callback", "deadline")
 
-    def __init__(self, deadline: float, callback: Callable[[float], None]) -> None:
+    def __init__(self, deadline: float, callback: Callable[[float], None], core: UserAgentCore) -> None:
         self.deadline: float | None = deadline
         self.callback = callback
+        self._core = core
 
     def get_timer(self) -> float | None:
         return self.deadline
 
     def cancel(self) -> None:
-        self.deadline = None
+        if self.deadline is not None:
+            self.deadline = None
+            self._core._arm(self)  # drops it from the armed set at once (no wait for its deadline)
 
 
 # ------------------------------------------------------------------------------------------------ core
@@ -357,6 +360,8 @@ class UserAgentConfig:
     #: RFC 4028 session interval we ask for / grant (None: no session timers); our Min-SE
     session_expires: int | None = 1800
     min_se: int = MIN_SE_FLOOR
+    #: also run a session timer (refreshing it ourselves) for callers that do not support timers
+    impose_session_timer: bool = False
 
     @property
     def sent_by(self) -> str:
@@ -379,6 +384,7 @@ class UserAgentCore:
         #: UAC sessions by (Call-ID, local tag) before a dialog exists, for late 2xx
         self._calls: dict[tuple[str, str], InviteSession] = {}
         self._heap: list[tuple[float, int, object]] = []
+        self._stale = 0
         self._armed: dict[object, float] = {}
         self._seq = itertools.count()
         self._out: list[tuple[bytes, Target]] = []
@@ -400,21 +406,22 @@ class UserAgentCore:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        heap = self._heap
         armed = self._armed
-        while heap:
-            deadline, _, obj = heap[0]
+        while self._heap:
+            deadline, _, obj = self._heap[0]
             if armed.get(obj) == deadline:
                 return deadline
-            heapq.heappop(heap)
+            heapq.heappop(self._heap)
+            self._stale = max(0, self._stale - 1)
         return None
 
     def handle_timer(self, now: float) -> None:
-        heap = self._heap
+        # self._heap is looked up on every turn: _arm() may rebuild it while timers run.
         armed = self._armed
-        while heap and heap[0][0] <= now:
-            deadline, _, obj = heapq.heappop(heap)
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, obj = heapq.heappop(self._heap)
             if armed.get(obj) != deadline:
+                self._stale = max(0, self._stale - 1)
                 continue
             del armed[obj]
             try:
@@ -439,7 +446,7 @@ class UserAgentCore:
                 self._service(txn, now)
 
     def call_at(self, deadline: float, callback: Callable[[float], None]) -> Timer:
-        timer = Timer(deadline, callback)
+        timer = Timer(deadline, callback, self)
         self._arm(timer)
         return timer
 
@@ -478,14 +485,25 @@ class UserAgentCore:
 
     # ------------------------------------------------------------------ timers and output
     def _arm(self, obj: Transaction | Timer) -> None:
+        """Keep ``obj``'s next deadline in the heap. Superseded entries stay in the heap (lazy deletion)
+        and are counted; when they outnumber the live ones the heap is rebuilt, so cancelled long timers
+        (session timers, 32 s transaction timers) never pile up under load."""
         at = obj.get_timer()
+        armed = self._armed
+        previous = armed.get(obj)
+        if previous == at:
+            return
+        if previous is not None:
+            self._stale += 1
         if at is None:
-            self._armed.pop(obj, None)
-            return
-        if self._armed.get(obj) == at:
-            return
-        self._armed[obj] = at
-        heapq.heappush(self._heap, (at, next(self._seq), obj))
+            del armed[obj]
+        else:
+            armed[obj] = at
+            heapq.heappush(self._heap, (at, next(self._seq), obj))
+        if self._stale > 1024 and self._stale * 2 > len(self._heap):
+            self._heap = [e for e in self._heap if armed.get(e[2]) == e[0]]
+            heapq.heapify(self._heap)
+            self._stale = 0
 
     def _service(self, txn: Transaction, now: float) -> None:
         """After touching a transaction: send its output, deliver responses/timeouts, re-arm, reap."""
@@ -1454,8 +1472,9 @@ class UserAgentCore:
             session.se = offered[0]
             refresher = offered[1] or ("uac" if supports_timer(req) else "uas")
             session.refresher_us = refresher == "uas"
-        elif self.config.session_expires:
-            # §9: the UAS may impose a timer; the UAC refreshes if it supports timers, else we do.
+        elif self.config.session_expires and (supports_timer(req) or self.config.impose_session_timer):
+            # §9: the UAS may impose a timer; the UAC refreshes if it supports timers, else (only when
+            # configured to: re-INVITEs a caller never asked for can confuse old PBXs) we do.
             session.se = self.config.session_expires
             session.refresher_us = not supports_timer(req)
         session.invite_txn = server
