@@ -26,6 +26,12 @@ _HOSTNAME_CHARS = _ALNUM | frozenset("-.")
 _SCHEME_CHARS = _ALNUM | frozenset("+-.")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9.\-]+")
+#: sip:user@host:port;params with only plain characters (the fast path of SipUri.parse)
+_SIMPLE_URI = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/]+)@)?([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$=]*)*)",
+    re.IGNORECASE,
+)
 
 
 def check_escapes(text: str, what: str) -> None:
@@ -178,7 +184,22 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
-        """Parse a SIP/SIPS URI; raise :class:`SipParseError` naming what is wrong."""
+        """Parse a SIP/SIPS URI; raise :class:`SipParseError` naming what is wrong.
+
+        The common shape (no password, escapes, IPv6 or URI headers) is matched by one compiled
+        expression; everything else, and every error, goes through the general parser below.
+        """
+        m = _SIMPLE_URI.fullmatch(text)
+        if m is not None:
+            scheme, user, host, port_text, param_text = m.groups()
+            port = int(port_text) if port_text is not None else None
+            if port is None or port <= 65535:
+                params = parse_uri_params(param_text[1:]) if param_text else {}
+                return cls(host, user, port, params, scheme.lower())
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> SipUri:
         scheme, sep, rest = text.partition(":")
         lscheme = scheme.lower()
         if not sep or lscheme not in ("sip", "sips"):
