@@ -482,12 +482,15 @@ class StreamFramer:
     resynchronised: :class:`SipParseError` is raised and the connection must be closed.
     """
 
-    __slots__ = ("_buf", "keepalives", "max_body_bytes", "max_header_bytes")
+    __slots__ = ("_buf", "_scanned", "keepalives", "max_body_bytes", "max_header_bytes")
 
     def __init__(
         self, max_header_bytes: int = MAX_HEADER_BYTES, max_body_bytes: int = MAX_BODY_BYTES
     ) -> None:
         self._buf = bytearray()
+        #: how far the buffer is known not to contain the end of a header block (no quadratic rescans
+        #: when a peer dribbles a header in tiny segments)
+        self._scanned = 0
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self.keepalives = 0
@@ -505,10 +508,12 @@ class StreamFramer:
                 if buf[:skip].count(b"\r\n\r\n") or skip >= 4:
                     self.keepalives += 1
                 del buf[:skip]
+                self._scanned = 0
             if not buf:
                 return
-            end = buf.find(b"\r\n\r\n")
+            end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
             if end == -1:
+                self._scanned = len(buf)
                 if len(buf) > self.max_header_bytes:
                     raise SipParseError("header block too large", 413)
                 return
@@ -522,6 +527,7 @@ class StreamFramer:
                 return
             chunk = bytes(buf[:total])
             del buf[:total]
+            self._scanned = 0
             yield chunk
 
     @staticmethod

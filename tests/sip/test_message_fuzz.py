@@ -116,3 +116,22 @@ def test_uri_fast_path_agrees_with_the_general_parser(text: str) -> None:
             general.scheme, general.user, general.password, general.host, general.port, general.params,
             general.headers,
         ), text  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 3), min_size=1, max_size=5), st.lists(st.integers(1, 97), min_size=1, max_size=40)
+)
+def test_stream_framing_does_not_depend_on_segmentation(bodies: list[int], cuts: list[int]) -> None:
+    messages = [SEED.replace(b"l: 4\r\n\r\nv=0\r\n", f"l: {n}\r\n\r\n".encode() + b"x" * n) for n in bodies]
+    data = b"\r\n".join(messages)
+    framer = StreamFramer()
+    out: list[bytes] = []
+    pos = 0
+    for cut in cuts * (len(data) // sum(cuts) + 1):
+        if pos >= len(data):
+            break
+        framer.feed(data[pos : pos + cut])
+        pos += cut
+        out.extend(framer.messages())
+    assert out == messages
