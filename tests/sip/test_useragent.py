@@ -9,7 +9,7 @@ import pytest
 from sip.auth import AllowList, Credentials, DigestServer
 from sip.dialog import DialogState
 from sip.errors import DialogError
-from sip.message import Request, Response, parse_message
+from sip.message import Request, Response, make_response, parse_message
 from sip.useragent import (
     CallAnswered,
     CallConfirmed,
@@ -737,3 +737,57 @@ def test_cancelled_long_timers_do_not_pile_up_in_the_timer_heap() -> None:
     assert core.get_timer() == 1.0
     core.handle_timer(10000.0)
     assert fired == [10000.0] and core.get_timer() is None  # only the live one fired
+
+
+def test_second_fork_2xx_is_acked_and_byed_while_the_first_call_stays_up() -> None:
+    net, a, b = setup()
+    sa = call(net, a)
+    sb = incoming(net)
+    b.answer(sb, SDP_ANSWER, net.now)
+    net.flush()
+    assert isinstance(net.take(A)[-1], CallAnswered)
+    # A forking proxy delivers a 200 from another branch of the fork (another To tag).
+    invite = sa.invite
+    fork = make_response(invite, 200, to_tag="fork2", extra=[("Contact", "<sip:other@127.0.0.1:5099>")])
+    a.receive(fork.encode(), Target("UDP", "127.0.0.1", B), net.now)
+    sent = [parse_message(d) for d, _ in a.take_output()]
+    assert [m.method for m in sent if isinstance(m, Request)] == ["ACK", "BYE"]
+    assert all(m.to.tag == "fork2" for m in sent)
+    assert sa.state is SessionState.CONFIRMED and sa.dialog is not None and sa.dialog.remote_tag != "fork2"
+    assert net.take(A) == []
+
+
+def test_uas_routes_in_dialog_requests_through_the_record_route_set() -> None:
+    _, _, b = setup()
+    invite = (
+        b"INVITE sip:bob@127.0.0.1:5071 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKproxy1\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcaller\r\n"
+        b"Record-Route: <sip:127.0.0.1:5080;lr>, <sip:edge.example.com;lr>\r\n"
+        b"From: <sip:carol@example.com>;tag=c1\r\nTo: <sip:bob@example.com>\r\nCall-ID: rr1\r\n"
+        b"CSeq: 5 INVITE\r\nContact: <sip:carol@192.0.2.1>\r\nMax-Forwards: 69\r\nContent-Length: 0\r\n\r\n"
+    )
+    b.receive(invite, Target("UDP", "127.0.0.1", 5080), 0.0)
+    ev = b.next_event()
+    assert isinstance(ev, IncomingCall)
+    b.take_output()
+    b.answer(ev.session, SDP_ANSWER, 0.0)
+    ((data, target),) = b.take_output()
+    ok = parse_message(data)
+    assert isinstance(ok, Response)
+    assert ok.headers.get_all("Record-Route") == ["<sip:127.0.0.1:5080;lr>", "<sip:edge.example.com;lr>"]
+    assert [v.host for v in ok.via] == ["127.0.0.1", "192.0.2.1"]
+    assert target == Target("UDP", "127.0.0.1", 5080)
+    b.hangup(ev.session, 0.0)  # before the ACK: deferred (§15) ...
+    ack = (
+        "ACK sip:telebridge@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKproxy2\r\n"
+        f"From: <sip:carol@example.com>;tag=c1\r\nTo: <sip:bob@example.com>;tag={ev.session.local_tag}\r\n"
+        "Call-ID: rr1\r\nCSeq: 5 ACK\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    b.receive(ack, Target("UDP", "127.0.0.1", 5080), 0.1)  # ... until the ACK arrives
+    ((data, target),) = b.take_output()
+    bye = parse_message(data)
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert bye.uri == "sip:carol@192.0.2.1"  # the remote target
+    assert bye.headers.get_all("Route") == ["<sip:127.0.0.1:5080;lr>", "<sip:edge.example.com;lr>"]
+    assert target == Target("UDP", "127.0.0.1", 5080)  # the first route, not the remote target
