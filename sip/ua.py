@@ -206,19 +206,25 @@ class UserAgent:
         tls: ssl.SSLContext | None = None,
         tls_port: int = 0,
         tls_client: ssl.SSLContext | None = None,
+        bind_host: str | None = None,
     ) -> tuple[str, int]:
-        """Bind sockets (port 0 picks a free one; TCP uses the UDP port, TLS ``tls_port``) and return the
-        (host, port) advertised in Via/Contact: the TLS port when ``config.transport == "TLS"``."""
+        """Bind sockets and return the (host, port) advertised in Via/Contact.
+
+        Port 0 picks a free one; TCP shares the UDP port; TLS listens on ``tls_port`` and is advertised
+        when ``config.transport == "TLS"``. ``bind_host`` (e.g. ``"0.0.0.0"`` in a container) is where
+        the sockets listen; ``config.local_host`` stays what peers are told to reach.
+        """
         config = self.config
+        bind = bind_host or config.local_host
         self.core = UserAgentCore(config)
         self.endpoint = SipEndpoint(self.core, self._dispatch, self.resolver, tls_client)
-        host, port = config.local_host, config.local_port
+        port = config.local_port
         if udp:
-            host, port = await self.endpoint.listen_udp(config.local_host, config.local_port)
+            _, port = await self.endpoint.listen_udp(bind, config.local_port)
         if tcp:
-            host, port = await self.endpoint.listen_tcp(config.local_host, port)
+            _, port = await self.endpoint.listen_tcp(bind, port)
         if tls is not None:
-            _, bound = await self.endpoint.listen_tcp(config.local_host, tls_port, tls)
+            _, bound = await self.endpoint.listen_tcp(bind, tls_port, tls)
             if config.transport == "TLS":
                 port = bound  # Via and Contact advertise the TLS listener
         if port != config.local_port:
@@ -226,7 +232,7 @@ class UserAgent:
             self.config = replace(config, local_port=port)
             self.core = UserAgentCore(self.config)
             self.endpoint.core = self.core
-        return host, port
+        return self.config.local_host, port
 
     @property
     def address(self) -> tuple[str, int]:
