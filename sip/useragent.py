@@ -131,13 +131,15 @@ class CallEnded(Event):
     """The session is over: a final error response, CANCEL, BYE from either side, or a timeout.
 
     ``status`` is the SIP status that ended it when there is one (486, 487, 408 …), ``reason`` a phrase,
-    ``remote`` whether the peer ended it.
+    ``remote`` whether the peer ended it. ``cause`` is the peer's ``Reason`` header (RFC 3326, e.g.
+    ``Q.850;cause=16;text="Normal call clearing"``) on its BYE, CANCEL or final response, if any.
     """
 
     session: InviteSession
     status: int | None
     reason: str
     remote: bool
+    cause: str | None = None
 
 
 @dataclass(slots=True)
@@ -918,7 +920,7 @@ class UserAgentCore:
         if session.state in (SessionState.CALLING, SessionState.EARLY):
             if session.dialog is not None:
                 self._dialogs.pop(session.dialog.id, None)
-            self._end(session, status, resp.reason, remote=True, now=now)
+            self._end(session, status, resp.reason, remote=True, now=now, cause=resp.headers.get("Reason"))
 
     def _uac_2xx(self, session: InviteSession, resp: Response, now: float) -> None:
         """§13.2.2.4: ACK every 2xx (new transaction-less request); a 2xx from a second fork, or one
@@ -995,7 +997,15 @@ class UserAgentCore:
 
         self._send_request(bye, target, done, now, session)
 
-    def _end(self, session: InviteSession, status: int | None, reason: str, remote: bool, now: float) -> None:
+    def _end(
+        self,
+        session: InviteSession,
+        status: int | None,
+        reason: str,
+        remote: bool,
+        now: float,
+        cause: str | None = None,
+    ) -> None:
         if session.end_reported:
             session.state = SessionState.TERMINATED
             return
@@ -1016,7 +1026,7 @@ class UserAgentCore:
                 session.dialog.state = DialogState.TERMINATED
             self._untrack(session)
         self._calls.pop((session.call_id, session.local_tag), None)
-        self._emit(CallEnded(session, status, reason, remote))
+        self._emit(CallEnded(session, status, reason, remote, cause))
 
     def _untrack(self, session: InviteSession) -> None:
         for key in session.dialog_keys:
@@ -1533,7 +1543,9 @@ class UserAgentCore:
             self._respond(target, make_response(target.request, 487, to_tag=tag), now)
             if isinstance(session, InviteSession):
                 self._dialogs.pop((req.call_id, session.local_tag, req.from_.tag or ""), None)
-                self._end(session, 487, "Request Terminated", remote=True, now=now)
+                self._end(
+                    session, 487, "Request Terminated", remote=True, now=now, cause=req.headers.get("Reason")
+                )
 
     def _receive_in_dialog(self, req: Request, server: ServerTransaction, source: Target, now: float) -> None:
         session = self._dialogs.get((req.call_id, req.to.tag or "", req.from_.tag or ""))
@@ -1553,7 +1565,7 @@ class UserAgentCore:
                     self._respond(
                         session.invite_txn, make_response(session.invite, 487, to_tag=session.local_tag), now
                     )
-                self._end(session, None, "BYE", remote=True, now=now)
+                self._end(session, None, "BYE", remote=True, now=now, cause=req.headers.get("Reason"))
             else:
                 self._respond(server, make_response(req, 481), now)
             return
@@ -1564,7 +1576,7 @@ class UserAgentCore:
         server.owner = session
         if method == "BYE":
             self._respond(server, make_response(req, 200), now)
-            self._end(session, None, "BYE", remote=True, now=now)
+            self._end(session, None, "BYE", remote=True, now=now, cause=req.headers.get("Reason"))
         elif method in ("INVITE", "UPDATE"):
             self._receive_offer(session, req, server, now)
         elif method == "INFO":

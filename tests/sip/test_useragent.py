@@ -791,3 +791,16 @@ def test_uas_routes_in_dialog_requests_through_the_record_route_set() -> None:
     assert bye.uri == "sip:carol@192.0.2.1"  # the remote target
     assert bye.headers.get_all("Route") == ["<sip:127.0.0.1:5080;lr>", "<sip:edge.example.com;lr>"]
     assert target == Target("UDP", "127.0.0.1", 5080)  # the first route, not the remote target
+
+
+def test_reason_header_of_a_bye_reaches_call_ended() -> None:
+    net, a, b = setup()
+    _, sb = established(net, a, b)
+    assert sb.dialog is not None
+    bye = sb.dialog.create_request(
+        "BYE", f"SIP/2.0/UDP 127.0.0.1:{B};branch=z9hG4bKreason", None,
+        extra=[("Reason", 'Q.850;cause=16;text="Normal call clearing"')],
+    )  # fmt: skip
+    a.receive(bye.encode(), Target("UDP", "127.0.0.1", B), net.now)
+    ev = a.next_event()
+    assert isinstance(ev, CallEnded) and ev.cause == 'Q.850;cause=16;text="Normal call clearing"'
