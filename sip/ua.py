@@ -123,9 +123,10 @@ class Call:
     def reject(self, status: int = 486, reason: str | None = None) -> None:
         self._do(lambda now: self._ua.core.reject(self.session, status, now, reason))
 
-    def hangup(self) -> None:
-        """CANCEL, BYE or 603, whichever fits the state (see ``UserAgentCore.hangup``)."""
-        self._do(lambda now: self._ua.core.hangup(self.session, now))
+    def hangup(self, cause: str | None = None) -> None:
+        """CANCEL, BYE or 603, whichever fits the state (see ``UserAgentCore.hangup``); ``cause`` is sent
+        as the Reason header, e.g. ``'Q.850;cause=16;text="Normal call clearing"'``."""
+        self._do(lambda now: self._ua.core.hangup(self.session, now, cause))
 
     def reinvite(self, sdp: Sdp) -> None:
         """New offer (hold with ``a=sendonly``, unhold, codec change); the result is OfferAnswered."""

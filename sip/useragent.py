@@ -228,6 +228,7 @@ class InviteSession:
         "dialog",
         "dialog_keys",
         "end_reported",
+        "hangup_cause",
         "invite",
         "invite_txn",
         "is_uac",
@@ -263,6 +264,8 @@ class InviteSession:
         self.cancel_requested = False
         self.cancel_sent = False
         self.end_reported = False
+        #: Reason header value (RFC 3326) our BYE/CANCEL carries, e.g. 'Q.850;cause=16'
+        self.hangup_cause: str | None = None
         #: in-flight re-INVITE we sent / offer (re-INVITE or UPDATE) we must answer
         self.reinvite_out: ClientTransaction | None = None
         self.offer_in: ServerTransaction | None = None
@@ -972,6 +975,8 @@ class UserAgentCore:
         """§9.1: only once a provisional response has arrived; same branch as the INVITE."""
         session.cancel_sent = True
         cancel = build_cancel(session.invite)
+        if session.hangup_cause:
+            cancel.headers.add("Reason", session.hangup_cause)
 
         def done(txn: ClientTransaction, resp: Response | None, at: float) -> None:
             return None
@@ -986,9 +991,10 @@ class UserAgentCore:
 
     def _send_bye(self, dialog: Dialog, session: InviteSession | None, now: float) -> None:
         target = self._next_hop(dialog.remote_target, dialog.route_set, in_dialog=True)
-        bye = dialog.create_request(
-            "BYE", self._via(target), None, extra=[("User-Agent", self.config.user_agent)]
-        )
+        extra = [("User-Agent", self.config.user_agent)]
+        if session is not None and session.hangup_cause:
+            extra.append(("Reason", session.hangup_cause))
+        bye = dialog.create_request("BYE", self._via(target), None, extra=extra)
         dialog.state = DialogState.TERMINATED
         self._dialogs.pop(dialog.id, None)
 
@@ -1041,12 +1047,15 @@ class UserAgentCore:
             session.dialog_keys.append(key)
 
     # ------------------------------------------------------------------ application commands
-    def hangup(self, session: InviteSession, now: float) -> None:
+    def hangup(self, session: InviteSession, now: float, cause: str | None = None) -> None:
         """End the call the right way for its state: CANCEL (§9.1) before a final response, BYE (§15)
-        after a 2xx, 603 Decline for an incoming call not yet answered."""
+        after a 2xx, 603 Decline for an incoming call not yet answered. ``cause`` goes out as the
+        ``Reason`` header (RFC 3326) of the BYE or CANCEL."""
         state = session.state
         if state is SessionState.TERMINATED:
             return
+        if cause:
+            session.hangup_cause = cause
         if session.is_uac and state in (SessionState.CALLING, SessionState.EARLY):
             session.cancel_requested = True
             if state is SessionState.EARLY and not session.cancel_sent:

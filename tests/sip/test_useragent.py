@@ -804,3 +804,19 @@ def test_reason_header_of_a_bye_reaches_call_ended() -> None:
     a.receive(bye.encode(), Target("UDP", "127.0.0.1", B), net.now)
     ev = a.next_event()
     assert isinstance(ev, CallEnded) and ev.cause == 'Q.850;cause=16;text="Normal call clearing"'
+
+
+def test_hangup_cause_goes_out_as_reason_on_bye_and_cancel() -> None:
+    net, a, b = setup()
+    sa, _ = established(net, a, b)
+    a.hangup(sa, net.now, cause="Q.850;cause=16")
+    net.flush()
+    assert [e.cause for e in net.take(B) if isinstance(e, CallEnded)] == ["Q.850;cause=16"]
+    sa2 = call(net, a)
+    sb2 = incoming(net)
+    b.ring(sb2, net.now)
+    net.flush()
+    a.hangup(sa2, net.now, cause='SIP;cause=200;text="Call completed elsewhere"')
+    net.flush()
+    ended = [e for e in net.take(B) if isinstance(e, CallEnded)]
+    assert ended[0].status == 487 and ended[0].cause == 'SIP;cause=200;text="Call completed elsewhere"'
