@@ -25,15 +25,11 @@ from sip.message import Request, Response
 
 BRANCH_MAGIC = "z9hG4bK"
 
-_BRANCH_PREFIX = BRANCH_MAGIC + os.urandom(6).hex()
-_branch_counter = 0
-
 
 def new_branch() -> str:
-    """A branch unique in space and time (§8.1.1.7): random per process, counter per request."""
-    global _branch_counter
-    _branch_counter += 1
-    return f"{_BRANCH_PREFIX}.{_branch_counter:x}"
+    """A branch unique in space and time (§8.1.1.7). Random, not a counter: responses are matched by
+    branch alone (§17.1.3), so a guessable branch would let an off-path sender inject responses."""
+    return BRANCH_MAGIC + os.urandom(8).hex()
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,14 +62,12 @@ log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 DTMF_RELAY = "application/dtmf-relay"
-_TOKEN_PREFIX = os.urandom(4).hex()
-_token_counter = itertools.count(1)
 
 
 def new_token() -> str:
-    """Tags and Call-IDs: random per process plus a counter (unique, cheap; §19.3 wants 32 bits of
-    randomness, which the prefix gives)."""
-    return f"{_TOKEN_PREFIX}{next(_token_counter):x}"
+    """Tags and Call-IDs: 64 fresh random bits each (§19.3 asks for at least 32). Not a counter: a
+    guessable Call-ID and tags would let an off-path sender forge a BYE for someone else's call."""
+    return os.urandom(8).hex()
 
 
 class Target(NamedTuple):
