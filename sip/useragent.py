@@ -219,6 +219,7 @@ class InviteSession:
     __slots__ = (
         "_ack",
         "_ack_target",
+        "answer_timer",
         "answered_offer",
         "bye_pending",
         "cancel_requested",
@@ -268,6 +269,8 @@ class InviteSession:
         self.reinvite_out: ClientTransaction | None = None
         self.offer_in: ServerTransaction | None = None
         self.answered_offer: InviteServerTransaction | None = None
+        #: UAS: rejects the call with 480 if the application neither answers nor rejects it in time
+        self.answer_timer: Timer | None = None
         self.reinvite_body: bytes = b""
         self.reinvite_retry: Timer | None = None
         self.remote_body: bytes = invite.body if not is_uac else b""
@@ -365,6 +368,8 @@ class UserAgentConfig:
     min_se: int = MIN_SE_FLOOR
     #: also run a session timer (refreshing it ourselves) for callers that do not support timers
     impose_session_timer: bool = False
+    #: seconds an incoming call may wait for answer()/reject() before we send 480 (None: forever)
+    answer_timeout: float | None = 300.0
 
     @property
     def sent_by(self) -> str:
@@ -1019,6 +1024,9 @@ class UserAgentCore:
             session.reinvite_retry.cancel()
         if session.st_timer is not None:
             session.st_timer.cancel()
+        if session.answer_timer is not None:
+            session.answer_timer.cancel()
+            session.answer_timer = None
         pending = session.offer_in
         if pending is not None and pending.state in (State.PROCEEDING, State.TRYING):
             # A re-INVITE/UPDATE still waiting for the application gets a final answer (§15.1.2).
@@ -1091,6 +1099,9 @@ class UserAgentCore:
         """Send 200 OK with the answer ``body``; retransmitted until the ACK arrives (§13.3.1.4)."""
         if session.state is not SessionState.INCOMING:
             raise DialogError("answer() needs an incoming call not yet answered")
+        if session.answer_timer is not None:
+            session.answer_timer.cancel()
+            session.answer_timer = None
         extra = [("Contact", self.contact), ("Allow", ALLOW), ("User-Agent", self.config.user_agent)]
         extra += self._session_expires_headers(session)
         if body:
@@ -1289,6 +1300,9 @@ class UserAgentCore:
     def _arm_session_timer(self, session: InviteSession, now: float, retry: bool = False) -> None:
         if session.st_timer is not None:
             session.st_timer.cancel()
+        if session.answer_timer is not None:
+            session.answer_timer.cancel()
+            session.answer_timer = None
         pending = session.offer_in
         if pending is not None and pending.state in (State.PROCEEDING, State.TRYING):
             # A re-INVITE/UPDATE still waiting for the application gets a final answer (§15.1.2).
@@ -1500,7 +1514,17 @@ class UserAgentCore:
         self._respond(server, make_response(req, 100), now)
         session.dialog = None
         self._track(session, (req.call_id, session.local_tag, req.from_.tag or ""))
+        if self.config.answer_timeout:
+            # A call the application never answers or rejects must not hold state forever.
+            session.answer_timer = self.call_at(
+                now + self.config.answer_timeout, lambda at: self._unanswered(session, at)
+            )
         self._emit(IncomingCall(session))
+
+    def _unanswered(self, session: InviteSession, now: float) -> None:
+        session.answer_timer = None
+        if session.state is SessionState.INCOMING:
+            self.reject(session, 480, now, "No Answer")
 
     def _receive_ack(self, req: Request, now: float) -> None:
         """ACK for a 2xx (§13.3.1.4 / §17.2.3 — a separate transaction): match by dialog."""

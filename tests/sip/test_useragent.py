@@ -820,3 +820,15 @@ def test_hangup_cause_goes_out_as_reason_on_bye_and_cancel() -> None:
     net.flush()
     ended = [e for e in net.take(B) if isinstance(e, CallEnded)]
     assert ended[0].status == 487 and ended[0].cause == 'SIP;cause=200;text="Call completed elsewhere"'
+
+
+def test_incoming_call_never_answered_is_refused_with_480_after_the_answer_timeout() -> None:
+    net, a, _ = setup(answer_timeout=60.0)
+    call(net, a)
+    sb = incoming(net)
+    net.advance(59.0)
+    assert sb.state is SessionState.INCOMING
+    net.advance(61.0)
+    assert sb.state is SessionState.TERMINATED
+    ended = [e for e in net.take(A) if isinstance(e, CallEnded)]
+    assert len(ended) == 1 and ended[0].status == 480
