@@ -162,7 +162,8 @@ class Dialog:
     ) -> Request:
         """§12.2.1.1: To/From with tags, Call-ID, CSeq, and Request-URI/Route from remote target and
         route set (loose routing; strict-routing first hop per §12.2.1.1 paragraph 5)."""
-        if self.state is DialogState.TERMINATED:
+        if self.state is DialogState.TERMINATED and method != "ACK":
+            # A 2xx arriving after our BYE must still be ACKed (§13.2.2.4), so ACK is allowed.
             raise DialogError("dialog is terminated")
         if cseq is None:
             cseq = self.next_local_seq()

@@ -39,3 +39,12 @@ class TransactionError(SipError):
 
 class DialogError(SipError):
     """A dialog (§12) operation is not valid in the dialog's current state."""
+
+
+class CallFailed(SipError):
+    """An outgoing call ended before it was answered; ``status``/``reason`` say why (486, 487, 408 …)."""
+
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(f"{status} {reason}" if status is not None else reason)
+        self.status = status
+        self.reason = reason

@@ -7,6 +7,7 @@ stack reasons about into small objects, and raise :class:`SipParseError` on anyt
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from sip.errors import SipParseError
@@ -132,20 +133,28 @@ def canonical_name(name: str) -> str:
     return CANONICAL_NAMES.get(name.lower(), name)
 
 
+#: key_of results for the names the stack itself asks for (a bounded set: never filled from the wire)
+_KEYS: dict[str, str] = {}
+
+
 def key_of(name: str) -> str:
     """Lookup key: lower-case canonical full name, so ``i``, ``CALL-ID`` and ``Call-Id`` coincide."""
+    key = _KEYS.get(name)
+    if key is not None:
+        return key
     lname = name.lower()
     full = CANONICAL_NAMES.get(lname)
-    return full.lower() if full is not None else lname
+    key = full.lower() if full is not None else lname
+    if full is not None and len(_KEYS) < 1024:
+        _KEYS[name] = key
+    return key
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 def is_token(text: str) -> bool:
-    if not text:
-        return False
-    for ch in text:
-        if ch not in _TOKEN_CHARS:
-            return False
-    return True
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def check_token(text: str, what: str) -> str:

@@ -380,6 +380,9 @@ def _parse_start_line(line: str) -> Request | Response:
     return Request(method, uri)
 
 
+_MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+
+
 def _validate(msg: Request | Response) -> None:
     """Check and cache the headers the stack relies on (§8.1.1 mandatory headers, §20)."""
     h = msg.headers
@@ -391,8 +394,9 @@ def _validate(msg: Request | Response) -> None:
             seen.add(key)
             if "," in value and key in ("cseq", "max-forwards", "content-length", "call-id"):
                 raise SipParseError(f"multiple values in {canonical_name(key)}")
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name.lower() not in seen and name not in h:
+    present = {k for k, _, _ in h._items}
+    for key, name in _MANDATORY:
+        if key not in present:
             raise SipParseError(f"missing {name}")
     vias = msg.via
     if not vias:
@@ -478,12 +482,15 @@ class StreamFramer:
     resynchronised: :class:`SipParseError` is raised and the connection must be closed.
     """
 
-    __slots__ = ("_buf", "keepalives", "max_body_bytes", "max_header_bytes")
+    __slots__ = ("_buf", "_scanned", "keepalives", "max_body_bytes", "max_header_bytes")
 
     def __init__(
         self, max_header_bytes: int = MAX_HEADER_BYTES, max_body_bytes: int = MAX_BODY_BYTES
     ) -> None:
         self._buf = bytearray()
+        #: how far the buffer is known not to contain the end of a header block (no quadratic rescans
+        #: when a peer dribbles a header in tiny segments)
+        self._scanned = 0
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self.keepalives = 0
@@ -501,10 +508,12 @@ class StreamFramer:
                 if buf[:skip].count(b"\r\n\r\n") or skip >= 4:
                     self.keepalives += 1
                 del buf[:skip]
+                self._scanned = 0
             if not buf:
                 return
-            end = buf.find(b"\r\n\r\n")
+            end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
             if end == -1:
+                self._scanned = len(buf)
                 if len(buf) > self.max_header_bytes:
                     raise SipParseError("header block too large", 413)
                 return
@@ -518,6 +527,7 @@ class StreamFramer:
                 return
             chunk = bytes(buf[:total])
             del buf[:total]
+            self._scanned = 0
             yield chunk
 
     @staticmethod
@@ -549,19 +559,47 @@ def make_response(
 ) -> Response:
     """Build a response to ``request`` (§8.2.6.2): Via (all, in order), From, To (+tag), Call-ID and
     CSeq copied; Record-Route copied too for dialog-creating responses (§12.1.1).
+
+    Header lines are copied as (key, name, value) triples, so no name is looked up again (hot path).
     """
-    h = request.headers
-    items: list[tuple[str, str]] = [("Via", v) for v in h.get_all("Via")]
-    to_value = h.get("To") or ""
-    if to_tag is not None and status != 100 and ";tag=" not in to_value.lower().replace(" ", ""):
-        to_value = f"{to_value};tag={to_tag}"
-    items.append(("From", h.get("From") or ""))
-    items.append(("To", to_value))
-    items.append(("Call-ID", h.get("Call-ID") or ""))
-    items.append(("CSeq", h.get("CSeq") or ""))
+    src = request.headers._items
+    vias: list[tuple[str, str, str]] = []
+    record_routes: list[tuple[str, str, str]] = []
+    from_ = to = call_id = cseq = timestamp = None
+    for item in src:
+        key = item[0]
+        if key == "via":
+            vias.append(item)
+        elif key == "from":
+            from_ = item
+        elif key == "to":
+            to = item
+        elif key == "call-id":
+            call_id = item
+        elif key == "cseq":
+            cseq = item
+        elif key == "record-route":
+            record_routes.append(item)
+        elif key == "timestamp":
+            timestamp = item
+    items = vias
+    if from_ is not None:
+        items.append(from_)
+    if to is not None:
+        value = to[2]
+        if to_tag is not None and status != 100 and ";tag=" not in value.lower().replace(" ", ""):
+            to = (to[0], to[1], f"{value};tag={to_tag}")
+        items.append(to)
+    if call_id is not None:
+        items.append(call_id)
+    if cseq is not None:
+        items.append(cseq)
     if 100 < status < 300 and request.method in ("INVITE", "SUBSCRIBE"):
-        items.extend(("Record-Route", rr) for rr in h.get_all("Record-Route"))
-    if status == 100 and "Timestamp" in h:
-        items.append(("Timestamp", h.get("Timestamp") or ""))
-    items.extend(extra)
-    return Response(status, reason, items, body)
+        items.extend(record_routes)
+    if status == 100 and timestamp is not None:
+        items.append(timestamp)
+    headers = Headers()
+    headers._items = items
+    for name, value in extra:
+        headers.add(name, value)
+    return Response(status, reason, headers, body)

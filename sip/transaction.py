@@ -25,15 +25,11 @@ from sip.message import Request, Response
 
 BRANCH_MAGIC = "z9hG4bK"
 
-_BRANCH_PREFIX = BRANCH_MAGIC + os.urandom(6).hex()
-_branch_counter = 0
-
 
 def new_branch() -> str:
-    """A branch unique in space and time (§8.1.1.7): random per process, counter per request."""
-    global _branch_counter
-    _branch_counter += 1
-    return f"{_BRANCH_PREFIX}.{_branch_counter:x}"
+    """A branch unique in space and time (§8.1.1.7). Random, not a counter: responses are matched by
+    branch alone (§17.1.3), so a guessable branch would let an off-path sender inject responses."""
+    return BRANCH_MAGIC + os.urandom(8).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +70,7 @@ class Transaction:
         "session",
         "state",
         "timed_out",
+        "transport_failed",
     )
 
     def __init__(self, request: Request, reliable: bool, destination: object, config: TimerConfig) -> None:
@@ -83,6 +80,8 @@ class Transaction:
         self.config = config
         self.state = State.TRYING
         self.timed_out = False
+        #: the failure was the transport's (§8.1.3.1: reported like a 503), not a timeout
+        self.transport_failed = False
         self._timers: dict[str, float] = {}
         self._out: list[bytes] = []
         self._last: bytes = b""
@@ -160,6 +159,7 @@ class ClientTransaction(Transaction):
         """§17.1.4: a transport failure is reported to the TU like a timeout and ends the transaction."""
         if self.state is not State.TERMINATED:
             self.timed_out = True
+            self.transport_failed = True
             self._terminate()
 
 

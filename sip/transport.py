@@ -18,13 +18,14 @@ import asyncio
 import ipaddress
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sip.errors import SipParseError
 from sip.message import StreamFramer
-from sip.useragent import Event, Target, UserAgentCore
+from sip.useragent import Event, Target, TargetUnreachable, UserAgentCore
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,24 @@ class SrvRecord:
     target: str
 
 
+_IP_CACHE: dict[str, bool] = {}
+
+
 def _is_ip(host: str) -> bool:
+    """Whether ``host`` is an IP literal. Cached: ``ipaddress`` parsing costs more than the send itself,
+    and a trunk talks to a handful of addresses (the cache is cleared when it grows past 4096)."""
+    known = _IP_CACHE.get(host)
+    if known is not None:
+        return known
     try:
         ipaddress.ip_address(host)
+        result = True
     except ValueError:
-        return False
-    return True
+        result = False
+    if len(_IP_CACHE) >= 4096:
+        _IP_CACHE.clear()
+    _IP_CACHE[host] = result
+    return result
 
 
 class Resolver:
@@ -74,6 +87,13 @@ class Resolver:
             result = [(ip, port) for ip in await self._addresses(host)]
         self._cache[key] = result
         return result
+
+    def demote(self, target: Target) -> None:
+        """The first address for ``target`` did not answer: try the others first from now on."""
+        key = (target.transport, target.host.lower(), target.port)
+        cached = self._cache.get(key)
+        if cached and len(cached) > 1:
+            self._cache[key] = [*cached[1:], cached[0]]
 
     async def _srv(self, name: str) -> list[SrvRecord]:
         records = list(self.srv.get(name.lower(), ()))
@@ -172,8 +192,13 @@ class _StreamProtocol(asyncio.Protocol):
                 self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None and self.endpoint._connections.get(self.peer) is self:
-            del self.endpoint._connections[self.peer]
+        conns = self.endpoint._connections
+        for key in [k for k, v in conns.items() if v is self]:  # the address and any name aliases
+            del conns[key]
+
+    @property
+    def alive(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -234,6 +259,8 @@ class SipEndpoint:
             self._send(data, target)
         event = core.next_event()
         while event is not None:
+            if isinstance(event, TargetUnreachable):
+                self.resolver.demote(event.target)
             try:
                 self.on_event(event)
             except Exception:  # the application's handler must not take the transport down
@@ -249,11 +276,17 @@ class SipEndpoint:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.core.handle_timer(self._loop.time())
+        try:
+            self.core.handle_timer(self._loop.time())
+        except Exception:  # keep the timer chain alive whatever happened
+            log.exception("internal error in timer handling")
         self.pump()
 
     def _input(self, data: bytes, source: Target) -> None:
-        self.core.receive(data, source, self._loop.time())
+        try:
+            self.core.receive(data, source, self._loop.time())
+        except Exception:  # a bug, not bad input (the core answers that); keep serving everyone else
+            log.exception("internal error handling %d bytes from %s", len(data), source)
         self.pump()
 
     def _send(self, data: bytes, target: Target) -> None:
@@ -267,7 +300,7 @@ class SipEndpoint:
                 return
         else:
             conn = self._connections.get(target)
-            if conn is not None:
+            if conn is not None and conn.alive:
                 conn.write(data)
                 return
             pending = self._pending.get(target)
@@ -285,16 +318,21 @@ class SipEndpoint:
             addresses = await self.resolver.resolve(target)
             if not addresses:
                 log.info("cannot resolve %s", target.host)
+                self._failed(target)
                 return
             if target.transport == "UDP":
                 if self._udp is not None:
-                    self._udp.sendto(data, addresses[0])
+                    # Only addresses of the socket's family are reachable from it.
+                    v6 = self._udp.get_extra_info("socket").family == socket.AF_INET6
+                    usable = [a for a in addresses if (":" in a[0]) == v6]
+                    if usable:
+                        self._udp.sendto(data, usable[0])
                 return
             queued = self._pending.pop(target, [data])
             for ip, port in addresses:
                 key = Target(target.transport, ip, port)
                 conn = self._connections.get(key)
-                if conn is None:
+                if conn is None or not conn.alive:
                     try:
                         conn = await self._connect(target.transport, ip, port, target.host)
                     except OSError as exc:
@@ -305,10 +343,16 @@ class SipEndpoint:
                 for chunk in queued:
                     conn.write(chunk)
                 return
+            self._failed(target)
         except Exception:
             log.exception("sending to %s failed", target)
         finally:
             self._pending.pop(target, None)
+
+    def _failed(self, target: Target) -> None:
+        """Tell the core that nothing could be sent to ``target``, so its transactions fail now."""
+        self.core.transport_error(target, self._loop.time())
+        self.pump()
 
     async def _connect(self, transport: str, ip: str, port: int, server_name: str) -> _StreamProtocol:
         ctx: ssl.SSLContext | None = None

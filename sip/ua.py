@@ -22,7 +22,9 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
+from sip.errors import CallFailed, SipError
 from sip.headers import NameAddr
+from sip.registration import Registration, TrunkMonitor
 from sip.transport import Resolver, SipEndpoint
 from sip.useragent import (
     CallAnswered,
@@ -33,6 +35,7 @@ from sip.useragent import (
     RegistrationStatus,
     RequestFailed,
     SessionState,
+    Target,
     TrunkStatus,
     UserAgentConfig,
     UserAgentCore,
@@ -59,7 +62,10 @@ class Call:
         self.session = session
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.ended: asyncio.Future[CallEnded] = asyncio.get_running_loop().create_future()
+        #: the answer SDP; raises CallFailed if the call ends first
         self.answered: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        # Nobody has to await it: mark a failure as retrieved so asyncio does not warn at collection.
+        self.answered.add_done_callback(lambda f: f.cancelled() or f.exception())
         session.user_data = self
 
     # What the bridge reads about the call.
@@ -88,6 +94,11 @@ class Call:
         return self.session.p_asserted_identity
 
     @property
+    def peer(self) -> Target:
+        """Where the INVITE came from (incoming) or was first sent to (outgoing): which trunk this is."""
+        return self.session.target
+
+    @property
     def remote_sdp(self) -> bytes:
         """The peer's latest session description (offer of an incoming call, answer of an outgoing)."""
         return self.session.remote_body
@@ -112,9 +123,10 @@ class Call:
     def reject(self, status: int = 486, reason: str | None = None) -> None:
         self._do(lambda now: self._ua.core.reject(self.session, status, now, reason))
 
-    def hangup(self) -> None:
-        """CANCEL, BYE or 603, whichever fits the state (see ``UserAgentCore.hangup``)."""
-        self._do(lambda now: self._ua.core.hangup(self.session, now))
+    def hangup(self, cause: str | None = None) -> None:
+        """CANCEL, BYE or 603, whichever fits the state (see ``UserAgentCore.hangup``); ``cause`` is sent
+        as the Reason header, e.g. ``'Q.850;cause=16;text="Normal call clearing"'``."""
+        self._do(lambda now: self._ua.core.hangup(self.session, now, cause))
 
     def reinvite(self, sdp: Sdp) -> None:
         """New offer (hold with ``a=sendonly``, unhold, codec change); the result is OfferAnswered."""
@@ -155,7 +167,7 @@ class Call:
             if not self.ended.done():
                 self.ended.set_result(event)
             if not self.answered.done():
-                self.answered.cancel()
+                self.answered.set_exception(CallFailed(event.status, event.reason))
 
     def __repr__(self) -> str:
         return f"<Call {'in' if self.incoming else 'out'} {self.call_id} {self.state.value}>"
@@ -195,19 +207,25 @@ class UserAgent:
         tls: ssl.SSLContext | None = None,
         tls_port: int = 0,
         tls_client: ssl.SSLContext | None = None,
+        bind_host: str | None = None,
     ) -> tuple[str, int]:
-        """Bind sockets (port 0 picks a free one; TCP uses the UDP port, TLS ``tls_port``) and return the
-        (host, port) advertised in Via/Contact: the TLS port when ``config.transport == "TLS"``."""
+        """Bind sockets and return the (host, port) advertised in Via/Contact.
+
+        Port 0 picks a free one; TCP shares the UDP port; TLS listens on ``tls_port`` and is advertised
+        when ``config.transport == "TLS"``. ``bind_host`` (e.g. ``"0.0.0.0"`` in a container) is where
+        the sockets listen; ``config.local_host`` stays what peers are told to reach.
+        """
         config = self.config
+        bind = bind_host or config.local_host
         self.core = UserAgentCore(config)
         self.endpoint = SipEndpoint(self.core, self._dispatch, self.resolver, tls_client)
-        host, port = config.local_host, config.local_port
+        port = config.local_port
         if udp:
-            host, port = await self.endpoint.listen_udp(config.local_host, config.local_port)
+            _, port = await self.endpoint.listen_udp(bind, config.local_port)
         if tcp:
-            host, port = await self.endpoint.listen_tcp(config.local_host, port)
+            _, port = await self.endpoint.listen_tcp(bind, port)
         if tls is not None:
-            _, bound = await self.endpoint.listen_tcp(config.local_host, tls_port, tls)
+            _, bound = await self.endpoint.listen_tcp(bind, tls_port, tls)
             if config.transport == "TLS":
                 port = bound  # Via and Contact advertise the TLS listener
         if port != config.local_port:
@@ -215,7 +233,7 @@ class UserAgent:
             self.config = replace(config, local_port=port)
             self.core = UserAgentCore(self.config)
             self.endpoint.core = self.core
-        return host, port
+        return self.config.local_host, port
 
     @property
     def address(self) -> tuple[str, int]:
@@ -237,6 +255,24 @@ class UserAgent:
         self.endpoint.pump()
         return call
 
+    def register(self, registrar: str, aor: str, expires: int = 3600) -> Registration:
+        """Register ``aor`` (e.g. ``"<sip:user@carrier.example>"``) at ``registrar`` (a SIP URI) and keep it
+        refreshed; outcomes arrive as RegistrationStatus at ``on_event``. ``.stop(ua.endpoint.now)``
+        unregisters (then call ``ua.endpoint.pump()``)."""
+        reg = Registration(self.core, registrar, aor, expires)
+        reg.start(self.endpoint.now)
+        self.endpoint.pump()
+        return reg
+
+    def monitor(self, uri: str, from_: str | None = None, interval: float = 30.0) -> TrunkMonitor:
+        """OPTIONS-ping ``uri`` every ``interval`` s; TrunkStatus(up/down) changes arrive at ``on_event``."""
+        mon = TrunkMonitor(
+            self.core, uri, from_ or f"<sip:{self.config.user}@{self.config.sent_by}>", interval
+        )
+        mon.start(self.endpoint.now)
+        self.endpoint.pump()
+        return mon
+
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, IncomingCall):
             call = Call(self, event.session)
@@ -256,7 +292,23 @@ class UserAgent:
         if isinstance(event, TrunkStatus | RegistrationStatus | RequestFailed) and self.on_event is not None:
             self.on_event(event)
 
-    async def close(self) -> None:
+    def active_calls(self) -> list[Call]:
+        """Calls not yet ended (either direction)."""
+        sessions = {*self.core._dialogs.values(), *self.core._calls.values()}
+        return [
+            s.user_data
+            for s in sessions
+            if isinstance(s.user_data, Call) and s.state is not SessionState.TERMINATED
+        ]
+
+    async def close(self, hang_up: bool = True) -> None:
+        """Hang up every active call (BYE/CANCEL/603 go out before the sockets close), then close."""
+        if hang_up and hasattr(self, "endpoint"):
+            for call in self.active_calls():
+                try:
+                    call.hangup()
+                except SipError as exc:
+                    log.info("could not hang up %s on close: %s", call, exc)
         for task in list(self._tasks):
             task.cancel()
         await self.endpoint.close()

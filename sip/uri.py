@@ -9,6 +9,7 @@ To/From; they are kept verbatim as :class:`AbsoluteUri`.
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import unquote
 
 from sip.errors import SipParseError
@@ -24,6 +25,13 @@ _HEADER_CHARS = _UNRESERVED | frozenset("[]/?:+$%=&")
 _HOSTNAME_CHARS = _ALNUM | frozenset("-.")
 _SCHEME_CHARS = _ALNUM | frozenset("+-.")
 _HEX = frozenset("0123456789abcdefABCDEF")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9.\-]+")
+#: sip:user@host:port;params with only plain characters (the fast path of SipUri.parse)
+_SIMPLE_URI = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/]+)@)?([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$=]*)*)",
+    re.IGNORECASE,
+)
 
 
 def check_escapes(text: str, what: str) -> None:
@@ -36,10 +44,22 @@ def check_escapes(text: str, what: str) -> None:
         i = text.find("%", i + 3)
 
 
+_INVALID: dict[frozenset[str], re.Pattern[str]] = {}
+
+
+def _invalid_re(allowed: frozenset[str]) -> re.Pattern[str]:
+    """A compiled ``[^allowed]`` class: one C-level scan instead of a Python loop per character."""
+    pattern = _INVALID.get(allowed)
+    if pattern is None:
+        pattern = re.compile("[^" + "".join(re.escape(c) for c in sorted(allowed)) + "]")
+        _INVALID[allowed] = pattern
+    return pattern
+
+
 def _check_chars(text: str, allowed: frozenset[str], what: str) -> None:
-    for ch in text:
-        if ch not in allowed:
-            raise SipParseError(f"invalid character {ch!r} in {what}")
+    bad = _invalid_re(allowed).search(text)
+    if bad is not None:
+        raise SipParseError(f"invalid character {bad.group()!r} in {what}")
     if "%" in text:
         check_escapes(text, what)
 
@@ -56,9 +76,8 @@ def parse_host(text: str) -> str:
         except ValueError:
             raise SipParseError("invalid IPv6 reference") from None
         return text
-    for ch in text:
-        if ch not in _HOSTNAME_CHARS:
-            raise SipParseError(f"invalid character {ch!r} in host")
+    if _HOSTNAME_RE.fullmatch(text) is None:
+        raise SipParseError("invalid character in host")
     return text
 
 
@@ -165,7 +184,22 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
-        """Parse a SIP/SIPS URI; raise :class:`SipParseError` naming what is wrong."""
+        """Parse a SIP/SIPS URI; raise :class:`SipParseError` naming what is wrong.
+
+        The common shape (no password, escapes, IPv6 or URI headers) is matched by one compiled
+        expression; everything else, and every error, goes through the general parser below.
+        """
+        m = _SIMPLE_URI.fullmatch(text)
+        if m is not None:
+            scheme, user, host, port_text, param_text = m.groups()
+            port = int(port_text) if port_text is not None else None
+            if port is None or port <= 65535:
+                params = parse_uri_params(param_text[1:]) if param_text else {}
+                return cls(host, user, port, params, scheme.lower())
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> SipUri:
         scheme, sep, rest = text.partition(":")
         lscheme = scheme.lower()
         if not sep or lscheme not in ("sip", "sips"):

@@ -62,14 +62,12 @@ log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 DTMF_RELAY = "application/dtmf-relay"
-_TOKEN_PREFIX = os.urandom(4).hex()
-_token_counter = itertools.count(1)
 
 
 def new_token() -> str:
-    """Tags and Call-IDs: random per process plus a counter (unique, cheap; §19.3 wants 32 bits of
-    randomness, which the prefix gives)."""
-    return f"{_TOKEN_PREFIX}{next(_token_counter):x}"
+    """Tags and Call-IDs: 64 fresh random bits each (§19.3 asks for at least 32). Not a counter: a
+    guessable Call-ID and tags would let an off-path sender forge a BYE for someone else's call."""
+    return os.urandom(8).hex()
 
 
 class Target(NamedTuple):
@@ -119,9 +117,11 @@ class CallAnswered(Event):
 
 @dataclass(slots=True)
 class CallConfirmed(Event):
-    """The ACK for our 2xx arrived (UAS side); media can be considered established."""
+    """The ACK for our 2xx arrived (UAS side); media can be considered established. ``body`` is the
+    answer SDP when the INVITE had no offer (late offer: our 2xx carried the offer, RFC 3261 §13.2.1)."""
 
     session: InviteSession
+    body: bytes = b""
 
 
 @dataclass(slots=True)
@@ -129,13 +129,15 @@ class CallEnded(Event):
     """The session is over: a final error response, CANCEL, BYE from either side, or a timeout.
 
     ``status`` is the SIP status that ended it when there is one (486, 487, 408 …), ``reason`` a phrase,
-    ``remote`` whether the peer ended it.
+    ``remote`` whether the peer ended it. ``cause`` is the peer's ``Reason`` header (RFC 3326, e.g.
+    ``Q.850;cause=16;text="Normal call clearing"``) on its BYE, CANCEL or final response, if any.
     """
 
     session: InviteSession
     status: int | None
     reason: str
     remote: bool
+    cause: str | None = None
 
 
 @dataclass(slots=True)
@@ -178,6 +180,14 @@ class RequestFailed(Event):
 
 
 @dataclass(slots=True)
+class TargetUnreachable(Event):
+    """A request to ``target`` timed out (RFC 3263 §4.3): the edge moves the address it used to the
+    back of that name's list, so the next request tries the next server."""
+
+    target: Target
+
+
+@dataclass(slots=True)
 class TrunkStatus(Event):
     """OPTIONS keepalive result changed: ``up`` after a response, down after a timeout."""
 
@@ -209,6 +219,7 @@ class InviteSession:
     __slots__ = (
         "_ack",
         "_ack_target",
+        "answer_timer",
         "answered_offer",
         "bye_pending",
         "cancel_requested",
@@ -216,6 +227,7 @@ class InviteSession:
         "dialog",
         "dialog_keys",
         "end_reported",
+        "hangup_cause",
         "invite",
         "invite_txn",
         "is_uac",
@@ -251,10 +263,14 @@ class InviteSession:
         self.cancel_requested = False
         self.cancel_sent = False
         self.end_reported = False
+        #: Reason header value (RFC 3326) our BYE/CANCEL carries, e.g. 'Q.850;cause=16'
+        self.hangup_cause: str | None = None
         #: in-flight re-INVITE we sent / offer (re-INVITE or UPDATE) we must answer
         self.reinvite_out: ClientTransaction | None = None
         self.offer_in: ServerTransaction | None = None
         self.answered_offer: InviteServerTransaction | None = None
+        #: UAS: rejects the call with 480 if the application neither answers nor rejects it in time
+        self.answer_timer: Timer | None = None
         self.reinvite_body: bytes = b""
         self.reinvite_retry: Timer | None = None
         self.remote_body: bytes = invite.body if not is_uac else b""
@@ -307,17 +323,20 @@ class InviteSession:
 class Timer:
     """A one-shot callback at a point in time, kept in the core's heap."""
 
-    __slots__ = ("callback", "deadline")
+    __slots__ = ("_core", "callback", "deadline")
 
-    def __init__(self, deadline: float, callback: Callable[[float], None]) -> None:
+    def __init__(self, deadline: float, callback: Callable[[float], None], core: UserAgentCore) -> None:
         self.deadline: float | None = deadline
         self.callback = callback
+        self._core = core
 
     def get_timer(self) -> float | None:
         return self.deadline
 
     def cancel(self) -> None:
-        self.deadline = None
+        if self.deadline is not None:
+            self.deadline = None
+            self._core._arm(self)  # drops it from the armed set at once (no wait for its deadline)
 
 
 # ------------------------------------------------------------------------------------------------ core
@@ -342,9 +361,15 @@ class UserAgentConfig:
     allow_list: AllowList | None = None
     digest_server: DigestServer | None = None
     max_auth_attempts: int = 3
+    #: put the address peers see (RFC 3581 received/rport) into Contact once learned (behind NAT)
+    contact_from_observed: bool = False
     #: RFC 4028 session interval we ask for / grant (None: no session timers); our Min-SE
     session_expires: int | None = 1800
     min_se: int = MIN_SE_FLOOR
+    #: also run a session timer (refreshing it ourselves) for callers that do not support timers
+    impose_session_timer: bool = False
+    #: seconds an incoming call may wait for answer()/reject() before we send 480 (None: forever)
+    answer_timeout: float | None = 300.0
 
     @property
     def sent_by(self) -> str:
@@ -367,6 +392,7 @@ class UserAgentCore:
         #: UAC sessions by (Call-ID, local tag) before a dialog exists, for late 2xx
         self._calls: dict[tuple[str, str], InviteSession] = {}
         self._heap: list[tuple[float, int, object]] = []
+        self._stale = 0
         self._armed: dict[object, float] = {}
         self._seq = itertools.count()
         self._out: list[tuple[bytes, Target]] = []
@@ -374,6 +400,8 @@ class UserAgentCore:
         self._auth = DigestClient(list(config.credentials))
         self.contact = f"<sip:{config.user}@{config.sent_by}{self._transport_param(config.transport)}>"
         self.stats = {"received": 0, "parse_errors": 0, "sent": 0}
+        #: our address as the last peer saw it (RFC 3581 received/rport of our own requests' Via)
+        self.observed_address: tuple[str, int] | None = None
 
     # ------------------------------------------------------------------ sans-I/O interface
     def take_output(self) -> list[tuple[bytes, Target]]:
@@ -386,35 +414,47 @@ class UserAgentCore:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        heap = self._heap
         armed = self._armed
-        while heap:
-            deadline, _, obj = heap[0]
+        while self._heap:
+            deadline, _, obj = self._heap[0]
             if armed.get(obj) == deadline:
                 return deadline
-            heapq.heappop(heap)
+            heapq.heappop(self._heap)
+            self._stale = max(0, self._stale - 1)
         return None
 
     def handle_timer(self, now: float) -> None:
-        heap = self._heap
+        # self._heap is looked up on every turn: _arm() may rebuild it while timers run.
         armed = self._armed
-        while heap and heap[0][0] <= now:
-            deadline, _, obj = heapq.heappop(heap)
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, obj = heapq.heappop(self._heap)
             if armed.get(obj) != deadline:
+                self._stale = max(0, self._stale - 1)
                 continue
             del armed[obj]
-            if isinstance(obj, Transaction):
-                obj.handle_timer(now)
-                self._service(obj, now)
-            elif isinstance(obj, Timer):
-                if obj.deadline is not None and obj.deadline <= now:
-                    obj.deadline = None
-                    obj.callback(now)
-                else:
-                    self._arm(obj)
+            try:
+                if isinstance(obj, Transaction):
+                    obj.handle_timer(now)
+                    self._service(obj, now)
+                elif isinstance(obj, Timer):
+                    if obj.deadline is not None and obj.deadline <= now:
+                        obj.deadline = None
+                        obj.callback(now)
+                    else:
+                        self._arm(obj)
+            except SipError as exc:  # one timer's failure must not stop the others
+                log.warning("timer action failed: %s", exc)
+
+    def transport_error(self, target: Target, now: float) -> None:
+        """The edge could not resolve or connect to ``target`` (§17.1.4, §18.4): every client
+        transaction headed there fails now instead of waiting for Timer B/F."""
+        for txn in list(self._client.values()):
+            if txn.destination == target and not txn.terminated:
+                txn.transport_error()
+                self._service(txn, now)
 
     def call_at(self, deadline: float, callback: Callable[[float], None]) -> Timer:
-        timer = Timer(deadline, callback)
+        timer = Timer(deadline, callback, self)
         self._arm(timer)
         return timer
 
@@ -453,14 +493,25 @@ class UserAgentCore:
 
     # ------------------------------------------------------------------ timers and output
     def _arm(self, obj: Transaction | Timer) -> None:
+        """Keep ``obj``'s next deadline in the heap. Superseded entries stay in the heap (lazy deletion)
+        and are counted; when they outnumber the live ones the heap is rebuilt, so cancelled long timers
+        (session timers, 32 s transaction timers) never pile up under load."""
         at = obj.get_timer()
+        armed = self._armed
+        previous = armed.get(obj)
+        if previous == at:
+            return
+        if previous is not None:
+            self._stale += 1
         if at is None:
-            self._armed.pop(obj, None)
-            return
-        if self._armed.get(obj) == at:
-            return
-        self._armed[obj] = at
-        heapq.heappush(self._heap, (at, next(self._seq), obj))
+            del armed[obj]
+        else:
+            armed[obj] = at
+            heapq.heappush(self._heap, (at, next(self._seq), obj))
+        if self._stale > 1024 and self._stale * 2 > len(self._heap):
+            self._heap = [e for e in self._heap if armed.get(e[2]) == e[0]]
+            heapq.heapify(self._heap)
+            self._stale = 0
 
     def _service(self, txn: Transaction, now: float) -> None:
         """After touching a transaction: send its output, deliver responses/timeouts, re-arm, reap."""
@@ -472,23 +523,31 @@ class UserAgentCore:
                 self._out.append((data, dest))
         if isinstance(txn, ClientTransaction):
             handler = txn.owner
-            if txn.responses:
-                responses = txn.responses
-                txn.responses = []
-                for resp in responses:
+            try:
+                if txn.responses:
+                    responses = txn.responses
+                    txn.responses = []
+                    for resp in responses:
+                        if callable(handler):
+                            handler(txn, resp, now)
+                if txn.timed_out and not txn.reported:
+                    txn.reported = True
+                    dest = txn.destination
+                    if isinstance(dest, Target):
+                        self._emit(TargetUnreachable(dest))
                     if callable(handler):
-                        handler(txn, resp, now)
-            if txn.timed_out and not txn.reported:
-                txn.reported = True
-                if callable(handler):
-                    handler(txn, None, now)
-            if txn.terminated:
-                self._client.pop(client_key(txn.branch, txn.request.method), None)
-        else:
-            assert isinstance(txn, ServerTransaction)
+                        handler(txn, None, now)
+            finally:  # whatever the handler did, the transaction is re-armed or reaped
+                if txn.terminated:
+                    self._client.pop(client_key(txn.branch, txn.request.method), None)
+                self._arm(txn)
+            return
+        assert isinstance(txn, ServerTransaction)
+        try:
             if txn.timed_out and not txn.reported:
                 txn.reported = True
                 self._server_timeout(txn, now)
+        finally:
             if txn.terminated:
                 req = txn.request
                 key = server_key(req)
@@ -496,10 +555,27 @@ class UserAgentCore:
                 mkey = (req.call_id, req.from_.tag or "", req.cseq.number, req.method)
                 if self._merge.get(mkey) == key:
                     del self._merge[mkey]
-        self._arm(txn)
+            self._arm(txn)
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
+
+    def _observe(self, received: str, rport: str | None) -> None:
+        """Learn our public address from a response (RFC 3581 §4: NAT discovery on the client side);
+        with ``contact_from_observed`` our Contact follows it, so in-dialog requests reach us through
+        the NAT binding."""
+        try:
+            port = parse_int(rport, "rport", 65535) if rport else self.config.local_port
+        except SipParseError:
+            return
+        observed = (received.strip("[]"), port)
+        if observed == self.observed_address:
+            return
+        self.observed_address = observed
+        if self.config.contact_from_observed:
+            host = f"[{observed[0]}]" if ":" in observed[0] else observed[0]
+            transport = self._transport_param(self.config.transport)
+            self.contact = f"<sip:{self.config.user}@{host}:{port}{transport}>"
 
     # ------------------------------------------------------------------ addressing
     @staticmethod
@@ -550,13 +626,16 @@ class UserAgentCore:
 
     @staticmethod
     def _stamp_via(request: Request, source: Target) -> None:
-        """§18.2.1 / RFC 3581 §4: record the source address as received= and, if asked, rport=."""
+        """§18.2.1 / RFC 3581 §4: record the source address as received= and, if asked, rport=.
+
+        Values the sender put there itself are overwritten: responses must never be steered to an
+        address the request did not come from (no reflection through a forged ``received``)."""
         via = request.top_via
         changed = False
-        if via.host.strip("[]") != source.host:
+        if via.host.strip("[]") != source.host or "received" in via.params:
             via.params["received"] = source.host
             changed = True
-        if "rport" in via.params and not via.params["rport"] and source.port is not None:
+        if "rport" in via.params and source.port is not None and via.params["rport"] != str(source.port):
             via.params["rport"] = str(source.port)
             changed = True
         if changed:
@@ -612,6 +691,8 @@ class UserAgentCore:
         attempts = txn.auth_attempts
         if attempts >= self.config.max_auth_attempts:
             return False
+        if session is not None and session.cancel_requested and old is session.invite:
+            return False  # the caller already hung up: let the challenge end the call
         header, answer_header = (
             ("Proxy-Authenticate", "Proxy-Authorization")
             if resp.status == 407
@@ -818,7 +899,10 @@ class UserAgentCore:
             return
         if resp is None:
             if session.state in (SessionState.CALLING, SessionState.EARLY):
-                self._end(session, 408, "Request Timeout", remote=False)
+                if txn.transport_failed:  # §8.1.3.1: a transport error counts as 503
+                    self._end(session, 503, "Service Unavailable (transport error)", remote=False, now=now)
+                else:
+                    self._end(session, 408, "Request Timeout", remote=False, now=now)
             return
         status = resp.status
         tag = resp.to.tag
@@ -842,7 +926,7 @@ class UserAgentCore:
         if session.state in (SessionState.CALLING, SessionState.EARLY):
             if session.dialog is not None:
                 self._dialogs.pop(session.dialog.id, None)
-            self._end(session, status, resp.reason, remote=True)
+            self._end(session, status, resp.reason, remote=True, now=now, cause=resp.headers.get("Reason"))
 
     def _uac_2xx(self, session: InviteSession, resp: Response, now: float) -> None:
         """§13.2.2.4: ACK every 2xx (new transaction-less request); a 2xx from a second fork, or one
@@ -852,7 +936,7 @@ class UserAgentCore:
             log.info("2xx without To tag for %s dropped", session.call_id)
             return
         dialog = session.dialog
-        if dialog is not None and dialog.remote_tag == tag and session.state is SessionState.CONFIRMED:
+        if dialog is not None and dialog.remote_tag == tag and session._ack is not None:
             if session._ack is not None and session._ack_target is not None:
                 self._out.append((session._ack, session._ack_target))  # retransmitted 2xx
             return
@@ -894,6 +978,8 @@ class UserAgentCore:
         """§9.1: only once a provisional response has arrived; same branch as the INVITE."""
         session.cancel_sent = True
         cancel = build_cancel(session.invite)
+        if session.hangup_cause:
+            cancel.headers.add("Reason", session.hangup_cause)
 
         def done(txn: ClientTransaction, resp: Response | None, at: float) -> None:
             return None
@@ -908,9 +994,10 @@ class UserAgentCore:
 
     def _send_bye(self, dialog: Dialog, session: InviteSession | None, now: float) -> None:
         target = self._next_hop(dialog.remote_target, dialog.route_set, in_dialog=True)
-        bye = dialog.create_request(
-            "BYE", self._via(target), None, extra=[("User-Agent", self.config.user_agent)]
-        )
+        extra = [("User-Agent", self.config.user_agent)]
+        if session is not None and session.hangup_cause:
+            extra.append(("Reason", session.hangup_cause))
+        bye = dialog.create_request("BYE", self._via(target), None, extra=extra)
         dialog.state = DialogState.TERMINATED
         self._dialogs.pop(dialog.id, None)
 
@@ -919,7 +1006,15 @@ class UserAgentCore:
 
         self._send_request(bye, target, done, now, session)
 
-    def _end(self, session: InviteSession, status: int | None, reason: str, remote: bool) -> None:
+    def _end(
+        self,
+        session: InviteSession,
+        status: int | None,
+        reason: str,
+        remote: bool,
+        now: float,
+        cause: str | None = None,
+    ) -> None:
         if session.end_reported:
             session.state = SessionState.TERMINATED
             return
@@ -929,12 +1024,21 @@ class UserAgentCore:
             session.reinvite_retry.cancel()
         if session.st_timer is not None:
             session.st_timer.cancel()
+        if session.answer_timer is not None:
+            session.answer_timer.cancel()
+            session.answer_timer = None
+        pending = session.offer_in
+        if pending is not None and pending.state in (State.PROCEEDING, State.TRYING):
+            # A re-INVITE/UPDATE still waiting for the application gets a final answer (§15.1.2).
+            session.offer_in = None
+            status = 487 if pending.request.method == "INVITE" else 481
+            self._respond(pending, make_response(pending.request, status, to_tag=session.local_tag), now)
         if not session.bye_pending:  # a deferred BYE still needs the dialog to find the ACK
             if session.dialog is not None:
                 session.dialog.state = DialogState.TERMINATED
             self._untrack(session)
         self._calls.pop((session.call_id, session.local_tag), None)
-        self._emit(CallEnded(session, status, reason, remote))
+        self._emit(CallEnded(session, status, reason, remote, cause))
 
     def _untrack(self, session: InviteSession) -> None:
         for key in session.dialog_keys:
@@ -949,12 +1053,15 @@ class UserAgentCore:
             session.dialog_keys.append(key)
 
     # ------------------------------------------------------------------ application commands
-    def hangup(self, session: InviteSession, now: float) -> None:
+    def hangup(self, session: InviteSession, now: float, cause: str | None = None) -> None:
         """End the call the right way for its state: CANCEL (§9.1) before a final response, BYE (§15)
-        after a 2xx, 603 Decline for an incoming call not yet answered."""
+        after a 2xx, 603 Decline for an incoming call not yet answered. ``cause`` goes out as the
+        ``Reason`` header (RFC 3326) of the BYE or CANCEL."""
         state = session.state
         if state is SessionState.TERMINATED:
             return
+        if cause:
+            session.hangup_cause = cause
         if session.is_uac and state in (SessionState.CALLING, SessionState.EARLY):
             session.cancel_requested = True
             if state is SessionState.EARLY and not session.cancel_sent:
@@ -974,7 +1081,7 @@ class UserAgentCore:
             session.bye_pending = True
         elif session.dialog is not None:
             self._send_bye(session.dialog, session, now)
-        self._end(session, None, "hangup", remote=False)
+        self._end(session, None, "hangup", remote=False, now=now)
 
     def ring(self, session: InviteSession, now: float, body: bytes = b"", status: int = 180) -> None:
         """Send 180 Ringing, or 183 Session Progress with an early-media SDP ``body``."""
@@ -992,6 +1099,9 @@ class UserAgentCore:
         """Send 200 OK with the answer ``body``; retransmitted until the ACK arrives (§13.3.1.4)."""
         if session.state is not SessionState.INCOMING:
             raise DialogError("answer() needs an incoming call not yet answered")
+        if session.answer_timer is not None:
+            session.answer_timer.cancel()
+            session.answer_timer = None
         extra = [("Contact", self.contact), ("Allow", ALLOW), ("User-Agent", self.config.user_agent)]
         extra += self._session_expires_headers(session)
         if body:
@@ -1013,7 +1123,7 @@ class UserAgentCore:
             raise DialogError("reject() needs a status of 300 or more")
         resp = make_response(session.invite, status, reason, to_tag=session.local_tag)
         self._respond(session.invite_txn, resp, now)
-        self._end(session, status, resp.reason, remote=False)
+        self._end(session, status, resp.reason, remote=False, now=now)
 
     def reinvite(
         self, session: InviteSession, body: bytes, now: float, content_type: str = "application/sdp"
@@ -1057,6 +1167,8 @@ class UserAgentCore:
             target = self._next_hop(dialog.remote_target, dialog.route_set, in_dialog=True)
             ack = dialog.create_request("ACK", self._via(target), None, cseq=txn.request.cseq.number)
             self._out.append((ack.encode(), target))
+            if session.state is SessionState.TERMINATED:
+                return  # ACKed so the peer stops retransmitting; the call is already over
             session.remote_body = resp.body or session.remote_body
             self._session_timer_from_response(session, resp, now)
             if session.refreshing:
@@ -1188,6 +1300,15 @@ class UserAgentCore:
     def _arm_session_timer(self, session: InviteSession, now: float, retry: bool = False) -> None:
         if session.st_timer is not None:
             session.st_timer.cancel()
+        if session.answer_timer is not None:
+            session.answer_timer.cancel()
+            session.answer_timer = None
+        pending = session.offer_in
+        if pending is not None and pending.state in (State.PROCEEDING, State.TRYING):
+            # A re-INVITE/UPDATE still waiting for the application gets a final answer (§15.1.2).
+            session.offer_in = None
+            status = 487 if pending.request.method == "INVITE" else 481
+            self._respond(pending, make_response(pending.request, status, to_tag=session.local_tag), now)
             session.st_timer = None
         se = session.se
         if se is None or session.state is SessionState.TERMINATED:
@@ -1243,7 +1364,7 @@ class UserAgentCore:
         if session.state is not SessionState.CONFIRMED or session.dialog is None:
             return
         self._send_bye(session.dialog, session, now)
-        self._end(session, 408, "session timer expired", remote=False)
+        self._end(session, 408, "session timer expired", remote=False, now=now)
 
     # ------------------------------------------------------------------ UAS
     def _respond(self, txn: Transaction | None, resp: Response, now: float) -> None:
@@ -1296,7 +1417,9 @@ class UserAgentCore:
         if (req.headers.get("Max-Forwards") or "70").strip().lstrip("0") == "" and method != "OPTIONS":
             self._respond(server, make_response(req, 483, to_tag=new_token()), now)
             return
-        if not isinstance(parse_uri(req.uri), SipUri) and method != "INVITE":
+        ruri = parse_uri(req.uri)
+        if not isinstance(ruri, SipUri) and ruri.scheme != "tel":
+            # §8.2.2.1: a scheme we do not understand.
             self._respond(server, make_response(req, 416, to_tag=new_token()), now)
             return
         require = req.headers.get_all("Require")
@@ -1380,8 +1503,9 @@ class UserAgentCore:
             session.se = offered[0]
             refresher = offered[1] or ("uac" if supports_timer(req) else "uas")
             session.refresher_us = refresher == "uas"
-        elif self.config.session_expires:
-            # §9: the UAS may impose a timer; the UAC refreshes if it supports timers, else we do.
+        elif self.config.session_expires and (supports_timer(req) or self.config.impose_session_timer):
+            # §9: the UAS may impose a timer; the UAC refreshes if it supports timers, else (only when
+            # configured to: re-INVITEs a caller never asked for can confuse old PBXs) we do.
             session.se = self.config.session_expires
             session.refresher_us = not supports_timer(req)
         session.invite_txn = server
@@ -1390,7 +1514,17 @@ class UserAgentCore:
         self._respond(server, make_response(req, 100), now)
         session.dialog = None
         self._track(session, (req.call_id, session.local_tag, req.from_.tag or ""))
+        if self.config.answer_timeout:
+            # A call the application never answers or rejects must not hold state forever.
+            session.answer_timer = self.call_at(
+                now + self.config.answer_timeout, lambda at: self._unanswered(session, at)
+            )
         self._emit(IncomingCall(session))
+
+    def _unanswered(self, session: InviteSession, now: float) -> None:
+        session.answer_timer = None
+        if session.state is SessionState.INCOMING:
+            self.reject(session, 480, now, "No Answer")
 
     def _receive_ack(self, req: Request, now: float) -> None:
         """ACK for a 2xx (§13.3.1.4 / §17.2.3 — a separate transaction): match by dialog."""
@@ -1412,7 +1546,13 @@ class UserAgentCore:
                         self._send_bye(session.dialog, session, now)
                         self._untrack(session)
                     else:
-                        self._emit(CallConfirmed(session))
+                        if req.body:
+                            session.remote_body = req.body
+                        self._emit(CallConfirmed(session, req.body))
+                elif req.body:
+                    # The peer's re-INVITE had no offer; ours went in the 2xx and its answer is here.
+                    session.remote_body = req.body
+                    self._emit(OfferAnswered(session, 200, req.body))
                 return
 
     def _receive_cancel(self, req: Request, source: Target, now: float) -> None:
@@ -1434,7 +1574,9 @@ class UserAgentCore:
             self._respond(target, make_response(target.request, 487, to_tag=tag), now)
             if isinstance(session, InviteSession):
                 self._dialogs.pop((req.call_id, session.local_tag, req.from_.tag or ""), None)
-                self._end(session, 487, "Request Terminated", remote=True)
+                self._end(
+                    session, 487, "Request Terminated", remote=True, now=now, cause=req.headers.get("Reason")
+                )
 
     def _receive_in_dialog(self, req: Request, server: ServerTransaction, source: Target, now: float) -> None:
         session = self._dialogs.get((req.call_id, req.to.tag or "", req.from_.tag or ""))
@@ -1454,7 +1596,7 @@ class UserAgentCore:
                     self._respond(
                         session.invite_txn, make_response(session.invite, 487, to_tag=session.local_tag), now
                     )
-                self._end(session, None, "BYE", remote=True)
+                self._end(session, None, "BYE", remote=True, now=now, cause=req.headers.get("Reason"))
             else:
                 self._respond(server, make_response(req, 481), now)
             return
@@ -1465,7 +1607,7 @@ class UserAgentCore:
         server.owner = session
         if method == "BYE":
             self._respond(server, make_response(req, 200), now)
-            self._end(session, None, "BYE", remote=True)
+            self._end(session, None, "BYE", remote=True, now=now, cause=req.headers.get("Reason"))
         elif method in ("INVITE", "UPDATE"):
             self._receive_offer(session, req, server, now)
         elif method == "INFO":
@@ -1558,7 +1700,7 @@ class UserAgentCore:
             ):
                 session.bye_pending = False
                 self._send_bye(session.dialog, session, now)
-                self._end(session, 408, "no ACK for 2xx", remote=False)
+                self._end(session, 408, "no ACK for 2xx", remote=False, now=now)
                 self._untrack(session)
 
     # ------------------------------------------------------------------ responses
@@ -1568,6 +1710,10 @@ class UserAgentCore:
             return
         txn = self._client.get(client_key(branch, resp.cseq.method))
         if txn is not None:
+            via = resp.top_via
+            received = via.params.get("received")
+            if received is not None:
+                self._observe(received, via.params.get("rport"))
             txn.receive(resp, now)
             self._service(txn, now)
             return

@@ -58,22 +58,34 @@ class Sipp:
         return SippRun(rc, out.decode(errors="replace"), err.decode(errors="replace"), errors)
 
 
-async def _until_bound(port: int, proc: asyncio.subprocess.Process) -> None:
-    """Wait (at most 5 s) until sipp holds its UDP port, so nothing we send is lost to startup."""
+def _port_in_use(port: int, tcp: bool) -> bool:
+    """Whether some socket holds 127.0.0.1:``port`` — read from /proc, so probing never races sipp's
+    own bind (binding a probe socket could make sipp's bind fail)."""
+    table = Path("/proc/net/tcp" if tcp else "/proc/net/udp")
+    try:
+        lines = table.read_text().splitlines()[1:]
+    except OSError:
+        return True  # cannot tell: assume bound and let the test's own timeouts judge
+    suffix = f":{port:04X}"
+    return any(line.split()[1].endswith(suffix) for line in lines if len(line.split()) > 1)
+
+
+async def _until_bound(port: int, proc: asyncio.subprocess.Process, tcp: bool = False) -> None:
+    """Wait (at most 5 s) until sipp holds its port, so nothing we send is lost to startup."""
     for _ in range(100):
-        if proc.returncode is not None:
+        if proc.returncode is not None or _port_in_use(port, tcp):
             return
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return
         await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
 async def sipp(
-    workdir: Path, *args: str, port: int | None = None, limit: float = 60.0, trace: bool = True
+    workdir: Path,
+    *args: str,
+    port: int | None = None,
+    limit: float = 60.0,
+    trace: bool = True,
+    tcp: bool = False,
 ) -> AsyncIterator[Sipp]:
     """Start sipp on 127.0.0.1 (``-p port``) with ``args``; always bounded by ``-timeout`` and ``limit``."""
     assert SIPP is not None
@@ -91,7 +103,7 @@ async def sipp(
     )
     runner = Sipp(proc, workdir, limit)
     try:
-        await _until_bound(port, proc)
+        await _until_bound(port, proc, tcp)
         yield runner
     finally:
         if proc.returncode is None:

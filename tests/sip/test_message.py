@@ -397,3 +397,92 @@ def test_via_serialises_with_params() -> None:
     assert via.transport == "UDP" and via.port == 5060
     assert via.params == {"branch": "z9hG4bKx", "rport": None, "received": "10.0.0.2"}
     assert str(via) == "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport;received=10.0.0.2"
+
+
+# Further scenarios in the spirit of RFC 4475 (messages written for this suite).
+
+
+def test_method_may_be_any_token_and_cseq_must_repeat_it() -> None:
+    method = "!interesting-Method0123456789_*+`.%indeed'~"
+    m = parse_message(basic(("INVITE", f"{method} sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com SIP/2.0"),
+                            ("CSeq", f"CSeq: 139122385 {method}")))  # fmt: skip
+    assert isinstance(m, Request) and m.method == method
+    uri = m.request_uri
+    assert isinstance(uri, SipUri) and uri.user == "1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"
+
+
+def test_escaped_characters_in_the_request_uri_user_part() -> None:
+    m = parse_message(basic(("INVITE", "INVITE sip:sips%3Auser%40example.com@example.net SIP/2.0")))
+    assert isinstance(m, Request)
+    uri = m.request_uri
+    assert isinstance(uri, SipUri) and uri.user == "sips%3Auser%40example.com" and uri.host == "example.net"
+
+
+def test_display_name_directly_before_angle_bracket() -> None:
+    m = parse_message(basic(("To:", "To: caller<sip:caller@example.com>;tag=323")))
+    assert (m.to.display, m.to.tag) == ("caller", "323")
+
+
+def test_two_messages_in_one_datagram_keep_only_the_first() -> None:
+    first = msg(*BASIC, "Content-Length: 0")
+    second = msg("INVITE sip:other@example.com SIP/2.0", *BASIC[1:], "Content-Length: 0")
+    m = parse_message(first + second)
+    assert isinstance(m, Request) and m.uri == "sip:bob@biloxi.example.com" and m.body == b""
+
+
+def test_multipart_body_is_opaque_bytes_with_its_content_type() -> None:
+    body = "--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--b--\r\n"
+    m = parse_message(basic(extra=("Content-Type: multipart/mixed;boundary=b",), body=body))
+    assert m.content_type == "multipart/mixed" and m.body == body.encode()
+
+
+def test_unusual_transport_tokens_in_via() -> None:
+    m = parse_message(
+        basic(
+            (
+                "Via",
+                "Via: SIP/2.0/SCTP t1.example.com;branch=z9hG4bKkdjuw, SIP/2.0/TLS-SCTP t2.example.com;branch=z9hG4bK2",
+            )
+        )
+    )
+    assert [v.transport for v in m.via] == ["SCTP", "TLS-SCTP"]
+
+
+def test_long_values_survive() -> None:
+    long_user = "a" * 3000
+    m = parse_message(basic(("To:", f"To: <sip:{long_user}@example.com>"), extra=("X-Long: " + "x" * 5000,)))
+    to_uri = m.to.uri
+    assert isinstance(to_uri, SipUri) and to_uri.user == long_user
+
+
+RFC4475_STYLE_INVALID: list[tuple[str, bytes, str]] = [
+    ("Request-URI in angle brackets", basic(("INVITE", "INVITE <sip:user@example.com> SIP/2.0")), ""),
+    (
+        "trailing space after version",
+        basic(("INVITE", "INVITE sip:user@example.com SIP/2.0 ")),
+        "request line",
+    ),
+    ("unbalanced quotes in To", basic(("To:", 'To: "Mr. J. User <sip:j.user@example.com>')), "quoted"),
+    ("unescaped space in Request-URI", basic(("INVITE", "INVITE sip:user@example.com;lr; x SIP/2.0")), ""),
+    ("Content-Length larger than the datagram", msg(*BASIC, "Content-Length: 9999", body="v=0"), "shorter"),
+    ("negative Max-Forwards", basic(("Max-Forwards", "Max-Forwards: -1")), "Max-Forwards"),
+    (
+        "Via port not a number",
+        basic(("Via", "Via: SIP/2.0/UDP host.example.com:50a60;branch=z9hG4bK1")),
+        "port",
+    ),
+    ("Contact with unterminated URI", basic(("Contact", "Contact: <sip:a@b.example.com;lr")), "unterminated"),
+    ("To with two URIs", basic(("To:", "To: sip:a@b.example.com sip:c@d.example.com")), ""),
+    ("status line without code", msg("SIP/2.0 OK", *BASIC[1:]), "status"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(r, why) for _, r, why in RFC4475_STYLE_INVALID],
+    ids=[n for n, _, _ in RFC4475_STYLE_INVALID],
+)
+def test_rfc4475_style_invalid_messages_are_rejected(raw: bytes, reason: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_message(raw)
+    assert reason.lower() in info.value.reason.lower()

@@ -87,3 +87,51 @@ def test_stream_framer_only_raises_parse_error(data: bytes, step: int) -> None:
                 _check(chunk)
     except SipParseError:
         pass
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["sip:", "SIPS:", "user", "@", "host.example", ":", "5060", "99999", ";", "lr", "=", "x",
+                         "%41", "?", "&", "[2001:db8::1]", "@", ";", "tag", "-", "."]),
+        max_size=12,
+    ).map("".join)
+)  # fmt: skip
+def test_uri_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    from sip.uri import SipUri
+
+    try:
+        general: SipUri | None = SipUri._parse_general(text)
+    except SipParseError:
+        general = None
+    try:
+        fast: SipUri | None = SipUri.parse(text)
+    except SipParseError:
+        fast = None
+    if general is None:
+        assert fast is None, text
+    else:
+        assert fast is not None
+        assert (fast.scheme, fast.user, fast.password, fast.host, fast.port, fast.params, fast.headers) == (
+            general.scheme, general.user, general.password, general.host, general.port, general.params,
+            general.headers,
+        ), text  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 3), min_size=1, max_size=5), st.lists(st.integers(1, 97), min_size=1, max_size=40)
+)
+def test_stream_framing_does_not_depend_on_segmentation(bodies: list[int], cuts: list[int]) -> None:
+    messages = [SEED.replace(b"l: 4\r\n\r\nv=0\r\n", f"l: {n}\r\n\r\n".encode() + b"x" * n) for n in bodies]
+    data = b"\r\n".join(messages)
+    framer = StreamFramer()
+    out: list[bytes] = []
+    pos = 0
+    for cut in cuts * (len(data) // sum(cuts) + 1):
+        if pos >= len(data):
+            break
+        framer.feed(data[pos : pos + cut])
+        pos += cut
+        out.extend(framer.messages())
+    assert out == messages

@@ -118,7 +118,7 @@ def test_interval_below_min_se_is_refused_with_422_and_retried_higher() -> None:
 def test_uas_refreshes_when_caller_does_not_support_timers() -> None:
     net = FakeNet()
     net.add(A, session_expires=None)
-    net.add(B, session_expires=400)
+    net.add(B, session_expires=400, impose_session_timer=True)
     _, _, sa, sb = established(net)
     assert sb.se == 400 and sb.refresher_us
     net.advance(1000.0)

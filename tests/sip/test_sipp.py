@@ -14,8 +14,10 @@ from sip.useragent import (
     CallConfirmed,
     CallEnded,
     CallProgress,
+    DtmfReceived,
     OfferAnswered,
     OfferReceived,
+    RegistrationStatus,
     SessionState,
     Target,
     UserAgentConfig,
@@ -163,17 +165,30 @@ async def test_reinvite_hold_and_unhold_both_ways_then_bye_from_sipp(tmp_path: P
         await ua.close()
 
 
-async def test_sipp_caller_receives_our_bye(tmp_path: Path) -> None:
+async def test_sipp_caller_with_pai_sends_dtmf_info_and_receives_our_bye(tmp_path: Path) -> None:
     ua = UserAgent(UserAgentConfig("127.0.0.1", 0))
     await ua.start()
     host, port = ua.address
     try:
-        args = ["-sf", str(SCENARIOS / "uac_bye_from_callee.xml"), f"{host}:{port}", "-m", "1"]
+        args = [
+            "-sf",
+            str(SCENARIOS / "uac_bye_from_callee.xml"),
+            f"{host}:{port}",
+            "-s",
+            "+15551234",
+            "-m",
+            "1",
+        ]
         async with sipp(tmp_path, *args, limit=30) as peer:
             async with asyncio.timeout(10):
                 call = await ua.incoming.get()
+            assert call.incoming and call.request_uri.startswith("sip:+15551234@")
+            assert [p.display for p in call.p_asserted_identity] == ["Carol Caller"]
+            assert b"m=audio" in call.remote_sdp
             call.answer(OFFER)
             assert isinstance(await until(call, CallConfirmed), CallConfirmed)
+            dtmf = await until(call, DtmfReceived)
+            assert isinstance(dtmf, DtmfReceived) and (dtmf.digit, dtmf.duration_ms) == ("7", 250)
             call.hangup()
             run = await peer.wait()
         assert run.returncode == 0, str(run)
@@ -264,6 +279,79 @@ async def test_call_held_longer_than_64_t1_stays_up(tmp_path: Path) -> None:
             assert call.events.empty()
             assert not ua.core._client and not ua.core._server  # all setup transactions reaped
             call.hangup()
+            run = await peer.wait()
+        assert run.returncode == 0, str(run)
+    finally:
+        await ua.close()
+
+
+async def test_sipp_uac_over_tcp_against_our_uas(tmp_path: Path) -> None:
+    ua = UserAgent(UserAgentConfig("127.0.0.1", 0, transport="TCP"), on_incoming=auto_answer())  # type: ignore[arg-type]
+    await ua.start(tcp=True)
+    host, port = ua.address
+    try:
+        args = ["-sn", "uac", f"{host}:{port}", "-t", "t1", "-m", "3", "-d", "100", "-l", "3"]
+        async with sipp(tmp_path, *args, limit=30) as peer:
+            run = await peer.wait()
+        assert run.returncode == 0, str(run)
+    finally:
+        await ua.close()
+
+
+async def test_our_uac_over_tcp_against_sipp_uas(tmp_path: Path) -> None:
+    port = free_udp_port()
+    ua = UserAgent(UserAgentConfig("127.0.0.1", 0, transport="TCP"))
+    await ua.start(tcp=True)
+    try:
+        async with sipp(tmp_path, "-sn", "uas", "-t", "t1", "-m", "1", port=port, limit=30, tcp=True) as peer:
+            call = await ua.call(
+                f"<sip:service@127.0.0.1:{port};transport=tcp>", "<sip:alice@127.0.0.1>", OFFER
+            )
+            assert isinstance(await until(call, CallAnswered), CallAnswered)
+            call.hangup()
+            run = await peer.wait()
+        assert run.returncode == 0, str(run)
+    finally:
+        await ua.close()
+
+
+async def test_early_media_183_with_sdp_from_sipp(tmp_path: Path) -> None:
+    port = free_udp_port()
+    ua = await started()
+    try:
+        async with sipp(
+            tmp_path, "-sf", str(SCENARIOS / "uas_early_media.xml"), "-m", "1", port=port, limit=30
+        ) as peer:
+            call = await ua.call(f"<sip:service@127.0.0.1:{port}>", "<sip:alice@127.0.0.1>", OFFER)
+            progress = await until(call, CallProgress)
+            assert isinstance(progress, CallProgress) and progress.status == 183
+            assert progress.content_type == "application/sdp" and b"a=sendonly" in progress.body
+            answered = await until(call, CallAnswered)
+            assert isinstance(answered, CallAnswered) and b"PCMA" in answered.body
+            call.hangup()
+            run = await peer.wait()
+        assert run.returncode == 0, str(run)
+    finally:
+        await ua.close()
+
+
+async def test_register_with_digest_against_sipp_registrar(tmp_path: Path) -> None:
+    port = free_udp_port()
+    events: asyncio.Queue[object] = asyncio.Queue()
+    ua = UserAgent(
+        UserAgentConfig("127.0.0.1", 0, credentials=[Credentials("alice", "secret")]),
+        on_event=events.put_nowait,
+    )
+    await ua.start()
+    try:
+        async with sipp(
+            tmp_path, "-sf", str(SCENARIOS / "uas_registrar.xml"), "-m", "1", port=port, limit=30
+        ) as peer:
+            ua.register(f"sip:127.0.0.1:{port}", "<sip:alice@sipp.test>", expires=300)
+            async with asyncio.timeout(10):
+                status = await events.get()
+            assert isinstance(status, RegistrationStatus)
+            assert (status.registered, status.status, status.expires) == (True, 200, 60)
             run = await peer.wait()
         assert run.returncode == 0, str(run)
     finally:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import socket
 import ssl
 from pathlib import Path
 
 import pytest
 
+from sip.errors import CallFailed
+from sip.transaction import TimerConfig
 from sip.transport import Resolver, SrvRecord
 from sip.ua import Call, UserAgent
 from sip.useragent import (
@@ -20,6 +23,7 @@ from sip.useragent import (
     OfferAnswered,
     OfferReceived,
     Target,
+    TrunkStatus,
     UserAgentConfig,
 )
 
@@ -83,7 +87,7 @@ async def test_call_to_a_name_resolved_through_a_static_srv_record() -> None:
     b = UserAgent(UserAgentConfig("127.0.0.1", 0))
     await b.start()
     _, port = b.address
-    a.resolver = Resolver({"_sip._udp.trunk.test": [SrvRecord(10, 1, port, "localhost")]})
+    a.resolver = Resolver({"_sip._udp.trunk.test": [SrvRecord(10, 1, port, "127.0.0.1")]})
     await a.start()
     try:
         out = await a.call("<sip:bob@trunk.test>", "<sip:alice@127.0.0.1>", OFFER)
@@ -212,6 +216,140 @@ async def test_malformed_udp_request_gets_400_from_the_socket() -> None:
             data = await got
         assert data.startswith(b"SIP/2.0 400 Max-Forwards out of range")
         transport.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_trunk_monitor_through_the_facade_reports_up_then_down() -> None:
+    events: asyncio.Queue[object] = asyncio.Queue()
+    fast = TimerConfig(t1=0.01, t2=0.04, t4=0.05)  # Timer F = 0.64 s, so "down" is quick to see
+    a = UserAgent(UserAgentConfig("127.0.0.1", 0, timers=fast), on_event=events.put_nowait)
+    b = UserAgent(UserAgentConfig("127.0.0.1", 0))
+    await a.start()
+    await b.start()
+    try:
+        host, port = b.address
+        mon = a.monitor(f"sip:{host}:{port}", interval=0.2)
+        async with asyncio.timeout(5):
+            up = await events.get()
+        assert isinstance(up, TrunkStatus) and up.up
+        await b.close()
+        async with asyncio.timeout(10):
+            down = await events.get()
+        assert isinstance(down, TrunkStatus) and not down.up
+        mon.stop()
+    finally:
+        await a.close()
+
+
+async def test_awaiting_answer_of_a_rejected_call_raises_call_failed() -> None:
+    a, b = await pair()
+    try:
+        host, port = b.address
+        out = await a.call(f"<sip:bob@{host}:{port}>", "<sip:alice@127.0.0.1>", OFFER)
+        async with asyncio.timeout(5):
+            inc = await b.incoming.get()
+        inc.reject(603)
+        with pytest.raises(CallFailed) as info:
+            async with asyncio.timeout(5):
+                await out.answered
+        assert info.value.status == 603
+        async with asyncio.timeout(5):
+            ended = await out.ended
+        assert ended.status == 603 and ended.remote
+        assert [type(e) async for e in out] == [CallEnded]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_srv_failover_after_a_timeout_moves_to_the_next_server() -> None:
+    """RFC 3263 §4.3: the first SRV target is dead; after its OPTIONS times out, the next one is used."""
+    fast = TimerConfig(t1=0.01, t2=0.04, t4=0.05)
+    events: asyncio.Queue[object] = asyncio.Queue()
+    backup = UserAgent(UserAgentConfig("127.0.0.1", 0))
+    await backup.start()
+    _, live = backup.address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # closed again below: nothing listens there
+    records = [SrvRecord(10, 0, dead, "127.0.0.1"), SrvRecord(20, 0, live, "127.0.0.1")]
+    a = UserAgent(UserAgentConfig("127.0.0.1", 0, timers=fast), on_event=events.put_nowait,
+                  resolver=Resolver({"_sip._udp.trunk.test": records}))  # fmt: skip
+    await a.start()
+    try:
+        mon = a.monitor("sip:trunk.test", interval=0.1)
+        seen: list[bool] = []
+        async with asyncio.timeout(10):
+            while True:
+                ev = await events.get()
+                if isinstance(ev, TrunkStatus):
+                    seen.append(ev.up)
+                    if ev.up:
+                        break
+        assert seen == [False, True]
+        mon.stop()
+    finally:
+        await a.close()
+        await backup.close()
+
+
+async def test_tcp_connection_refused_fails_the_call_at_once() -> None:
+    a = UserAgent(UserAgentConfig("127.0.0.1", 0, transport="TCP"))
+    await a.start(tcp=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # nothing listens once closed
+    try:
+        out = await a.call(f"<sip:bob@127.0.0.1:{dead};transport=tcp>", "<sip:alice@127.0.0.1>", OFFER)
+        async with asyncio.timeout(5):  # well before Timer B's 32 s
+            ended = await out.ended
+        assert ended.status == 503 and not ended.remote
+    finally:
+        await a.close()
+
+
+async def test_closing_the_user_agent_hangs_up_its_calls() -> None:
+    a, b = await pair()
+    try:
+        host, port = b.address
+        out = await a.call(f"<sip:bob@{host}:{port}>", "<sip:alice@127.0.0.1>", OFFER)
+        async with asyncio.timeout(5):
+            inc = await b.incoming.get()
+        inc.answer(ANSWER)
+        async with asyncio.timeout(5):
+            await out.answered
+        assert a.active_calls() == [out]
+        await a.close()
+        async with asyncio.timeout(5):
+            ended = await inc.ended
+        assert ended.remote and ended.reason == "BYE"
+    finally:
+        await a.close()  # a second close is harmless
+        await b.close()
+
+
+async def test_tcp_reconnects_after_the_peer_closed_the_connection() -> None:
+    a, b = await pair(tcp=True)
+    try:
+        host, port = b.address
+        for round_ in range(2):
+            out = await a.call(f"<sip:bob@{host}:{port};transport=tcp>", "<sip:alice@127.0.0.1>", OFFER)
+            async with asyncio.timeout(5):
+                inc = await b.incoming.get()
+            inc.reject(486)
+            async with asyncio.timeout(5):
+                assert (await out.ended).status == 486
+            if round_ == 0:
+                for conn in list(b.endpoint._connections.values()):
+                    assert conn.transport is not None
+                    conn.transport.close()
+                for _ in range(500):  # bounded wait for the close to reach a
+                    if not a.endpoint._connections:
+                        break
+                    await asyncio.sleep(0.01)
+                assert not a.endpoint._connections
     finally:
         await a.close()
         await b.close()

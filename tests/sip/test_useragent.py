@@ -9,7 +9,7 @@ import pytest
 from sip.auth import AllowList, Credentials, DigestServer
 from sip.dialog import DialogState
 from sip.errors import DialogError
-from sip.message import Request, Response, parse_message
+from sip.message import Request, Response, make_response, parse_message
 from sip.useragent import (
     CallAnswered,
     CallConfirmed,
@@ -22,6 +22,8 @@ from sip.useragent import (
     OfferReceived,
     SessionState,
     Target,
+    TargetUnreachable,
+    UserAgentConfig,
     UserAgentCore,
 )
 from tests.sip.harness import FakeNet
@@ -179,7 +181,8 @@ def test_invite_timeout_without_answer_ends_with_408() -> None:
     net.drop = lambda data, src, dst: dst == B
     call(net, a)
     net.advance(40.0)
-    (ev,) = net.take(A)
+    unreachable, ev = net.take(A)
+    assert isinstance(unreachable, TargetUnreachable) and unreachable.target.port == B
     assert isinstance(ev, CallEnded) and ev.status == 408
     assert len(net.requests("INVITE")) == 7  # initial + 6 retransmissions of timer A
 
@@ -583,3 +586,249 @@ def test_callee_hangup_without_any_ack_sends_bye_when_the_2xx_times_out() -> Non
     net.advance(40.0)
     assert len(net.requests("BYE")) == 1
     assert not b._dialogs
+
+
+def test_outbound_proxy_receives_out_of_dialog_requests_with_the_request_uri_unchanged() -> None:
+    net = FakeNet()
+    a = net.add(A, outbound_proxy=Target("UDP", "127.0.0.1", B))
+    net.add(B)
+    a.invite("<sip:+15551234@carrier.example.com>", "<sip:alice@127.0.0.1>", SDP_OFFER, 0.0)
+    net.flush()
+    sb = incoming(net)
+    assert sb.request_uri == "sip:+15551234@carrier.example.com"
+    assert net.requests("INVITE", B)
+
+
+def test_late_offer_answer_arrives_in_the_ack() -> None:
+    net, a, b = setup()
+    net.drop = lambda data, src, dst: data.startswith(b"ACK")  # stand in for a late-offer caller
+    sa = a.invite(f"<sip:bob@127.0.0.1:{B}>", "<sip:alice@127.0.0.1>", b"", 0.0)
+    net.flush()
+    sb = incoming(net)
+    assert sb.invite.body == b""
+    b.answer(sb, SDP_ANSWER, net.now)  # our offer, in the 2xx
+    net.flush()
+    (answered,) = net.take(A)
+    assert isinstance(answered, CallAnswered) and answered.body == SDP_ANSWER
+    assert sa.dialog is not None
+    # A late-offer caller puts its answer in the ACK (our UAC core always offers in the INVITE).
+    ack = sa.dialog.create_request("ACK", f"SIP/2.0/UDP 127.0.0.1:{A};branch=z9hG4bKlate", None,
+                                   SDP_OFFER, "application/sdp", cseq=sa.invite.cseq.number)  # fmt: skip
+    b.receive(ack.encode(), Target("UDP", "127.0.0.1", A), net.now)
+    ev = b.next_event()
+    assert isinstance(ev, CallConfirmed) and ev.body == SDP_OFFER
+
+
+def _raw_request(method: str, ruri: str, extra: str = "") -> bytes:
+    return (
+        f"{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{method}{len(ruri)}\r\n"
+        f"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: {method}-{len(ruri)}\r\n"
+        f"CSeq: 1 {method}\r\n{extra}\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (_raw_request("OPTIONS", "nobodyknowsthisscheme:totallyopaque"), 416),
+        (_raw_request("INVITE", "nobodyknowsthisscheme:totallyopaque"), 416),
+        (_raw_request("INVITE", "sip:b@127.0.0.1", "Max-Forwards: 0\r\n"), 483),
+        (_raw_request("OPTIONS", "sip:b@127.0.0.1", "Max-Forwards: 0\r\n"), 200),
+        (_raw_request("OPTIONS", "tel:+15551234"), 200),
+        (_raw_request("SUBSCRIBE", "sip:b@127.0.0.1"), 501),
+        (_raw_request("BYE", "sip:b@127.0.0.1"), 481),
+        (_raw_request("REGISTER", "sip:127.0.0.1"), 405),
+        (_raw_request("INVITE", "sip:b@127.0.0.1", "Require: foo, bar\r\n"), 420),
+    ],
+)
+def test_requests_the_uas_refuses_or_answers_directly(raw: bytes, status: int) -> None:
+    _, _, b = setup()
+    b.receive(raw, Target("UDP", "127.0.0.1", A), 0.0)
+    finals = [parse_message(d) for d, _ in b.take_output()]
+    codes = [m.status for m in finals if isinstance(m, Response) and m.status >= 200]
+    assert codes == [status]
+
+
+def test_forged_received_and_rport_are_overwritten_with_the_real_source() -> None:
+    _, _, b = setup()
+    req = (
+        b"OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKf1;received=192.0.2.66;rport=9\r\n"
+        b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: f1\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    )
+    b.receive(req, Target("UDP", "127.0.0.1", 40002), 0.0)
+    ((_, target),) = b.take_output()
+    assert target == Target("UDP", "127.0.0.1", 40002)
+
+
+def test_2xx_retransmitted_after_our_bye_is_acked_not_byed_again() -> None:
+    net, a, b = setup()
+    sa = call(net, a)
+    sb = incoming(net)
+    net.drop = lambda data, src, dst: data.startswith(b"ACK") and dst == B
+    b.answer(sb, SDP_ANSWER, net.now)
+    net.flush()
+    a.hangup(sa, net.now)
+    net.flush()
+    net.advance(net.now + 3.0)  # B keeps retransmitting its 2xx (no ACK got through)
+    assert len(net.requests("BYE")) == 1
+    assert len(net.requests("ACK")) >= 2
+
+
+def test_pending_reinvite_gets_487_when_the_call_ends_and_nothing_leaks() -> None:
+    net, a, b = setup()
+    sa, sb = established(net, a, b)
+    a.reinvite(sa, SDP_OFFER + b"a=sendonly\r\n", net.now)
+    net.flush()
+    assert isinstance(net.take(B)[-1], OfferReceived)  # B's application never answers it
+    b.hangup(sb, net.now)
+    net.flush()
+    assert any(line.startswith("SIP/2.0 487") for _, _, line in net.sent)
+    assert (
+        any(isinstance(e, OfferAnswered) and e.status == 487 for e in net.take(A))
+        or sa.state is SessionState.TERMINATED
+    )
+    net.advance(net.now + 100.0)
+    for core in (a, b):
+        assert not core._server and not core._client and not core._dialogs
+
+
+def test_client_learns_its_public_address_from_received_and_rport() -> None:
+    net = FakeNet()
+    a = net.add(A, contact_from_observed=True)
+    net.add(B)
+    # A believes it is 10.0.0.5 (private); B sees it as 127.0.0.1:5070.
+    a.config.local_host = "10.0.0.5"
+    a.invite(f"<sip:bob@127.0.0.1:{B}>", "<sip:alice@127.0.0.1>", SDP_OFFER, 0.0)
+    net.flush()
+    assert a.observed_address == ("127.0.0.1", A)
+    assert a.contact == f"<sip:telebridge@127.0.0.1:{A}>"
+
+
+def test_reinvite_without_offer_gets_our_offer_and_the_answer_comes_in_the_ack() -> None:
+    net, a, b = setup()
+    sa, sb = established(net, a, b)
+    net.drop = lambda data, src, dst: data.startswith(b"ACK")
+    a.reinvite(sa, b"", net.now)  # an offerless re-INVITE ("send me your offer")
+    net.flush()
+    (offer_req,) = net.take(B)
+    assert isinstance(offer_req, OfferReceived) and offer_req.body == b""
+    b.accept_offer(sb, SDP_ANSWER, net.now)  # B offers in the 2xx
+    net.flush()
+    (ours,) = net.take(A)
+    assert isinstance(ours, OfferAnswered) and ours.body == SDP_ANSWER
+    assert sa.dialog is not None
+    ack = sa.dialog.create_request("ACK", f"SIP/2.0/UDP 127.0.0.1:{A};branch=z9hG4bKra", None, SDP_OFFER,
+                                   "application/sdp", cseq=sa.dialog.local_seq)  # fmt: skip
+    b.receive(ack.encode(), Target("UDP", "127.0.0.1", A), net.now)
+    ev = b.next_event()
+    assert isinstance(ev, OfferAnswered) and ev.body == SDP_OFFER
+
+
+def test_cancelled_long_timers_do_not_pile_up_in_the_timer_heap() -> None:
+    """Under load a short live timer always sits at the top of the heap, so lazily deleted entries
+    below it (cancelled 900 s session-timer refreshes) would accumulate without compaction."""
+    core = UserAgentCore(UserAgentConfig("127.0.0.1", 5070))
+    fired: list[float] = []
+    core.call_at(1.0, fired.append)  # the live timer on top
+    for i in range(5000):
+        core.call_at(900.0 + i, fired.append).cancel()
+    assert len(core._heap) < 2100
+    assert core.get_timer() == 1.0
+    core.handle_timer(10000.0)
+    assert fired == [10000.0] and core.get_timer() is None  # only the live one fired
+
+
+def test_second_fork_2xx_is_acked_and_byed_while_the_first_call_stays_up() -> None:
+    net, a, b = setup()
+    sa = call(net, a)
+    sb = incoming(net)
+    b.answer(sb, SDP_ANSWER, net.now)
+    net.flush()
+    assert isinstance(net.take(A)[-1], CallAnswered)
+    # A forking proxy delivers a 200 from another branch of the fork (another To tag).
+    invite = sa.invite
+    fork = make_response(invite, 200, to_tag="fork2", extra=[("Contact", "<sip:other@127.0.0.1:5099>")])
+    a.receive(fork.encode(), Target("UDP", "127.0.0.1", B), net.now)
+    sent = [parse_message(d) for d, _ in a.take_output()]
+    assert [m.method for m in sent if isinstance(m, Request)] == ["ACK", "BYE"]
+    assert all(m.to.tag == "fork2" for m in sent)
+    assert sa.state is SessionState.CONFIRMED and sa.dialog is not None and sa.dialog.remote_tag != "fork2"
+    assert net.take(A) == []
+
+
+def test_uas_routes_in_dialog_requests_through_the_record_route_set() -> None:
+    _, _, b = setup()
+    invite = (
+        b"INVITE sip:bob@127.0.0.1:5071 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKproxy1\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcaller\r\n"
+        b"Record-Route: <sip:127.0.0.1:5080;lr>, <sip:edge.example.com;lr>\r\n"
+        b"From: <sip:carol@example.com>;tag=c1\r\nTo: <sip:bob@example.com>\r\nCall-ID: rr1\r\n"
+        b"CSeq: 5 INVITE\r\nContact: <sip:carol@192.0.2.1>\r\nMax-Forwards: 69\r\nContent-Length: 0\r\n\r\n"
+    )
+    b.receive(invite, Target("UDP", "127.0.0.1", 5080), 0.0)
+    ev = b.next_event()
+    assert isinstance(ev, IncomingCall)
+    b.take_output()
+    b.answer(ev.session, SDP_ANSWER, 0.0)
+    ((data, target),) = b.take_output()
+    ok = parse_message(data)
+    assert isinstance(ok, Response)
+    assert ok.headers.get_all("Record-Route") == ["<sip:127.0.0.1:5080;lr>", "<sip:edge.example.com;lr>"]
+    assert [v.host for v in ok.via] == ["127.0.0.1", "192.0.2.1"]
+    assert target == Target("UDP", "127.0.0.1", 5080)
+    b.hangup(ev.session, 0.0)  # before the ACK: deferred (§15) ...
+    ack = (
+        "ACK sip:telebridge@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKproxy2\r\n"
+        f"From: <sip:carol@example.com>;tag=c1\r\nTo: <sip:bob@example.com>;tag={ev.session.local_tag}\r\n"
+        "Call-ID: rr1\r\nCSeq: 5 ACK\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    b.receive(ack, Target("UDP", "127.0.0.1", 5080), 0.1)  # ... until the ACK arrives
+    ((data, target),) = b.take_output()
+    bye = parse_message(data)
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert bye.uri == "sip:carol@192.0.2.1"  # the remote target
+    assert bye.headers.get_all("Route") == ["<sip:127.0.0.1:5080;lr>", "<sip:edge.example.com;lr>"]
+    assert target == Target("UDP", "127.0.0.1", 5080)  # the first route, not the remote target
+
+
+def test_reason_header_of_a_bye_reaches_call_ended() -> None:
+    net, a, b = setup()
+    _, sb = established(net, a, b)
+    assert sb.dialog is not None
+    bye = sb.dialog.create_request(
+        "BYE", f"SIP/2.0/UDP 127.0.0.1:{B};branch=z9hG4bKreason", None,
+        extra=[("Reason", 'Q.850;cause=16;text="Normal call clearing"')],
+    )  # fmt: skip
+    a.receive(bye.encode(), Target("UDP", "127.0.0.1", B), net.now)
+    ev = a.next_event()
+    assert isinstance(ev, CallEnded) and ev.cause == 'Q.850;cause=16;text="Normal call clearing"'
+
+
+def test_hangup_cause_goes_out_as_reason_on_bye_and_cancel() -> None:
+    net, a, b = setup()
+    sa, _ = established(net, a, b)
+    a.hangup(sa, net.now, cause="Q.850;cause=16")
+    net.flush()
+    assert [e.cause for e in net.take(B) if isinstance(e, CallEnded)] == ["Q.850;cause=16"]
+    sa2 = call(net, a)
+    sb2 = incoming(net)
+    b.ring(sb2, net.now)
+    net.flush()
+    a.hangup(sa2, net.now, cause='SIP;cause=200;text="Call completed elsewhere"')
+    net.flush()
+    ended = [e for e in net.take(B) if isinstance(e, CallEnded)]
+    assert ended[0].status == 487 and ended[0].cause == 'SIP;cause=200;text="Call completed elsewhere"'
+
+
+def test_incoming_call_never_answered_is_refused_with_480_after_the_answer_timeout() -> None:
+    net, a, _ = setup(answer_timeout=60.0)
+    call(net, a)
+    sb = incoming(net)
+    net.advance(59.0)
+    assert sb.state is SessionState.INCOMING
+    net.advance(61.0)
+    assert sb.state is SessionState.TERMINATED
+    ended = [e for e in net.take(A) if isinstance(e, CallEnded)]
+    assert len(ended) == 1 and ended[0].status == 480
