@@ -177,7 +177,9 @@ def run_rows(args: argparse.Namespace) -> list[Row]:
         )
         rows.append(
             asyncio.run(
-                run_row("sqlite w64 @2000/s", f"sqlite:{tmp}/c.db", 64, args.messages, args.deadline, rate=2000.0)
+                run_row(
+                    "sqlite w64 @2000/s", f"sqlite:{tmp}/c.db", 64, args.messages, args.deadline, rate=2000.0
+                )
             )
         )
         baseline_messages = max(200, args.messages // 10)

@@ -117,6 +117,33 @@ def trunk_codec(sdp_text: str) -> str | None:
     return None
 
 
+MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive", "sendrecv": "sendrecv"}
+
+
+def trunk_local_sdp(call: BridgedCall) -> str | None:
+    """Our SDP on the trunk leg: the offer we sent (outbound) or the answer we gave (inbound)."""
+    return call.setup.trunk_sdp if call.setup is not None else None
+
+
+def held_answer(ours: str, offer_text: str, version: int = 1) -> tuple[str, str] | None:
+    """Our answer to a trunk re-offer that only changes direction: our description with the mirrored
+    direction and a higher o= version (RFC 3264 §8). None when the offer changes anything we cannot
+    follow (no audio, or none of our payload types)."""
+    try:
+        offer = SessionDescription.parse(offer_text)
+        answer = SessionDescription.parse(ours)
+    except SdpParseError:
+        return None
+    offered = next((m for m in offer.media if m.media == "audio" and m.port != 0), None)
+    audio = next((m for m in answer.media if m.media == "audio"), None)
+    if offered is None or audio is None or not set(audio.formats) & set(offered.formats):
+        return None
+    direction = offered.direction or offer.direction or "sendrecv"
+    audio.direction = MIRROR.get(direction, "sendrecv")
+    answer.origin.session_version += version  # each new answer gets a higher version
+    return str(answer), direction
+
+
 def sip_status_for_matrix(reason: str | None, rejected: bool) -> int:
     """Matrix ending an unanswered inbound call → the SIP final response for the caller."""
     if rejected:
@@ -143,6 +170,8 @@ class BridgedCall:
     sip: SipCall | None = None
     codec: str | None = None
     answer_sending: float = 0.0
+    trunk_direction: str = "sendrecv"  # what the trunk last offered
+    trunk_sdp_version: int = 0
     answered: bool = False
     matrix_answered: bool = False
     ended: bool = False
@@ -404,7 +433,7 @@ class CallBridge:
                             call.media_id, ev.digit, leg="webrtc", duration_ms=ev.duration_ms
                         )
                 elif isinstance(ev, OfferReceived):
-                    call.sip.reject_offer(488)  # re-INVITE from the trunk: keep the current session (§14.2)
+                    await self._on_trunk_offer(call, ev.body.decode(errors="replace"))
                 elif isinstance(ev, CallEnded):
                     reason, notice = matrix_reason_for_sip(ev.status if not call.answered else None)
                     if call.answered or (ev.remote and ev.status is None):
@@ -419,6 +448,26 @@ class CallBridge:
             log.exception("Call %s: SIP side failed", call.call_id)
             await self._end(
                 call, "unknown_error", None, by_matrix=False, notice="The call failed inside the bridge."
+            )
+
+    async def _on_trunk_offer(self, call: BridgedCall, offer_text: str) -> None:
+        """A re-INVITE/UPDATE from the trunk (RFC 3264 §8): hold and resume are answered by mirroring the
+        direction on our current description; anything that would change the media is refused with 488,
+        which keeps the session as it was (RFC 3261 §14.2)."""
+        assert call.sip is not None
+        ours = trunk_local_sdp(call)
+        call.trunk_sdp_version += 1
+        answer = held_answer(ours, offer_text, call.trunk_sdp_version) if ours is not None else None
+        if answer is None:
+            call.sip.reject_offer(488)
+            return
+        sdp_text, direction = answer
+        call.sip.accept_offer(sdp_text)
+        if direction != call.trunk_direction:
+            call.trunk_direction = direction
+            held = direction in ("sendonly", "inactive")
+            await self._notice(
+                call, "The other party put the call on hold." if held else "The other party resumed the call."
             )
 
     async def _answer_matrix(self, call: BridgedCall, trunk_sdp: str) -> None:

@@ -424,3 +424,29 @@ async def test_an_unanswered_call_ends_when_the_invite_lifetime_runs_out(
         assert await asyncio.to_thread(sipp.wait) == 0, "the trunk got a CANCEL"
     finally:
         sipp.stop()
+
+
+async def test_the_phone_putting_the_call_on_hold_and_back_is_answered_and_shown(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, _ = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    room_id, phone = await open_dm(alice, "+15005550106")
+    sipp = Sipp(tmp_path, "-sf", str(SCENARIOS / "uas_trunk_holds.xml"), "-p", str(trunk_port))
+    try:
+        await place_call(alice, room_id, browser)
+        assert await asyncio.to_thread(sipp.wait) == 0, (
+            "sipp saw a=recvonly to its hold and 200 to its resume"
+        )
+        notices = await poll(
+            lambda: [
+                e["content"]["body"]
+                for e in call_events(alice, room_id, "m.room.message", phone)
+                if "hold" in e["content"].get("body", "") or "resumed" in e["content"].get("body", "")
+            ],
+            "the hold and resume notices",
+        )
+        assert "on hold" in notices[0]
+        await poll(lambda: call_events(alice, room_id, "m.call.hangup", phone), "the hangup after sipp's BYE")
+    finally:
+        sipp.stop()

@@ -55,3 +55,16 @@ def test_sip_failures_map_to_matrix_hangup_reasons_and_notices() -> None:
         == "PCMA"
     )
     assert trunk_codec("not sdp") is None
+
+
+def test_a_trunk_hold_offer_is_answered_with_the_mirrored_direction_and_a_new_version() -> None:
+    from telebridge.calls import held_answer
+
+    ours = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=sendrecv\r\n"
+    hold = "v=0\r\no=p 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=sendonly\r\n"
+    answer = held_answer(ours, hold, version=1)
+    assert answer is not None
+    text, direction = answer
+    assert direction == "sendonly" and "a=recvonly" in text and "o=- 7 2 " in text
+    other_codec = hold.replace("RTP/AVP 0", "RTP/AVP 18")
+    assert held_answer(ours, other_codec) is None
