@@ -17,6 +17,7 @@ from . import db as dbmod
 from . import metrics
 from .appservice import BridgeAppService
 from .config import Config
+from .credit import Credit
 from .identity import IdentityLookup
 from .log import REDACTOR
 from .numbers import to_e164
@@ -47,6 +48,7 @@ class Bridge:
         self.config = config
         REDACTOR.add(config["appservice.as_token"])
         REDACTOR.add(config["appservice.hs_token"])
+        REDACTOR.add(config["credit.provisioning_secret"])
         for smsc in config["sms.smscs"]:
             REDACTOR.add(str(smsc.get("password", "")))
         self.db: Database = dbmod.create_database(
@@ -90,6 +92,9 @@ class Bridge:
             bot_mxid=self.az.bot_mxid,
             undeliverable_notice=config["bridge.undeliverable_notice"],
         )
+        self.credit: Credit | None = Credit(config) if config["credit.enabled"] else None
+        if self.credit is not None:
+            self.credit.add_routes(self.az.app)
         self.sms: SmsBridge | None = None
         if config["sms.enabled"]:
             from .sms import SmsBridge  # the SMPP stack loads only when SMS is on
@@ -101,6 +106,7 @@ class Bridge:
                 notice=PortalHandler.notice,
                 display_name=self.display_name,
                 who_is=self.who_is,
+                credit=self.credit,
             )
             self.portals.sms = self.sms
         self.calls: CallBridge | None = None
@@ -113,6 +119,7 @@ class Bridge:
                 ns=self.namespace,
                 notice=PortalHandler.notice,
                 owned_numbers=dict(config["sms.owned_numbers"]),
+                credit=self.credit,
             )
         self.identity: IdentityLookup | None = None
         if config["identity.servers"]:

@@ -48,6 +48,7 @@ from sip.useragent import (
 
 from . import metrics
 from .config import Config
+from .credit import Credit
 from .db import CallRecords, Portal
 from .numbers import to_e164
 from .portal import VirtualUsers
@@ -171,6 +172,9 @@ class BridgedCall:
     codec: str | None = None
     answer_sending: float = 0.0
     trunk_direction: str = "sendrecv"  # what the trunk last offered
+    target: str = ""  # the E.164 (or dialled) number the trunk was asked for
+    max_seconds: int | None = None  # the caller's credit limit for this call
+    answered_monotonic: float | None = None
     trunk_sdp_version: int = 0
     answered: bool = False
     matrix_answered: bool = False
@@ -192,7 +196,9 @@ class CallBridge:
         ns: VirtualUserNamespace,
         notice: Notice,
         owned_numbers: dict[str, str],
+        credit: Credit | None = None,
     ) -> None:
+        self.credit = credit
         self.config = config
         self.virtual_users = namespace
         self.namespace = ns
@@ -315,7 +321,20 @@ class CallBridge:
             return
         number = self.namespace.party(puppet).number
         received = time.perf_counter()
+        target = to_e164(number, self.region) or number
+        max_seconds: int | None = None
+        if self.credit is not None:
+            authorised = await self.credit.authorise_call(event.sender, target, call_id)
+            if isinstance(authorised, str):
+                await self._send(
+                    intent, event.room_id, CALL_HANGUP, {"call_id": call_id, "reason": "user_busy"}
+                )
+                await self.notice(intent, event.room_id, None, f"Call not placed: {authorised}")
+                metrics.CALLS.labels("outbound", "refused").inc()
+                return
+            max_seconds = authorised.max_seconds
         call = BridgedCall(call_id, "outbound", event.room_id, event.sender, puppet, number)
+        call.target, call.max_seconds = target, max_seconds
         call.remote_party_id = content.get("party_id")
         self.calls[call_id] = call
         call.record(CallRecords.start(call_id, "outbound", event.sender, event.room_id, number))
@@ -335,7 +354,6 @@ class CallBridge:
         call.setup, call.media_id = setup, setup.call_id
         self.by_media[setup.call_id] = call
         call.codec = trunk_codec(setup.trunk_sdp)
-        target = to_e164(number, self.region) or number
         caller = self.number_of.get(event.sender) or self.caller_id or "anonymous"
         host = self.sip_address[0] if self.sip_address else "localhost"
         call.sip = await self.ua.call(f"sip:{target}@{self.trunk}", f"sip:{caller}@{host}", setup.trunk_sdp)
@@ -415,6 +433,9 @@ class CallBridge:
                     if call.direction == "outbound":
                         answered_at = time.perf_counter()
                         call.answered = True
+                        call.answered_monotonic = time.monotonic()
+                        if call.max_seconds is not None:
+                            call.tasks.append(asyncio.create_task(self._credit_limit(call, call.max_seconds)))
                         await self._answer_matrix(call, ev.body.decode(errors="replace"))
                         done = time.perf_counter()
                         call.record(CallRecords.answered(call.call_id))
@@ -504,6 +525,21 @@ class CallBridge:
                 "capabilities": CAPABILITIES,
             },
         )
+
+    async def _credit_limit(self, call: BridgedCall, seconds: int) -> None:
+        """Warn before the caller's credit runs out, and end the call when it does."""
+        warn = self.credit.warn_before_end if self.credit is not None else 0
+        if 0 < warn < seconds:
+            await asyncio.sleep(seconds - warn)
+            await self._notice(call, f"Your credit runs out in {warn} seconds; the call will end then.")
+            await asyncio.sleep(warn)
+        else:
+            await asyncio.sleep(seconds)
+        if not call.ended:
+            log.info("Call %s: credit limit of %d s reached", call.call_id, seconds)
+            await self._end(
+                call, "user_hangup", None, by_matrix=False, notice="The call ended: your credit ran out."
+            )
 
     async def _ring_limit(self, call: BridgedCall, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -661,6 +697,14 @@ class CallBridge:
             except MatrixError as e:
                 log.warning("Call %s: could not tell Matrix it ended: %s", call.call_id, e)
         outcome = "answered" if call.answered else ("failed" if notice else "unanswered")
+        if self.credit is not None and call.direction == "outbound":
+            talked = (
+                time.monotonic() - call.answered_monotonic if call.answered_monotonic is not None else 0.0
+            )
+            if call.max_seconds is not None:
+                talked = min(talked, call.max_seconds)  # the hang-up timer may fire a moment late
+            cost = await self.credit.settle_call(call.call_id, call.target, talked)
+            log.info("Call %s: %.1f s charged %d", call.call_id, talked, cost)
         await asyncio.gather(*call.writes, return_exceptions=True)
         await CallRecords.ended(call.call_id, outcome, reason, sip_status, call.codec, stats)
         metrics.CALLS.labels(call.direction, outcome).inc()

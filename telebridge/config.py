@@ -29,7 +29,7 @@ LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/]+$")
 REGION_RE = re.compile(r"^[A-Z]{2}$")
 PERMISSION_LEVELS = ("block", "user", "admin")
 #: Mappings whose keys are the operator's (user IDs, numbers), not configuration keys.
-FREE_FORM = frozenset({"bridge.permissions", "sms.owned_numbers"})
+FREE_FORM = frozenset({"bridge.permissions", "sms.owned_numbers", "credit.modes"})
 E164_RE = re.compile(r"^\+[1-9][0-9]{4,14}$")
 
 
@@ -173,6 +173,7 @@ class Config:
         self._permissions()
         self._sms()
         self._calls()
+        self._credit()
         for i, server in enumerate(self._list("identity.servers")):
             if not isinstance(server, str) or urlsplit(server).scheme not in ("http", "https"):
                 raise ConfigError(f"identity.servers[{i}]: must be an http(s) URL, got {server!r}")
@@ -388,6 +389,40 @@ class Config:
         self._int("calls.max_calls_per_user", minimum=1)
         if enabled and not caller_id and not self["sms.owned_numbers"]:
             raise ConfigError("calls.caller_id: needed when calls are enabled and no user owns a number")
+
+    def _credit(self) -> None:
+        self._bool("credit.enabled")
+        self._str("credit.currency", pattern=re.compile(r"^[A-Z]{3}$"))
+        modes = ("prepaid", "postpaid", "unlimited")
+        if self._str("credit.default_mode") not in modes:
+            raise ConfigError(f"credit.default_mode: must be one of {', '.join(modes)}")
+        self._int("credit.postpaid_limit", minimum=0)
+        per_user = self._value("credit.modes")
+        if not isinstance(per_user, Mapping) or any(m not in modes for m in per_user.values()):
+            raise ConfigError(f"credit.modes: must map user IDs or server names to one of {', '.join(modes)}")
+        for i, rate in enumerate(self._list("credit.rates")):
+            where = f"credit.rates[{i}]"
+            if not isinstance(rate, Mapping):
+                raise ConfigError(f"{where}: must be a mapping")
+            prefix = rate.get("prefix", "")
+            if not isinstance(prefix, str) or (prefix and not prefix.isdigit()):
+                raise ConfigError(f"{where}.prefix: must be digits (or empty), got {prefix!r}")
+            for key in ("sms", "call_minute", "connection_fee"):
+                value = rate.get(key, 0)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigError(f"{where}.{key}: must be a whole number of minor units, got {value!r}")
+            increments = rate.get("increments", [60, 60])
+            if (
+                not isinstance(increments, list)
+                or len(increments) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in increments)
+            ):
+                raise ConfigError(f"{where}.increments: must be [first, next] seconds, got {increments!r}")
+        for i, prefix in enumerate(self._list("credit.deny_prefixes")):
+            if not isinstance(prefix, str) or not prefix.isdigit():
+                raise ConfigError(f"credit.deny_prefixes[{i}]: must be digits, got {prefix!r}")
+        self._int("credit.warn_before_end", minimum=0)
+        self._str("credit.provisioning_secret", allow_empty=True)
 
     # -- access -----------------------------------------------------------------------------------
 

@@ -22,6 +22,9 @@ CALL_SETUP = Histogram(
     ["phase"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
 )
+CREDIT_REFUSALS = Counter(
+    "telebridge_credit_refusals_total", "Texts and calls refused by credit or rules", ["kind", "reason"]
+)
 PORTALS = Gauge("telebridge_portals", "Rooms bridged to phone parties")
 
 

@@ -34,6 +34,7 @@ from smpp.session import BindMode, SessionConfig
 
 from . import metrics
 from .config import Config
+from .credit import Credit
 from .db import OptOuts, Portal, SmsInbox, SmsOutbox, SmsReceipts, VmnAllocations
 from .db.sms import OutboxOrigin, PoolExhausted, StoredReceipt, StoredText
 from .formatting import NotRelayable, sms_text
@@ -103,8 +104,10 @@ class SmsBridge:
         notice: Notice,
         display_name: Callable[[str, str], Any],
         who_is: Callable[[str], Awaitable[str | None]] | None = None,
+        credit: Credit | None = None,
     ) -> None:
         self.who_is = who_is
+        self.credit = credit
         self.namespace = namespace
         self.virtual_users = virtual_users
         self.notice = notice
@@ -119,6 +122,7 @@ class SmsBridge:
         self.group_prefix: str = config["sms.group_prefix"]
         self.help_reply: str = config["sms.help_reply"]
         self.outbox = SmsOutbox()
+        self.outbox.credit = credit
         smscs, routes = gateway_config(config)
         self.gateway = Gateway(
             smscs, routes, self.outbox, self, reassembly_timeout=config["sms.reassembly_timeout"]
@@ -195,18 +199,31 @@ class SmsBridge:
             text=text,
             registered_delivery=self.receipts_wanted,
         )
+        payer = event.sender if not self.namespace.is_in_namespace(event.sender) else portal.creator
+        if self.credit is not None:
+            try:
+                segments = self.gateway.count_segments(phone, text)
+            except NoRouteError:
+                segments = 0  # gateway.send below refuses it with the usual notice
+            if segments:
+                refusal = await self.credit.authorise_sms(payer, phone, segments, f"sms:{message_id}")
+                if refusal is not None:
+                    await say(f"Not sent: {refusal}")
+                    return
         self.outbox.attach_origin(message_id, OutboxOrigin(event.room_id, event.event_id, party))
         try:
             segments = await self.gateway.send(message)
         except UNIQUE_VIOLATIONS:
             return  # a transaction retried after a crash: this message is already in the outbox
-        except TooManySegmentsError as e:
-            await say(f"Not sent: too long for SMS — {e}.")
-            metrics.SMS.labels("out", "too_long").inc()
-            return
-        except NoRouteError:
-            await say(f"Not sent: there is no SMS route to {number}.")
-            metrics.SMS.labels("out", "no_route").inc()
+        except (TooManySegmentsError, NoRouteError) as e:
+            if self.credit is not None:
+                await self.credit.settle_sms(f"sms:{message_id}", sent=False)
+            if isinstance(e, TooManySegmentsError):
+                await say(f"Not sent: too long for SMS — {e}.")
+                metrics.SMS.labels("out", "too_long").inc()
+            else:
+                await say(f"Not sent: there is no SMS route to {number}.")
+                metrics.SMS.labels("out", "no_route").inc()
             return
         metrics.SMS.labels("out", "queued").inc()
         metrics.SMS_SEGMENTS.labels("out").inc(segments)

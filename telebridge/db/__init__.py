@@ -8,6 +8,7 @@ from __future__ import annotations
 from mautrix.util.async_db import Database
 
 from .calls import CallRecords
+from .credit import Ledger
 from .group_commit import GroupCommit
 from .portal import Portal
 from .puppet import Puppet
@@ -18,6 +19,7 @@ from .upgrade import upgrade_table
 __all__ = [
     "CallRecords",
     "InboundParts",
+    "Ledger",
     "OptOuts",
     "Portal",
     "Puppet",
@@ -58,6 +60,7 @@ def init(db: Database) -> None:
         OptOuts,
         InboundParts,
         CallRecords,
+        Ledger,
     ):
         table.db = db
     writes = GroupCommit(db)  # one writer for the whole database: durable writes share commits

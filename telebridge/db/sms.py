@@ -45,6 +45,8 @@ class SmsOutbox:
 
     def __init__(self) -> None:
         self._origins: dict[str, OutboxOrigin] = {}
+        #: Settles each text's credit hold when its fate is stored (``telebridge.credit.Credit``).
+        self.credit: Any = None
 
     def attach_origin(self, message_id: str, origin: OutboxOrigin) -> None:
         """Remember the Matrix event a message is for; stored with it by :meth:`enqueue`."""
@@ -134,6 +136,8 @@ class SmsOutbox:
         await self.writes.commit(
             [("UPDATE sms_outbox SET state='submitted', updated_at=$2 WHERE id=$1", (message_id, _now()))]
         )
+        if self.credit is not None:
+            await self.credit.settle_sms(f"sms:{message_id}", sent=True)
 
     async def mark_failed(self, message_id: str, reason: str, status: int | None) -> None:
         await self.writes.commit(
@@ -144,6 +148,8 @@ class SmsOutbox:
                 )
             ]
         )
+        if self.credit is not None:
+            await self.credit.settle_sms(f"sms:{message_id}", sent=False)
 
     async def set_receipt(self, message_id: str, outcome: str) -> None:
         await self.db.execute(

@@ -1,0 +1,187 @@
+"""Credit per Matrix ID (the seed: "track credit per matrix ID … and stop gatewaying … once credit is
+exhausted"): rating, authorisation before anything leaves, settlement from what actually happened.
+
+Texts: the cost (segments times the rate) is reserved before the submit; the reservation becomes the charge when
+the SMSC accepts the message and is released when it is refused for good. Calls: the first billing
+increment (plus the connection fee) must be affordable before the INVITE leaves; the call's longest
+affordable duration is computed from the balance, the caller is warned ``credit.warn_before_end``
+seconds before it, and the call is hung up when it is reached; the charge follows the call record.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from . import metrics
+from .config import Config
+from .db import Ledger
+from .rating import NoRate, RateTable, denied
+
+log = logging.getLogger("telebridge.credit")
+
+
+@dataclass(frozen=True)
+class CallAuthorisation:
+    max_seconds: int
+
+
+class Credit:
+    def __init__(self, config: Config) -> None:
+        self.currency: str = config["credit.currency"]
+        self.rates = RateTable.from_config(config["credit.rates"])
+        self.deny: list[str] = list(config["credit.deny_prefixes"])
+        self.default_mode: str = config["credit.default_mode"]
+        self.modes: Mapping[str, str] = dict(config["credit.modes"])
+        self.postpaid_limit: int = config["credit.postpaid_limit"]
+        self.warn_before_end: int = config["credit.warn_before_end"]
+        self.secret: str = config["credit.provisioning_secret"]
+
+    # -- policy -------------------------------------------------------------------------------------
+
+    def mode_for(self, user_id: str) -> str:
+        if user_id in self.modes:
+            return self.modes[user_id]
+        return self.modes.get(user_id.partition(":")[2], self.default_mode)
+
+    def floor_for(self, user_id: str) -> int | None:
+        """How far below zero the balance may go: 0 prepaid, the limit postpaid, None unlimited."""
+        mode = self.mode_for(user_id)
+        return None if mode == "unlimited" else self.postpaid_limit if mode == "postpaid" else 0
+
+    def money(self, amount: int) -> str:
+        return f"{self.currency} {amount / 100:.2f}"
+
+    def _refuse(self, kind: str, why: str) -> str:
+        metrics.CREDIT_REFUSALS.labels(kind, why).inc()
+        return why
+
+    # -- texts --------------------------------------------------------------------------------------
+
+    async def authorise_sms(self, user_id: str, e164: str, segments: int, key: str) -> str | None:
+        """Reserve the text's cost; the refusal to show the sender, or None when it may go."""
+        if denied(e164, self.deny):
+            self._refuse("sms", "denied")
+            return f"texts to {e164} are blocked on this bridge."
+        try:
+            rate = self.rates.rate_for(e164)
+        except NoRate:
+            self._refuse("sms", "no_rate")
+            return f"this bridge has no rate for {e164}, so it cannot text it."
+        cost = rate.sms_cost(segments)
+        if await Ledger.try_reserve(user_id, cost, key, self.floor_for(user_id), reference=e164):
+            return None
+        account = await Ledger.account(user_id)
+        self._refuse("sms", "no_credit")
+        return (
+            f"your credit ({self.money(account.available)}) does not cover this text ({self.money(cost)}, "
+            f"{segments} part{'s' if segments != 1 else ''}). Ask the bridge operator to top up your account."
+        )
+
+    async def settle_sms(self, key: str, sent: bool) -> None:
+        await Ledger.settle(key, None if sent else 0, "text sent" if sent else "text not sent")
+
+    # -- calls --------------------------------------------------------------------------------------
+
+    async def authorise_call(self, user_id: str, e164: str, call_id: str) -> CallAuthorisation | str:
+        if denied(e164, self.deny):
+            self._refuse("call", "denied")
+            return f"calls to {e164} are blocked on this bridge."
+        try:
+            rate = self.rates.rate_for(e164)
+        except NoRate:
+            self._refuse("call", "no_rate")
+            return f"this bridge has no rate for {e164}, so it cannot call it."
+        first = rate.call_cost(rate.first_increment)
+        floor = self.floor_for(user_id)
+        if not await Ledger.try_reserve(user_id, first, f"call:{call_id}", floor, reference=e164):
+            account = await Ledger.account(user_id)
+            self._refuse("call", "no_credit")
+            return (
+                f"your credit ({self.money(account.available)}) does not cover the first "
+                f"{rate.first_increment} s of this call ({self.money(first)}). Ask the bridge operator to top up."
+            )
+        if floor is None:
+            return CallAuthorisation(max_seconds=24 * 3600)
+        account = await Ledger.account(user_id)
+        budget = account.available + first + floor  # what this call may spend, its own hold included
+        return CallAuthorisation(max_seconds=rate.affordable_seconds(budget))
+
+    async def settle_call(self, call_id: str, e164: str, seconds: float) -> int:
+        try:
+            cost = self.rates.rate_for(e164).call_cost(seconds)
+        except NoRate:
+            cost = 0
+        await Ledger.settle(f"call:{call_id}", cost, f"call to {e164}, {seconds:.0f} s")
+        return cost
+
+    # -- provisioning API ---------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        """``/_telebridge/provision/v1``: balances and top-ups for a payment system (shared-secret auth)."""
+        if not self.secret:
+            return
+        app.router.add_get("/_telebridge/provision/v1/balance/{user_id}", self._api_balance)
+        app.router.add_post("/_telebridge/provision/v1/topup", self._api_topup)
+
+    def _authorised(self, request: web.Request) -> bool:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(token.encode(), self.secret.encode())
+
+    async def _api_balance(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response(
+                {"errcode": "M_FORBIDDEN", "error": "wrong provisioning secret"}, status=403
+            )
+        account = await Ledger.account(request.match_info["user_id"])
+        history = await Ledger.history(account.user_id, 20)
+        return web.json_response(
+            {
+                "user_id": account.user_id,
+                "currency": self.currency,
+                "balance": account.balance,
+                "reserved": account.reserved,
+                "mode": self.mode_for(account.user_id),
+                "history": [
+                    {"kind": e.kind, "amount": e.amount, "reference": e.reference, "at": e.created_at}
+                    for e in history
+                ],
+            }
+        )
+
+    async def _api_topup(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response(
+                {"errcode": "M_FORBIDDEN", "error": "wrong provisioning secret"}, status=403
+            )
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
+        user_id, amount, key = (
+            (body.get(k) for k in ("user_id", "amount", "idempotency_key"))
+            if isinstance(body, dict)
+            else (None,) * 3
+        )
+        if not isinstance(user_id, str) or not user_id.startswith("@") or ":" not in user_id:
+            return web.json_response(
+                {"errcode": "M_INVALID_PARAM", "error": "user_id must be a Matrix user ID"}, status=400
+            )
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            return web.json_response(
+                {"errcode": "M_INVALID_PARAM", "error": "amount must be an integer (minor units)"}, status=400
+            )
+        if not isinstance(key, str) or not key:
+            return web.json_response(
+                {"errcode": "M_INVALID_PARAM", "error": "idempotency_key is required"}, status=400
+            )
+        account = await Ledger.top_up(user_id, amount, f"topup:{key}", body.get("description"))
+        log.info("Credit for %s changed by %d under key %s", user_id, amount, key)
+        return web.json_response(
+            {"user_id": user_id, "balance": account.balance, "reserved": account.reserved}
+        )

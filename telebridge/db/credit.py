@@ -1,0 +1,181 @@
+"""``credit_account`` and ``credit_entry``: balances in integer minor units and the ledger behind them.
+
+Every change is one database transaction that first inserts a ledger entry under its idempotency key:
+if the key exists the change was already applied and nothing happens (a retried top-up or charge counts
+once). Spending is two-step: ``reserve`` holds an amount only if the account can afford it (the guarded
+UPDATE is atomic, so two concurrent spends with credit for one cannot both pass), then ``settle`` turns
+the hold into the real charge (which may be smaller) or ``release`` drops it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from mautrix.util.async_db import Database
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Account:
+    user_id: str
+    balance: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    kind: str
+    amount: int
+    reference: str | None
+    description: str | None
+    created_at: int
+
+
+class Ledger:
+    db: ClassVar[Database]
+
+    @classmethod
+    async def account(cls, user_id: str) -> Account:
+        row = await cls.db.fetchrow("SELECT balance, reserved FROM credit_account WHERE user_id=$1", user_id)
+        return Account(user_id, row["balance"], row["reserved"]) if row else Account(user_id, 0, 0)
+
+    @classmethod
+    async def history(cls, user_id: str, limit: int = 20) -> list[Entry]:
+        rows = await cls.db.fetch(
+            "SELECT seq, kind, amount, reference, description, created_at FROM credit_entry "
+            "WHERE user_id=$1 ORDER BY seq DESC LIMIT $2",
+            user_id,
+            limit,
+        )
+        return [
+            Entry(r["seq"], r["kind"], r["amount"], r["reference"], r["description"], r["created_at"])
+            for r in rows
+        ]
+
+    @classmethod
+    async def _entry(
+        cls,
+        conn: Any,
+        user_id: str,
+        kind: str,
+        amount: int,
+        key: str,
+        reference: str | None,
+        description: str | None,
+    ) -> bool:
+        """Insert the ledger entry; False when the key was used before (already applied)."""
+        await conn.execute(
+            "INSERT INTO credit_account (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING", user_id
+        )
+        inserted = await conn.fetchval(
+            "INSERT INTO credit_entry (user_id, kind, amount, idempotency_key, reference, description, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq",
+            user_id,
+            kind,
+            amount,
+            key,
+            reference,
+            description,
+            _now(),
+        )
+        return inserted is not None
+
+    @classmethod
+    async def top_up(cls, user_id: str, amount: int, key: str, description: str | None = None) -> Account:
+        """Add (or, with a negative amount, remove) credit; applied once per ``key``."""
+        conn: Any
+        async with cls.db.acquire() as conn, conn.transaction():
+            if await cls._entry(
+                conn, user_id, "topup" if amount >= 0 else "adjust", amount, key, None, description
+            ):
+                await conn.execute(
+                    "UPDATE credit_account SET balance = balance + $2 WHERE user_id=$1", user_id, amount
+                )
+        return await cls.account(user_id)
+
+    @classmethod
+    async def reserve(
+        cls, user_id: str, amount: int, key: str, floor: int | None, reference: str | None = None
+    ) -> bool:
+        """Hold ``amount`` if ``balance - reserved - amount`` stays at or above ``-floor`` (``floor`` None:
+        no limit). True if held now or under this key before."""
+        conn: Any
+        async with cls.db.acquire() as conn, conn.transaction():
+            if not await cls._entry(conn, user_id, "reserve", amount, key, reference, None):
+                return bool(
+                    await conn.fetchval(
+                        "SELECT 1 FROM credit_entry WHERE idempotency_key=$1 AND kind='reserve'", key
+                    )
+                )
+            if floor is None:
+                held = await conn.fetchval(
+                    "UPDATE credit_account SET reserved = reserved + $2 WHERE user_id=$1 RETURNING reserved",
+                    user_id,
+                    amount,
+                )
+            else:
+                held = await conn.fetchval(
+                    "UPDATE credit_account SET reserved = reserved + $2 "
+                    "WHERE user_id=$1 AND balance - reserved - $2 >= $3 RETURNING reserved",
+                    user_id,
+                    amount,
+                    -floor,
+                )
+            if held is None:
+                raise _Refused()
+        return True
+
+    @classmethod
+    async def try_reserve(
+        cls, user_id: str, amount: int, key: str, floor: int | None, reference: str | None = None
+    ) -> bool:
+        """:meth:`reserve`, False (and nothing recorded) when the account cannot afford it."""
+        try:
+            return await cls.reserve(user_id, amount, key, floor, reference)
+        except _Refused:
+            return False
+
+    @classmethod
+    async def settle(cls, key: str, charge: int | None, description: str | None = None) -> None:
+        """Turn the hold under ``key`` into a charge of ``charge`` (None: the held amount; 0: release)."""
+        conn: Any
+        async with cls.db.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT user_id, amount, reference FROM credit_entry WHERE idempotency_key=$1 AND kind='reserve'",
+                key,
+            )
+            if row is None:
+                return
+            held = row["amount"]
+            amount = held if charge is None else charge
+            kind = "charge" if amount else "release"
+            if not await cls._entry(
+                conn,
+                row["user_id"],
+                kind,
+                -amount,
+                key + ":settle",
+                row["reference"],
+                description,
+            ):
+                return
+            await conn.execute(
+                "UPDATE credit_account SET reserved = reserved - $2, balance = balance - $3 WHERE user_id=$1",
+                row["user_id"],
+                held,
+                amount,
+            )
+
+
+class _Refused(Exception):
+    """The guarded reservation found too little credit; rolls the ledger entry back."""

@@ -1,0 +1,108 @@
+"""Rating and the ledger (both database backends): integer money, idempotent changes, no overdraft."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from telebridge import db
+from telebridge.rating import NoRate, Rate, RateTable, denied
+
+
+def test_longest_prefix_wins_and_unknown_destinations_need_a_default() -> None:
+    table = RateTable.from_config([{"prefix": "44", "sms": 5}, {"prefix": "447", "sms": 8}])
+    assert table.rate_for("+447700900123").sms == 8
+    assert table.rate_for("+442079460000").sms == 5
+    with pytest.raises(NoRate):
+        table.rate_for("+15005550006")
+    assert RateTable.from_config([{"prefix": "", "sms": 1}]).rate_for("+15005550006").sms == 1
+
+
+def test_call_billing_increments() -> None:
+    per_minute = Rate("", 0, call_minute=60, connection_fee=10, first_increment=60, next_increment=60)
+    assert per_minute.call_cost(0) == 0, "unanswered calls cost nothing"
+    assert per_minute.call_cost(1) == 10 + 60
+    assert per_minute.call_cost(61) == 10 + 120
+    per_second = Rate("", 0, call_minute=60, connection_fee=0, first_increment=1, next_increment=1)
+    assert per_second.call_cost(2.2) == 3
+    assert per_second.affordable_seconds(5) == 5
+    assert per_minute.affordable_seconds(69) == 0
+    assert denied("+19005551234", ["1900"]) and not denied("+15005551234", ["1900"])
+
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[str]:
+    database = db.create_database(database_url)
+    db.init(database)
+    await database.start()
+    try:
+        yield database_url
+    finally:
+        await database.stop()
+
+
+async def test_a_retried_top_up_counts_once(ledger: str) -> None:
+    await db.Ledger.top_up("@a:hs", 500, "payment-1")
+    account = await db.Ledger.top_up("@a:hs", 500, "payment-1")
+    assert (account.balance, account.reserved) == (500, 0)
+    assert [e.kind for e in await db.Ledger.history("@a:hs")] == ["topup"]
+
+
+async def test_two_spends_at_once_with_credit_for_one_let_exactly_one_through(ledger: str) -> None:
+    await db.Ledger.top_up("@b:hs", 10, "t")
+    results = await asyncio.gather(
+        *(db.Ledger.try_reserve("@b:hs", 10, f"sms:{i}", floor=0) for i in range(2))
+    )
+    assert sorted(results) == [False, True]
+    assert (await db.Ledger.account("@b:hs")).available == 0
+
+
+async def test_many_concurrent_spends_never_overdraw(ledger: str) -> None:
+    rng = random.Random(7)
+    await db.Ledger.top_up("@c:hs", 100, "t")
+    amounts = [rng.randint(1, 30) for _ in range(30)]
+    results = await asyncio.gather(
+        *(db.Ledger.try_reserve("@c:hs", a, f"k{i}", floor=0) for i, a in enumerate(amounts))
+    )
+    held = sum(a for a, ok in zip(amounts, results, strict=True) if ok)
+    account = await db.Ledger.account("@c:hs")
+    assert held == account.reserved <= 100
+    for i, ok in enumerate(results):
+        if ok:
+            await db.Ledger.settle(f"k{i}", None)
+    assert (await db.Ledger.account("@c:hs")).balance == 100 - held >= 0
+
+
+async def test_settle_charges_what_happened_and_release_gives_back(ledger: str) -> None:
+    await db.Ledger.top_up("@d:hs", 100, "t")
+    assert await db.Ledger.try_reserve("@d:hs", 60, "call:1", floor=0)
+    await db.Ledger.settle("call:1", 25)
+    await db.Ledger.settle("call:1", 25)  # settling twice changes nothing
+    assert await db.Ledger.try_reserve("@d:hs", 10, "sms:1", floor=0)
+    await db.Ledger.settle("sms:1", 0)
+    account = await db.Ledger.account("@d:hs")
+    assert (account.balance, account.reserved) == (75, 0)
+    assert not await db.Ledger.try_reserve("@d:hs", 100, "too-much", floor=0)
+    assert await db.Ledger.try_reserve("@d:hs", 100, "postpaid", floor=50), "postpaid may go below zero"
+
+
+async def test_a_restart_in_the_middle_of_a_charge_loses_nothing(database_url: str) -> None:
+    database = db.create_database(database_url)
+    db.init(database)
+    await database.start()
+    await db.Ledger.top_up("@e:hs", 100, "t")
+    assert await db.Ledger.try_reserve("@e:hs", 40, "call:9", floor=0)
+    await database.stop()
+    database = db.create_database(database_url)
+    db.init(database)
+    await database.start()
+    try:
+        assert (await db.Ledger.account("@e:hs")).reserved == 40
+        await db.Ledger.settle("call:9", 30)
+        account = await db.Ledger.account("@e:hs")
+        assert (account.balance, account.reserved) == (70, 0)
+    finally:
+        await database.stop()

@@ -1,0 +1,182 @@
+"""Credit end to end: a text refused without credit and sent after a top-up through the provisioning
+API; a call cut when the balance runs out, charged as the rate table says. Its own Synapse and bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from tests.peers.matrix import BridgeProcess, Client, HttpError, Synapse, free_port, http, wait_until
+from tests.peers.smsc import NpmSmsc
+from tests.telebridge.test_calls_e2e import Sipp, browser, loopback_ice, open_dm, place_call, poll  # noqa: F401
+
+pytestmark = pytest.mark.synapse
+SECRET = "provisioning-secret-for-tests"
+
+
+@pytest.fixture(scope="module")
+def smsc() -> Iterator[NpmSmsc]:
+    server = NpmSmsc()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def trunk_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, smsc: NpmSmsc, trunk_port: int
+) -> Iterator[tuple[Synapse, BridgeProcess]]:
+    workdir = tmp_path_factory.mktemp("credit-bridge")
+    bridge = BridgeProcess(workdir, database=f"sqlite:{workdir / 'bridge.db'}")
+    bridge.extra_env = {
+        "TELEBRIDGE_SMS__ENABLED": "true",
+        "TELEBRIDGE_SMS__VMN_POOL": '["+447700900001"]',
+        "TELEBRIDGE_SMS__SMSCS": (
+            f"[{{name: npm, host: 127.0.0.1, port: {smsc.port}, system_id: {smsc.system_id}, password: {smsc.password}}}]"
+        ),
+        "TELEBRIDGE_SMS__ROUTES": '[{prefix: "", smscs: [npm]}]',
+        "TELEBRIDGE_CALLS__ENABLED": "true",
+        "TELEBRIDGE_CALLS__SIP_PORT": str(free_port()),
+        "TELEBRIDGE_CALLS__TRUNK": f"127.0.0.1:{trunk_port}",
+        "TELEBRIDGE_CALLS__CALLER_ID": "+441632960001",
+        "TELEBRIDGE_CALLS__MEDIA_WORKERS": "0",
+        "TELEBRIDGE_CREDIT__ENABLED": "true",
+        "TELEBRIDGE_CREDIT__PROVISIONING_SECRET": SECRET,
+        "TELEBRIDGE_CREDIT__WARN_BEFORE_END": "2",
+        "TELEBRIDGE_CREDIT__DENY_PREFIXES": '["1900"]',
+        # Texts 7 per part; calls 60 per minute billed per second (1/1), so 1 unit buys 1 second.
+        "TELEBRIDGE_CREDIT__RATES": '[{prefix: "", sms: 7, call_minute: 60, connection_fee: 0, increments: [1, 1]}]',
+    }
+    bridge.generate()
+    synapse = Synapse(tmp_path_factory.mktemp("credit-synapse"), bridge.registration)
+    synapse.start()
+    bridge.homeserver_url = synapse.url
+    bridge.start()
+    try:
+        yield synapse, bridge
+    finally:
+        bridge.stop()
+        synapse.stop()
+
+
+def provision(bridge: BridgeProcess, method: str, path: str, body: Any = None, token: str = SECRET) -> Any:
+    return http(method, bridge.url + "/_telebridge/provision/v1" + path, body, token=token)
+
+
+def notices(client: Client, room_id: str, sender: str) -> list[str]:
+    return [
+        e["content"]["body"]
+        for e in client.messages(room_id)
+        if e["type"] == "m.room.message"
+        and e["sender"] == sender
+        and e["content"].get("msgtype") == "m.notice"
+    ]
+
+
+def test_a_text_without_credit_is_refused_and_goes_after_a_top_up(
+    world: tuple[Synapse, BridgeProcess], smsc: NpmSmsc
+) -> None:
+    synapse, bridge = world
+    alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
+    phone = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+447700900321"})[0]["userid"]
+    room_id = alice.create_dm(phone)
+    wait_until(lambda: phone in alice.joined_members(room_id), what="the join")
+    alice.send_text(room_id, "no money")
+    refusal = wait_until(
+        lambda: [n for n in notices(alice, room_id, phone) if "credit" in n], what="the refusal"
+    )
+    assert "top up" in refusal[0]
+    assert smsc.submits_to("447700900321") == []
+
+    with pytest.raises(HttpError) as wrong:
+        provision(
+            bridge,
+            "POST",
+            "/topup",
+            {"user_id": alice.user_id, "amount": 10, "idempotency_key": "x"},
+            token="nope",
+        )
+    assert wrong.value.status == 403
+    for _ in range(2):  # a payment system retrying the same top-up
+        provision(
+            bridge, "POST", "/topup", {"user_id": alice.user_id, "amount": 10, "idempotency_key": "pay-1"}
+        )
+    alice.send_text(room_id, "now with money")
+    smsc.wait_for(lambda: smsc.submits_to("447700900321"), what="the text to go out")
+
+    def settled() -> dict[str, Any] | None:
+        account = provision(bridge, "GET", f"/balance/{alice.user_id}")
+        return account if account["reserved"] == 0 and account["balance"] == 3 else None
+
+    account = wait_until(settled, what="the charge of one part at 7")
+    assert [e["kind"] for e in account["history"]][:2] == ["charge", "reserve"]
+
+
+def test_texts_to_denied_prefixes_are_refused(world: tuple[Synapse, BridgeProcess], smsc: NpmSmsc) -> None:
+    synapse, bridge = world
+    alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
+    provision(
+        bridge,
+        "POST",
+        "/topup",
+        {"user_id": alice.user_id, "amount": 1000, "idempotency_key": f"p-{alice.user_id}"},
+    )
+    phone = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+19005550199"})[0]["userid"]
+    room_id = alice.create_dm(phone)
+    wait_until(lambda: phone in alice.joined_members(room_id), what="the join")
+    alice.send_text(room_id, "premium")
+    assert wait_until(
+        lambda: [n for n in notices(alice, room_id, phone) if "blocked" in n], what="the refusal"
+    )
+    assert smsc.submits_to("19005550199") == []
+
+
+@pytest.mark.slow
+async def test_a_call_is_cut_when_the_credit_runs_out_and_charged_per_the_rate_table(
+    world: tuple[Synapse, BridgeProcess],
+    trunk_port: int,
+    browser: RTCPeerConnection,
+    tmp_path: Path,  # noqa: F811
+) -> None:
+    synapse, bridge = world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    await asyncio.to_thread(
+        provision,
+        bridge,
+        "POST",
+        "/topup",
+        {"user_id": alice.user_id, "amount": 4, "idempotency_key": f"c-{alice.user_id}"},
+    )
+    room_id, phone = await open_dm(alice, "+15005550150")
+    sipp = Sipp(tmp_path, "-sn", "uas", "-p", str(trunk_port))
+    try:
+        await place_call(alice, room_id, browser)
+        assert await asyncio.to_thread(sipp.wait) == 0, "the bridge hung up with BYE"
+        warned = await poll(
+            lambda: [n for n in notices(alice, room_id, phone) if "runs out" in n], "the warning"
+        )
+        assert "2 seconds" in warned[0]
+        await poll(
+            lambda: [n for n in notices(alice, room_id, phone) if "credit ran out" in n], "the end notice"
+        )
+
+        def charged() -> dict[str, Any] | None:
+            account = provision(bridge, "GET", f"/balance/{alice.user_id}")
+            return account if account["reserved"] == 0 and account["history"][0]["kind"] == "charge" else None
+
+        account = await poll(charged, "the charge")
+        assert account["balance"] == 0, "4 units bought 4 seconds at 1 per second, and 4 were charged"
+    finally:
+        sipp.stop()
