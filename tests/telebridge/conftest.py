@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aioice.ice
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from tests.peers import postgres
 from tests.peers.matrix import BridgeProcess, Synapse
@@ -76,3 +78,18 @@ def bridge(
                 yield bridge_process
             finally:
                 bridge_process.stop()
+
+
+@pytest.fixture
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in browser must offer 127.0.0.1 host candidates (aioice leaves loopback out)."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@pytest.fixture
+async def browser(loopback_ice: None) -> AsyncIterator[RTCPeerConnection]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        yield pc
+    finally:
+        await pc.close()

@@ -8,79 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import shutil
-import socket
 import sqlite3
-import subprocess
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
 import numpy as np
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from tests.media.peers import SignalTrack, dominant_frequency, tone
-from tests.peers.matrix import BridgeProcess, Client, Synapse, free_port, wait_until
+from tests.peers.matrix import BridgeProcess, Synapse, free_port
+from tests.telebridge.calling import SIP_SCENARIOS, Sipp, call_events, open_dm, place_call, poll
 
 pytestmark = [pytest.mark.synapse, pytest.mark.slow]
 
 SCENARIOS = Path(__file__).parent / "scenarios"
-SIP_SCENARIOS = Path(__file__).parents[1] / "sip" / "scenarios"
 OWNED = "+447700900099"
-
-
-class Sipp:
-    """One sipp run on 127.0.0.1 (bounded by -m and -timeout)."""
-
-    def __init__(self, workdir: Path, *args: str) -> None:
-        if shutil.which("sipp") is None:
-            pytest.skip("sipp (Debian sip-tester) is not installed; CI installs it")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                *("sipp", "-i", "127.0.0.1", "-mi", "127.0.0.1", "-mp", str(free_even_port())),
-                *("-p", str(self.port), "-m", "1", "-timeout", "90s", "-nostdin", *args),
-            ],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-
-    def wait(self, timeout: float = 60) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("sipp did not finish") from None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def free_even_port() -> int:
-    """sipp's media port (RTP, and the port above it). Its default, 6000, collides between runs; bind(0)
-    hands out odd ports on Linux, so try even ones from a range, bounded."""
-    for _ in range(200):
-        port = random.randrange(20000, 30000, 2)
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free even UDP port pair")
 
 
 @pytest.fixture(scope="module")
@@ -114,45 +60,6 @@ def call_world(
     finally:
         bridge.stop()
         synapse.stop()
-
-
-@pytest.fixture
-def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stand-in browser must offer 127.0.0.1 host candidates (aioice leaves loopback out)."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
-
-
-@pytest.fixture
-async def browser(loopback_ice: None) -> AsyncIterator[RTCPeerConnection]:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        yield pc
-    finally:
-        await pc.close()
-
-
-def call_events(
-    client: Client, room_id: str, event_type: str, sender: str | None = None
-) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in client.messages(room_id)
-        if e["type"] == event_type and (sender is None or e["sender"] == sender)
-    ]
-
-
-async def poll(check: Any, what: str) -> Any:
-    """``wait_until`` off the event loop, so the aiortc peer keeps running while the client polls."""
-    return await asyncio.to_thread(wait_until, check, 30.0, 0.1, what)
-
-
-async def open_dm(client: Client, number: str) -> tuple[str, str]:
-    user_id = (await asyncio.to_thread(client.thirdparty_user, "m.protocol.pstn", **{"m.id.phone": number}))[
-        0
-    ]["userid"]
-    room_id = await asyncio.to_thread(client.create_dm, user_id)
-    await poll(lambda: user_id in client.joined_members(room_id), "the virtual user to join")
-    return room_id, user_id
 
 
 async def record_audio(pc: RTCPeerConnection, seconds: float) -> tuple[np.ndarray, int]:
@@ -365,21 +272,6 @@ async def test_inbound_call_rings_the_owner_and_the_first_answer_wins(
         assert profile["displayname"] == "+1 500-555-0006"
     finally:
         sipp.stop()
-
-
-async def place_call(alice: Client, room_id: str, browser: RTCPeerConnection, lifetime: int = 60000) -> str:
-    browser.addTrack(SignalTrack(tone(440, 1.0)))
-    await browser.setLocalDescription(await browser.createOffer())
-    call_id = f"c{uuid.uuid4().hex}"
-    content = {
-        "call_id": call_id,
-        "party_id": "a",
-        "version": "1",
-        "lifetime": lifetime,
-        "offer": {"type": "offer", "sdp": browser.localDescription.sdp},
-    }
-    await asyncio.to_thread(alice.send_event, room_id, "m.call.invite", content)
-    return call_id
 
 
 async def test_hanging_up_while_the_phone_rings_cancels_the_invite(

@@ -14,7 +14,7 @@ from aiortc import RTCPeerConnection
 
 from tests.peers.matrix import BridgeProcess, Client, HttpError, Synapse, free_port, http, wait_until
 from tests.peers.smsc import NpmSmsc
-from tests.telebridge.test_calls_e2e import Sipp, browser, loopback_ice, open_dm, place_call, poll  # noqa: F401
+from tests.telebridge.calling import Sipp, open_dm, place_call, poll
 
 pytestmark = pytest.mark.synapse
 SECRET = "provisioning-secret-for-tests"
@@ -148,7 +148,7 @@ async def test_a_call_is_cut_when_the_credit_runs_out_and_charged_per_the_rate_t
     world: tuple[Synapse, BridgeProcess],
     trunk_port: int,
     browser: RTCPeerConnection,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     synapse, bridge = world
     alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
