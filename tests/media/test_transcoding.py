@@ -207,3 +207,20 @@ async def test_opus_browser_is_transcoded_to_pcmu_trunk_both_ways(browser: RTCPe
         heard = heard[::2]
     assert abs(dominant_frequency(heard, rate) - 700) < 20
     assert abs(rms_dbfs(heard) - rms_dbfs(tone(700, 1.0))) < 2.0
+
+
+def test_resamplers_compute_exactly_the_polyphase_reference() -> None:
+    """Framed, stateful numpy polyphase == scipy's one-shot upfirdn over the whole signal."""
+    from scipy.signal import upfirdn
+
+    from media.resample import _H
+
+    rng = np.random.default_rng(1)
+    wide = (rng.standard_normal(960 * 7) * 3000).astype(np.int16)
+    framed = run_frames(Decimator().process, wide, 960)
+    reference = np.clip(np.rint(upfirdn(_H, wide.astype(np.float64), down=6)[: len(framed)]), -32768, 32767)
+    assert np.array_equal(framed, reference.astype(np.int16))
+    narrow = (rng.standard_normal(160 * 7) * 3000).astype(np.int16)
+    framed_up = run_frames(Interpolator().process, narrow, 160)
+    reference_up = upfirdn(_H * 6, narrow.astype(np.float64), up=6)[: len(framed_up)]
+    assert np.array_equal(framed_up, np.clip(np.rint(reference_up), -32768, 32767).astype(np.int16))
