@@ -192,13 +192,49 @@ class MediaCall:
         return call
 
     def set_trunk_remote_sdp(self, sdp: str) -> None:
-        """The trunk's SDP: the answer to our offer (outbound), or a new offer in a re-INVITE is not yet
-        supported (hold is handled by the direction the peer sends and our latching)."""
+        """The trunk's answer to our offer (outbound calls)."""
         assert self.trunk_local_sdp is not None and self.trunk is not None
         params = process_answer(self.trunk_local_sdp, SessionDescription.parse(sdp))
         self.trunk_params = params
         self.trunk.set_remote(params.remote_host, params.remote_port, params.remote_rtcp_port)
         self._complete()
+
+    def update_trunk_offer(self, sdp: str) -> str:
+        """A new offer from the trunk (re-INVITE or UPDATE: hold, resume, new address or codec); returns
+        our answer. RFC 3264 §8: same session id, version + 1; §8.4: a held stream is sent nothing."""
+        assert self.trunk is not None and self.trunk_local_sdp is not None
+        previous = self.trunk_params
+        offer = SessionDescription.parse(sdp)
+        codecs = [_CODECS[n] for n in self.config.trunk_codecs if n in _CODECS]
+        if previous is not None:
+            codecs.sort(key=lambda c: c.name.lower() != previous.codec.name.lower())
+        answer, params = answer_offer(
+            offer,
+            address=self._trunk_address,
+            port=self.trunk.local_port,
+            codecs=[*_with_events(codecs, {}), CN],
+            rtcp_mux=False,
+            session_id=self.trunk_local_sdp.origin.session_id,
+        )
+        answer.origin.session_version = self.trunk_local_sdp.origin.session_version + 1
+        self.trunk_local_sdp = answer
+        self.trunk_params = params
+        if params.remote_port and (params.remote_host, params.remote_port) != self.trunk.remote:
+            self.trunk.set_remote(params.remote_host, params.remote_port, params.remote_rtcp_port)
+        relay = self.relay
+        if relay is None or self.web_params is None:
+            return str(answer)
+        same = previous is not None and (
+            (previous.codec.name.lower(), previous.codec.payload_type, previous.codec.local_payload_type)
+            == (params.codec.name.lower(), params.codec.payload_type, params.codec.local_payload_type)
+            and previous.telephone_event == params.telephone_event
+        )
+        if same:
+            relay.trunk = params
+            relay.apply_directions()
+        else:
+            self._complete()
+        return str(answer)
 
     # Phone → Matrix --------------------------------------------------------------------------------
     @classmethod

@@ -280,6 +280,12 @@ class MediaService:
         """The SDP answer from the trunk (200 OK or reliable 183) to our trunk offer."""
         await self._call_op(call_id, "set_trunk_answer", sdp=sdp)
 
+    async def update_trunk_offer(self, call_id: str, sdp: str) -> str:
+        """A new offer from the trunk in a re-INVITE/UPDATE (hold, resume, address or codec change);
+        returns the SDP answer for the 200 OK."""
+        answer: str = await self._call_op(call_id, "update_trunk_offer", sdp=sdp)
+        return answer
+
     async def set_webrtc_answer(self, call_id: str, sdp: str) -> None:
         """The browser's answer (m.call.answer) to our WebRTC offer."""
         await self._call_op(call_id, "set_webrtc_answer", sdp=sdp)
