@@ -293,20 +293,40 @@ def _udp() -> socket.socket:
     return sock
 
 
-def _payloads(mode: str) -> tuple[bytes, bytes, int, int]:
-    """(web payload, trunk payload, web pt, web samples per packet)."""
-    from media import g711
-    from media.transcoder import OpusEncoder
+def _speech() -> Any:
+    """A few seconds of speech at 48 kHz from espeak-ng (the codecs' cost depends on the signal: libopus
+    spends several times longer on speech than on a tone), or a warbling tone without espeak-ng."""
+    import shutil
+    import subprocess
+    import tempfile
 
-    t = np.arange(960) / 48000
-    tone48 = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
-    pcmu = g711.ulaw_encode(tone48[::6])
+    from scipy.io import wavfile
+    from scipy.signal import resample_poly
+
+    if shutil.which("espeak-ng"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "speech.wav")
+            text = "Hello, this is a test call. Please leave a message after the tone, and we will call you back."
+            subprocess.run(["espeak-ng", "-s", "160", "-w", path, text], check=True, timeout=30)
+            rate, data = wavfile.read(path)
+        return resample_poly(data.astype(np.float64), 48000, rate).clip(-32768, 32767).astype(np.int16)
+    t = np.arange(48000 * 4) / 48000
+    return (8000 * np.sin(2 * np.pi * (300 + 200 * np.sin(2 * np.pi * 3 * t)) * t)).astype(np.int16)
+
+
+def _payloads(mode: str) -> tuple[list[bytes], list[bytes], int, int]:
+    """(web payloads, trunk payloads, web pt, web samples per packet), cycled through by the generator."""
+    from media import g711
+    from media.opus import OpusEncoder
+    from media.resample import Decimator
+
+    speech = _speech()
+    frames = [speech[i : i + 960] for i in range(0, len(speech) - 959, 960)]
+    decimator = Decimator()
+    pcmu = [g711.ulaw_encode(decimator.process(f)) for f in frames]
     if mode == "transcode":
-        encoder = OpusEncoder(24000)
-        packets: list[bytes] = []
-        while not packets:
-            packets = encoder.encode(tone48)
-        return packets[0], pcmu, 111, 960
+        encoder = OpusEncoder(32000, complexity=10)  # what a browser sends
+        return [encoder.encode(f)[0] for f in frames], pcmu, 111, 960
     return pcmu, pcmu, 0, 160
 
 
@@ -324,9 +344,19 @@ def run_ours(relay: RelayProcess, mode: str, calls: int, seconds: float) -> dict
         tx = _srtp(info["rx_key"], inbound=False)
         ssrc = 0x10000 + i
         to_web_leg.append(
-            [tx.protect(RTP.pack(0x80, web_pt, k, k * web_step, ssrc) + web_payload) for k in range(count)]
+            [
+                tx.protect(
+                    RTP.pack(0x80, web_pt, k, k * web_step, ssrc) + web_payload[(k + i) % len(web_payload)]
+                )
+                for k in range(count)
+            ]
         )
-        to_trunk_leg.append([RTP.pack(0x80, 0, k, k * 160, ssrc) + trunk_payload for k in range(count)])
+        to_trunk_leg.append(
+            [
+                RTP.pack(0x80, 0, k, k * 160, ssrc) + trunk_payload[(k + i) % len(trunk_payload)]
+                for k in range(count)
+            ]
+        )
     web_addrs = [("127.0.0.1", info["web_port"]) for info in infos]
     trunk_addrs = [("127.0.0.1", info["trunk_port"]) for info in infos]
     by_trunk_ssrc = {info["trunk_ssrc"]: (i, info["trunk_first_seq"]) for i, info in enumerate(infos)}

@@ -74,6 +74,8 @@ class MediaConfig:
     rtcp_interval: float = 5.0
     connect_timeout: float = 30.0
     opus_bitrate: int = 24000
+    #: libopus encoder complexity 0-10: the transcoding path's main cost (see media/opus.py).
+    opus_complexity: int = 5
 
     def rtc_ice_servers(self) -> list[RTCIceServer]:
         return [
@@ -300,9 +302,14 @@ class MediaCall:
         if web_codec.name.lower() != trunk_codec.name.lower():
             from media.transcoder import Transcoder
 
+            c = self.config
             transcoders = (
-                Transcoder(web_codec.name, trunk_codec.name, bitrate=self.config.opus_bitrate),
-                Transcoder(trunk_codec.name, web_codec.name, bitrate=self.config.opus_bitrate),
+                Transcoder(
+                    web_codec.name, trunk_codec.name, bitrate=c.opus_bitrate, complexity=c.opus_complexity
+                ),
+                Transcoder(
+                    trunk_codec.name, web_codec.name, bitrate=c.opus_bitrate, complexity=c.opus_complexity
+                ),
             )
         relay = CallRelay(
             self.web_params,

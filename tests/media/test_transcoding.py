@@ -64,7 +64,7 @@ def opus_to_pcmu(signal48: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
     """Browser side encodes Opus; our transcoder makes PCMU; the trunk decodes it."""
     from media.transcoder import OpusEncoder
 
-    encoder = OpusEncoder(24000)
+    encoder = OpusEncoder(32000, complexity=10)  # as a browser encodes (Chrome: 32 kb/s, complexity 10)
     payloads = [p for i in range(0, len(signal48) - 959, 960) for p in encoder.encode(signal48[i : i + 960])]
     transcoder = Transcoder("opus", "PCMU")
     result = []
@@ -224,3 +224,28 @@ def test_resamplers_compute_exactly_the_polyphase_reference() -> None:
     framed_up = run_frames(Interpolator().process, narrow, 160)
     reference_up = upfirdn(_H * 6, narrow.astype(np.float64), up=6)[: len(framed_up)]
     assert np.array_equal(framed_up, np.clip(np.rint(reference_up), -32768, 32767).astype(np.int16))
+
+
+def test_lost_opus_packets_are_concealed_by_libopus_and_recovered_from_fec() -> None:
+    from media.opus import OpusDecoder as NativeDecoder
+    from media.transcoder import OpusEncoder
+
+    if not NativeDecoder().native:
+        pytest.skip("libopus could not be loaded through ctypes (PyAV fallback has no native PLC)")
+    encoder = OpusEncoder(32000, complexity=10)
+    signal = tone(440, 0.4)
+    payloads = [encoder.encode(signal[i : i + 960])[0] for i in range(0, len(signal), 960)]
+    transcoder = Transcoder("opus", "PCMU")
+    out = []
+    for i, (packet, header) in enumerate(encode_stream(payloads, 111, 960)):
+        if i in (10, 11):
+            continue
+        out.extend(transcoder.transcode(packet, header, 0.0))
+    headers = [parse_rtp(p) for p in out]
+    assert [h.sequence_number for h in headers if isinstance(h, RtpHeader)] == list(range(100, 120))
+    assert transcoder.concealed == 2
+    # libopus's PLC (first) and FEC recovery (second) carry the tone on, not silence or a fade to zero.
+    for concealed in out[10:12]:
+        samples = g711._ULAW_DECODE[np.frombuffer(bytes(concealed[12:]), dtype=np.uint8)]
+        assert abs(dominant_frequency(samples, 8000) - 440) < 60
+        assert rms_dbfs(samples) > rms_dbfs(tone(440, 0.02)) - 10
