@@ -330,11 +330,22 @@ def _payloads(mode: str) -> tuple[list[bytes], list[bytes], int, int]:
     return pcmu, pcmu, 0, 160
 
 
-def run_ours(relay: RelayProcess, mode: str, calls: int, seconds: float) -> dict[str, Any]:
+def run_ours(
+    relay: RelayProcess | list[RelayProcess], mode: str, calls: int, seconds: float
+) -> dict[str, Any]:
+    """``calls`` calls split over the given relay processes, all driven at once by this generator."""
+    relays = relay if isinstance(relay, list) else [relay]
     web_sock, trunk_sock = _udp(), _udp()
-    infos = relay.call(
-        op="setup", mode=mode, calls=calls, gen_web=web_sock.getsockname(), gen_trunk=trunk_sock.getsockname()
-    )
+    infos: list[dict[str, Any]] = []
+    for r in relays:
+        infos += r.call(
+            op="setup",
+            mode=mode,
+            calls=calls // len(relays),
+            gen_web=web_sock.getsockname(),
+            gen_trunk=trunk_sock.getsockname(),
+        )
+    calls = len(infos)
     web_payload, trunk_payload, web_pt, web_step = _payloads(mode)
     count = int(seconds / PERIOD)
     # Pre-build every packet: SRTP towards the WebRTC leg, plain RTP towards the trunk leg.
@@ -364,7 +375,7 @@ def run_ours(relay: RelayProcess, mode: str, calls: int, seconds: float) -> dict
     sent_at = np.zeros((calls, count))
     got_trunk = np.full((calls, count), np.nan)
     got_web = np.full((calls, count), np.nan)
-    cpu_before = relay.call(op="cpu")
+    cpu_before = [r.call(op="cpu") for r in relays]
     gen_cpu_before = time.process_time()
     unpack = RTP.unpack_from
     perf = time.time
@@ -425,10 +436,12 @@ def run_ours(relay: RelayProcess, mode: str, calls: int, seconds: float) -> dict
             wait = 0.01
         if wait > 0:
             select.select([web_sock, trunk_sock], [], [], wait)
-    gc_pause, loop_lag = relay.call(op="gc")
-    cpu = relay.call(op="cpu") - cpu_before
+    pauses = [r.call(op="gc") for r in relays]
+    gc_pause, loop_lag = max(p[0] for p in pauses), max(p[1] for p in pauses)
+    cpu = sum(r.call(op="cpu") - before for r, before in zip(relays, cpu_before, strict=True))
     gen_cpu = time.process_time() - gen_cpu_before
-    relay.call(op="teardown")
+    for r in relays:
+        r.call(op="teardown")
     web_sock.close()
     trunk_sock.close()
     latencies = np.concatenate([(got_trunk - sent_at).ravel(), (got_web - sent_at).ravel()])
@@ -632,25 +645,26 @@ def main() -> None:
                 floors[name] = floor
     finally:
         relay.stop()
-    # N workers: the best passthrough load per worker, on every core at once.
+    # N workers: one relay process per core, the best one-core passthrough load on each, all at once.
     scaling = None
     if passthrough is not None and len(cpus) > 1:
-        per = passthrough["calls"]
         relays = [RelayProcess(c, args.loop) for c in cpus]
         try:
-            results: list[dict[str, Any]] = []
-            for r in relays:
-                results.append(run_ours(r, "passthrough", max(per // len(cpus), 1), seconds))
+            both = run_ours(relays, "passthrough", passthrough["calls"] * len(cpus), seconds)
+            both["path"] = f"{len(cpus)} workers"
+            print(_row(both), flush=True)
         finally:
             for r in relays:
                 r.stop()
         scaling = {
             "workers": len(cpus),
-            "calls": sum(r["calls"] for r in results),
-            "lost": sum(r["lost"] for r in results),
+            "calls": both["calls"],
+            "lost": both["lost"],
+            "p99_ms": both["p99_ms"],
         }
         print(
-            f"{len(cpus)} workers (generator sharing the cores): {scaling['calls']} calls, lost {scaling['lost']}"
+            f"{len(cpus)} workers (generator sharing their cores): {both['calls']} calls, lost {both['lost']}",
+            flush=True,
         )
     summary = {
         "baseline_calls_per_core": baseline["calls"] if baseline else 0,
