@@ -41,6 +41,7 @@ _SET_COMPLEXITY = 4010
 _SET_INBAND_FEC = 4012
 _SET_PACKET_LOSS_PERC = 4014
 _SET_SIGNAL = 4024
+_GET_LOOKAHEAD = 4027
 
 
 def _load() -> ctypes.CDLL | None:
@@ -126,6 +127,15 @@ class OpusEncoder:
         ):
             _ctl(handle, request, value)
         self._buffer = ctypes.create_string_buffer(1500)
+
+    @property
+    def lookahead(self) -> int:
+        """The encoder's algorithmic delay in samples at 48 kHz (OPUS_GET_LOOKAHEAD): 312 for VoIP."""
+        if libopus is None or not self._handle:
+            return 312
+        value = ctypes.c_int()
+        libopus.opus_encoder_ctl(self._handle_arg, ctypes.c_int(_GET_LOOKAHEAD), ctypes.byref(value))
+        return value.value
 
     def encode(self, samples: Int16Array) -> list[bytes]:
         if self._av is not None:

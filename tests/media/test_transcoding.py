@@ -249,3 +249,63 @@ def test_lost_opus_packets_are_concealed_by_libopus_and_recovered_from_fec() -> 
         samples = g711._ULAW_DECODE[np.frombuffer(bytes(concealed[12:]), dtype=np.uint8)]
         assert abs(dominant_frequency(samples, 8000) - 440) < 60
         assert rms_dbfs(samples) > rms_dbfs(tone(440, 0.02)) - 10
+
+
+def _lag(reference: npt.NDArray[np.float64], received: npt.NDArray[np.float64], limit: int) -> int:
+    """The delay of ``received`` behind ``reference`` in samples, by cross-correlation."""
+    n = min(len(reference), len(received))
+    corr = np.correlate(received[:n], reference[: n - limit], "valid")
+    return int(np.argmax(corr))
+
+
+def _band_limited_noise(seconds: float) -> npt.NDArray[np.int16]:
+    from scipy.signal import firwin, lfilter
+
+    rng = np.random.default_rng(7)
+    noise = rng.standard_normal(int(48000 * seconds)) * 6000
+    return lfilter(firwin(255, 3000, fs=48000), 1.0, noise).clip(-32768, 32767).astype(np.int16)  # type: ignore[no-any-return]
+
+
+def test_opus_to_pcmu_delay_is_exactly_codec_lookahead_plus_filter_delay() -> None:
+    """Sample-accurate: libopus's lookahead (312 at 48 kHz) + our FIR's group delay (119.5) = 431.5 samples
+    at 48 kHz = 71.9 samples at 8 kHz; nothing else (no buffering) in the path."""
+    from media.transcoder import OpusEncoder
+
+    signal = _band_limited_noise(1.0)
+    encoder = OpusEncoder(32000, complexity=10)
+    transcoder = Transcoder("opus", "PCMU")
+    out = []
+    for packet, header in encode_stream(
+        [encoder.encode(signal[i : i + 960])[0] for i in range(0, 48000, 960)], 111, 960
+    ):
+        out.extend(
+            g711._ULAW_DECODE[np.frombuffer(bytes(p[12:]), dtype=np.uint8)]
+            for p in transcoder.transcode(packet, header, 0.0)
+        )
+    received = np.concatenate(out).astype(np.float64)
+    reference = resample_poly(signal.astype(np.float64), 1, 6)  # zero-phase: no delay of its own
+    expected = (encoder.lookahead + Decimator.delay) / 6  # 71.9; measured 71
+    assert abs(_lag(reference, received, 200) - expected) <= 1
+
+
+def test_pcmu_to_opus_delay_is_exactly_filter_delay_plus_codec_lookahead() -> None:
+    signal8 = (
+        resample_poly(_band_limited_noise(1.0).astype(np.float64), 1, 6).clip(-32768, 32767).astype(np.int16)
+    )
+    transcoder = Transcoder("PCMU", "opus")
+    decoder = OpusDecoder()
+    payloads = [g711.ulaw_encode(signal8[i : i + 160]) for i in range(0, 8000, 160)]
+    out = [
+        decoder.decode(bytes(p[12:]))
+        for packet, header in encode_stream(payloads, 0, 160)
+        for p in transcoder.transcode(packet, header, 0.0)
+    ]
+    received = np.concatenate(out).astype(np.float64)
+    sent = g711._ULAW_DECODE[np.frombuffer(b"".join(payloads), dtype=np.uint8)].astype(np.float64)
+    reference = resample_poly(sent, 6, 1)
+    from media.opus import OpusEncoder as Encoder
+
+    expected = Encoder().lookahead + Interpolator.delay
+    # 431.5 samples at 48 kHz; measured 429: libopus's decoder gives back a couple of samples of the
+    # encoder's lookahead. Within 3 samples (62 µs) there is no room for any buffering in our path.
+    assert abs(_lag(reference, received, 1200) - expected) <= 3
