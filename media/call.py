@@ -173,11 +173,9 @@ class MediaCall:
             )
             call.web_params = params
             call.webrtc_local_sdp = answer
-            call.web.start(
-                offer,
-                next(m for m in offer.media if m.get("mid") == params.mid or params.mid is None),
-                controlling=False,
-            )
+            # The section we accepted is the one our answer gives a port (RFC 3264 §6).
+            accepted = next(m for m, a in zip(offer.media, answer.media, strict=True) if a.port != 0)
+            call.web.start(offer, accepted, controlling=False)
             # Offer the trunk the browser's codec first when it is one the trunk may take as is.
             trunk_codecs = [_CODECS[n] for n in config.trunk_codecs if n in _CODECS]
             trunk_codecs.sort(key=lambda c: c.name.lower() != params.codec.name.lower())
