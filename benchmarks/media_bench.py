@@ -88,7 +88,7 @@ async def _our_call(
     from media.relay import CallRelay
     from media.transcoder import Transcoder
     from media.trunk import PortRange, TrunkLeg
-    from media.webrtc import WebRtcLeg, WebRtcState
+    from media.webrtc import WebRtcLeg
     from sdp import MediaParameters, NegotiatedCodec
 
     def drop(*_: Any) -> None:
@@ -98,14 +98,8 @@ async def _our_call(
     await leg.gather()
     connection = leg._ice._connection
     rx_key, tx_key = os.urandom(SRTP_KEY_LEN), os.urandom(SRTP_KEY_LEN)
-    leg._rx = _srtp(rx_key, inbound=True)
-    leg._tx = _srtp(tx_key, inbound=False)
     protocol = connection._protocols[0]
-    leg._send = protocol.transport.sendto
-    leg._remote_addr = gen_web
-    leg._original_data_received = connection.data_received
-    connection.data_received = leg._datagram  # type: ignore[method-assign]  # the production tap
-    leg.state = WebRtcState.CONNECTED
+    leg.attach_srtp(protocol, gen_web, _srtp(rx_key, inbound=True), _srtp(tx_key, inbound=False))
     trunk = await TrunkLeg.open(PortRange("127.0.0.1"), drop, max_packets_per_second=1000)
     trunk.set_remote(*gen_trunk)
     te8 = NegotiatedCodec("telephone-event", 8000, 101, 101)

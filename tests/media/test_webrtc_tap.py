@@ -60,6 +60,8 @@ async def test_tap_replaces_data_received_and_counts_forged_srtp(browser: RTCPee
         assert leg.state is WebRtcState.CONNECTED
         connection = leg._ice._connection
         assert connection.data_received == leg._datagram
+        assert connection._nominated[1].protocol.datagram_received.__name__ == "datagram_received"
+        assert "datagram_received" in vars(connection._nominated[1].protocol)  # our instance override
         assert isinstance(leg._rx, pylibsrtp.Session) and isinstance(leg._tx, pylibsrtp.Session)
         await peer.wait_for(10)
         assert leg.counters.rtp_received >= 10
