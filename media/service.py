@@ -294,13 +294,25 @@ class MediaService:
         return await self._create("inbound", trunk_offer)
 
     async def set_trunk_answer(self, call_id: str, sdp: str) -> None:
-        """The SDP answer from the trunk (200 OK or reliable 183) to our trunk offer."""
+        """The SDP answer from the trunk (200 OK or reliable 183) to our trunk offer or re-offer."""
         await self._call_op(call_id, "set_trunk_answer", sdp=sdp)
 
     async def update_trunk_offer(self, call_id: str, sdp: str) -> str:
         """A new offer from the trunk in a re-INVITE/UPDATE (hold, resume, address or codec change);
         returns the SDP answer for the 200 OK."""
         answer: str = await self._call_op(call_id, "update_trunk_offer", sdp=sdp)
+        return answer
+
+    async def trunk_reoffer(self, call_id: str, direction: str = "sendrecv") -> str:
+        """A new trunk offer for our own re-INVITE (``"sendonly"`` holds the trunk, ``"sendrecv"``
+        resumes); its answer goes to :meth:`set_trunk_answer`."""
+        offer: str = await self._call_op(call_id, "trunk_reoffer", direction=direction)
+        return offer
+
+    async def update_webrtc_offer(self, call_id: str, sdp: str) -> str:
+        """A new offer from the browser (``m.call.negotiate``, e.g. hold/resume) on the same ICE session;
+        returns the answer. ICE restarts raise :class:`MediaError`."""
+        answer: str = await self._call_op(call_id, "update_webrtc_offer", sdp=sdp)
         return answer
 
     async def set_webrtc_answer(self, call_id: str, sdp: str) -> None:

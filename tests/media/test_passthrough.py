@@ -98,3 +98,46 @@ async def test_trunk_reinvite_hold_and_resume(browser: RTCPeerConnection) -> Non
     assert first_after.sequence_number == (last_before.sequence_number + 1) & 0xFFFF
     assert first_after.marker
     assert first_after.timestamp - last_before.timestamp >= 8000 * 0.4
+
+
+async def test_our_trunk_reoffer_holds_and_resumes(browser: RTCPeerConnection) -> None:
+    call, peer = await connect_outbound(browser, tone(1000, 4.0))
+    try:
+        await peer.wait_for(10)
+        assert call.trunk_local_sdp is not None
+        version = call.trunk_local_sdp.origin.session_version
+        offer = SessionDescription.parse(call.trunk_reoffer("sendonly"))
+        assert offer.media[0].direction == "sendonly"
+        assert offer.media[0].formats == ["0", "101"]  # the codec in use and events only
+        assert offer.origin.session_version == version + 1
+        call.set_trunk_remote_sdp(trunk_answer(peer.port) + "a=recvonly\r\n")
+        assert call.relay is not None
+        assert call.relay.to_web.muted and not call.relay.to_trunk.muted
+        before = len(peer.received)
+        await peer.wait_for(before + 10)  # we still send to the held trunk (it said recvonly)
+        call.trunk_reoffer("sendrecv")
+        call.set_trunk_remote_sdp(trunk_answer(peer.port))
+        assert not call.relay.to_web.muted
+    finally:
+        await call.close()
+        peer.close()
+
+
+async def test_browser_renegotiates_to_sendonly_and_we_stop_sending_to_it(browser: RTCPeerConnection) -> None:
+    call, peer = await connect_outbound(browser, tone(1000, 4.0))
+    try:
+        await peer.wait_for(10)
+        browser.getTransceivers()[0].direction = "sendonly"
+        await browser.setLocalDescription(await browser.createOffer())
+        answer = call.update_webrtc_offer(browser.localDescription.sdp)
+        parsed = SessionDescription.parse(answer)
+        assert parsed.media[0].direction == "recvonly"
+        assert parsed.media[0].get("setup") == "active"  # our DTLS role is kept
+        await browser.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        assert call.relay is not None and call.relay.to_web.muted and not call.relay.to_trunk.muted
+        before = len(peer.received)
+        await peer.wait_for(before + 10)  # the browser's audio still reaches the trunk
+        assert len(peer.received) >= before + 10
+    finally:
+        await call.close()
+        peer.close()
