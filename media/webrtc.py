@@ -248,7 +248,10 @@ class WebRtcLeg:
 
     def _dtls_state_changed(self) -> None:
         if self._dtls.state in ("closed", "failed") and self.state is WebRtcState.CONNECTED:
-            self._fail(f"DTLS {self._dtls.state}")
+            # aioice closes the connection itself only when consent expires (RFC 7675); the DTLS reader
+            # usually notices before the ICE transport's state does, so name the real cause.
+            closing = getattr(self._ice._connection, "_closing", False)
+            self._fail("ICE consent expired" if closing else f"DTLS {self._dtls.state}")
 
     def _fail(self, reason: str) -> None:
         if self.state in (WebRtcState.CLOSED, WebRtcState.FAILED):
