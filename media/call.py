@@ -9,8 +9,8 @@ This is the asyncio edge around the sans-I/O pieces. Two ways in, matching the t
   offer is made listing the trunk's codec first; the browser's answer (:meth:`set_webrtc_answer`)
   completes the relay.
 
-Events go to ``on_event(kind, data)``: ``"digit"`` ``{"leg", "digit"}``, ``"connected"`` ``{}``,
-``"closed"`` ``{"reason"}``.
+Events go to ``on_event(kind, data)``: ``"digit"`` ``{"leg", "digit"}``, ``"connected"`` ``{"leg":
+"webrtc"}`` (ICE and DTLS are up), ``"closed"`` ``{"reason"}``.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ class MediaCall:
             max_packets_per_second=config.max_packets_per_second,
             connect_timeout=config.connect_timeout,
         )
+        self.web.on_connected = lambda: self.on_event("connected", {"leg": "webrtc"})
         self.trunk: TrunkLeg | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
         self._dtmf_lock = asyncio.Lock()

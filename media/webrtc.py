@@ -87,6 +87,8 @@ class WebRtcLeg:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.on_closed = on_closed
+        #: Called once ICE and DTLS are up and media flows through the tap.
+        self.on_connected: Callable[[], None] | None = None
         self.bind_addresses = bind_addresses
         self.counters = LegCounters()
         self.state = WebRtcState.NEW
@@ -208,6 +210,8 @@ class WebRtcLeg:
             return
         self._install_tap()
         self.connected.set()
+        if self.on_connected is not None:
+            self.on_connected()
 
     def _install_tap(self) -> None:
         pair = self._ice._connection._nominated[1]
