@@ -35,6 +35,9 @@ Int16Array = npt.NDArray[np.int16]
 
 SAMPLE_RATE = 48000
 MAX_FRAME = 5760  # 120 ms at 48 kHz, the largest Opus frame
+#: Frame sizes opus_encode takes at 48 kHz (2.5 to 60 ms, RFC 6716 §2.1.4).
+FRAME_SIZES = frozenset((120, 240, 480, 960, 1920, 2880))
+TEN_MS = 480
 _APPLICATION_VOIP = 2048
 _SET_BITRATE = 4002
 _SET_COMPLEXITY = 4010
@@ -90,6 +93,14 @@ def _load() -> ctypes.CDLL | None:
             ctypes.c_int,
         ]
         lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
+        lib.opus_repacketizer_create.restype = ctypes.c_void_p
+        lib.opus_repacketizer_init.restype = ctypes.c_void_p
+        lib.opus_repacketizer_init.argtypes = [ctypes.c_void_p]
+        lib.opus_repacketizer_cat.restype = ctypes.c_int
+        lib.opus_repacketizer_cat.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32]
+        lib.opus_repacketizer_out.restype = ctypes.c_int32
+        lib.opus_repacketizer_out.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32]
+        lib.opus_repacketizer_destroy.argtypes = [ctypes.c_void_p]
         return lib
     log.warning("libopus not found for ctypes; using PyAV's Opus codec (slower, no native PLC)")
     return None
@@ -138,14 +149,40 @@ class OpusEncoder:
         return value.value
 
     def encode(self, samples: Int16Array) -> list[bytes]:
+        """One Opus packet for ``samples``. Durations Opus has no single frame for but that are whole
+        10 ms multiples up to 120 ms (a 30 ms G.711 trunk!) become one packet of 10 ms frames (RFC 6716
+        §3.2.5, via libopus's repacketizer). Anything else raises ``ValueError``."""
         if self._av is not None:
             return self._av.encode(samples)
         assert libopus is not None
         pcm = np.ascontiguousarray(samples, dtype=np.int16)
-        size = libopus.opus_encode(self._handle_arg, pcm.ctypes.data, len(pcm), self._buffer, 1500)
+        count = len(pcm)
+        if count in FRAME_SIZES:
+            return [self._encode_frame(pcm.ctypes.data, count)]
+        if count % TEN_MS or not 0 < count <= MAX_FRAME:
+            raise ValueError(f"no Opus framing for {count} samples")
+        frames = [
+            self._encode_frame(pcm.ctypes.data + 2 * offset, TEN_MS) for offset in range(0, count, TEN_MS)
+        ]
+        repacketizer = libopus.opus_repacketizer_create()
+        try:
+            libopus.opus_repacketizer_init(repacketizer)
+            for frame in frames:
+                if libopus.opus_repacketizer_cat(repacketizer, frame, len(frame)) != 0:
+                    raise ValueError("Opus frames could not be combined")
+            size = libopus.opus_repacketizer_out(repacketizer, self._buffer, 1500)
+        finally:
+            libopus.opus_repacketizer_destroy(repacketizer)
         if size < 0:
-            raise RuntimeError(f"opus_encode failed ({size})")
+            raise ValueError(f"opus_repacketizer_out failed ({size})")
         return [self._buffer.raw[:size]]
+
+    def _encode_frame(self, pointer: int, count: int) -> bytes:
+        assert libopus is not None
+        size = libopus.opus_encode(self._handle_arg, pointer, count, self._buffer, 1500)
+        if size < 0:
+            raise ValueError(f"opus_encode failed ({size})")
+        return self._buffer.raw[:size]
 
     def __del__(self) -> None:
         if self._handle and libopus is not None:

@@ -73,6 +73,7 @@ class Transcoder:
         self._frame_ts = RATES[src] // 50
         self.concealed = 0
         self.late_dropped = 0
+        self.codec_errors = 0
 
     def transcode(self, packet: bytearray, header: RtpHeader, now: float) -> list[bytearray]:
         seq = header.sequence_number
@@ -104,11 +105,15 @@ class Transcoder:
                         header,
                     )
         g711.DECODE_CALLS.value += self._opus is not None  # G.711 decoders count themselves
-        pcm = self._decode(bytes(packet[header.payload_start : header.payload_end]))
-        if len(pcm):
-            self._last_frame = pcm
-            self._frame_ts = len(pcm)
-            self._push(out, pcm, seq, header.timestamp, header.marker, header)
+        try:
+            pcm = self._decode(bytes(packet[header.payload_start : header.payload_end]))
+            if len(pcm):
+                self._last_frame = pcm
+                self._frame_ts = len(pcm)
+                self._push(out, pcm, seq, header.timestamp, header.marker, header)
+        except Exception:  # a payload the codecs refuse (odd sizes, garbage): dropped and counted
+            self.codec_errors += 1
+            self._pending.clear()
         self._last_seq = seq
         self._last_ts = header.timestamp
         return out

@@ -309,3 +309,30 @@ def test_pcmu_to_opus_delay_is_exactly_filter_delay_plus_codec_lookahead() -> No
     # 431.5 samples at 48 kHz; measured 429: libopus's decoder gives back a couple of samples of the
     # encoder's lookahead. Within 3 samples (62 µs) there is no room for any buffering in our path.
     assert abs(_lag(reference, received, 1200) - expected) <= 3
+
+
+def test_thirty_ms_trunk_frames_become_one_opus_packet_each() -> None:
+    """A 30 ms G.711 trunk (as sipp's g711a.pcap is): no single Opus frame lasts 30 ms, so each packet
+    becomes three 10 ms frames in one Opus packet, keeping the one-in, one-out numbering."""
+    transcoder = Transcoder("PCMU", "opus")
+    decoder = OpusDecoder()
+    signal = tone(600, 0.6, rate=8000)
+    payloads = [g711.ulaw_encode(signal[i : i + 240]) for i in range(0, len(signal), 240)]
+    out = [
+        p
+        for packet, header in encode_stream(payloads, 0, 240)
+        for p in transcoder.transcode(packet, header, 0.0)
+    ]
+    assert len(out) == len(payloads)
+    assert transcoder.codec_errors == 0
+    decoded = [decoder.decode(bytes(p[12:])) for p in out]
+    assert {len(d) for d in decoded} == {1440}
+    wide = np.concatenate(decoded)
+    assert abs(dominant_frequency(wide[4800:], 48000) - 600) < 10
+
+
+def test_payload_no_codec_can_frame_is_dropped_and_counted() -> None:
+    transcoder = Transcoder("PCMU", "opus")
+    stream = encode_stream([b"\xff"], 0, 1)
+    assert transcoder.transcode(*stream[0], 0.0) == []
+    assert transcoder.codec_errors == 1
