@@ -84,18 +84,29 @@ def test_webrtc_datagrams_never_raise_and_forgeries_are_counted(packets: list[by
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.binary(min_size=0, max_size=8)), max_size=30))
-def test_authentic_but_odd_packets_from_the_browser_never_raise(items: list[tuple[int, bytes]]) -> None:
-    """Authenticated SRTP carrying odd content (short events, unknown types) is dropped, not raised."""
+@given(
+    st.lists(st.tuples(st.integers(0, 0xFFFFFFFF), st.binary(min_size=0, max_size=120)), max_size=30),
+    st.sampled_from(["passthrough", "transcode"]),
+)
+def test_authentic_but_odd_packets_from_the_browser_never_raise(
+    items: list[tuple[int, bytes]], mode: str
+) -> None:
+    """Authenticated SRTP carrying odd content (short events, unknown types, garbage Opus) is dropped or
+    relayed, never raised."""
     key = os.urandom(30)
     sender = srtp(key, inbound=False)
     sent: list[bytes] = []
-    relay = CallRelay(params("PCMU", 8000, 0, 126), params("PCMU", 8000, 0, 101), sent.append, sent.append)
+    web = params("opus", 48000, 111, 110) if mode == "transcode" else params("PCMU", 8000, 0, 126)
+    transcoders = (
+        (Transcoder("opus", "PCMU"), Transcoder("PCMU", "opus")) if mode == "transcode" else (None, None)
+    )
+    relay = CallRelay(web, params("PCMU", 8000, 0, 101), sent.append, sent.append, None, transcoders)
     leg = WebRtcLeg(relay.from_web, relay.rtcp_from_web)
     leg._rx = srtp(key, inbound=True)
     leg._original_data_received = lambda data, component: None
+    types = (111, 110, 13, 96) if mode == "transcode" else (0, 126, 13, 96)
     for i, (ts, payload) in enumerate(items):
-        pt = (0, 126, 13, 96)[i % 4]
+        pt = types[i % 4]
         leg._datagram(sender.protect(bytes(build_rtp(pt, 100 + i, ts, 7, payload))), 1)
     assert leg.counters.unauthenticated == 0
     assert leg.counters.rtp_received == len(items)
