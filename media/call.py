@@ -9,8 +9,8 @@ This is the asyncio edge around the sans-I/O pieces. Two ways in, matching the t
   offer is made listing the trunk's codec first; the browser's answer (:meth:`set_webrtc_answer`)
   completes the relay.
 
-Events go to ``on_event(kind, data)``: ``"digit"`` ``{"leg", "digit"}``, ``"connected"`` ``{}``,
-``"closed"`` ``{"reason"}``.
+Events go to ``on_event(kind, data)``: ``"digit"`` ``{"leg", "digit"}``, ``"connected"`` ``{"leg":
+"webrtc"}`` (ICE and DTLS are up), ``"closed"`` ``{"reason"}``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from sdp import (
     TELEPHONE_EVENT,
     Codec,
     MediaParameters,
+    NegotiationError,
     SessionDescription,
     answer_offer,
     build_offer,
@@ -74,6 +75,8 @@ class MediaConfig:
     rtcp_interval: float = 5.0
     connect_timeout: float = 30.0
     opus_bitrate: int = 24000
+    #: libopus encoder complexity 0-10: the transcoding path's main cost (see media/opus.py).
+    opus_complexity: int = 5
 
     def rtc_ice_servers(self) -> list[RTCIceServer]:
         return [
@@ -87,6 +90,11 @@ def _with_events(codecs: list[Codec], te_pts: dict[int, int]) -> list[Codec]:
     rates = sorted({c.clock_rate for c in codecs}, reverse=True)
     extra = [TELEPHONE_EVENT(rate, te_pts.get(rate, 101)) for rate in rates]
     return [*codecs, *extra]
+
+
+def _same_codecs(a: MediaParameters, b: MediaParameters) -> bool:
+    key = (a.codec.name.lower(), a.codec.payload_type, a.codec.local_payload_type, a.telephone_event)
+    return key == (b.codec.name.lower(), b.codec.payload_type, b.codec.local_payload_type, b.telephone_event)
 
 
 class MediaCall:
@@ -115,6 +123,7 @@ class MediaCall:
             max_packets_per_second=config.max_packets_per_second,
             connect_timeout=config.connect_timeout,
         )
+        self.web.on_connected = lambda: self.on_event("connected", {"leg": "webrtc"})
         self.trunk: TrunkLeg | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
         self._dtmf_lock = asyncio.Lock()
@@ -171,11 +180,9 @@ class MediaCall:
             )
             call.web_params = params
             call.webrtc_local_sdp = answer
-            call.web.start(
-                offer,
-                next(m for m in offer.media if m.get("mid") == params.mid or params.mid is None),
-                controlling=False,
-            )
+            # The section we accepted is the one our answer gives a port (RFC 3264 §6).
+            accepted = next(m for m, a in zip(offer.media, answer.media, strict=True) if a.port != 0)
+            call.web.start(offer, accepted, controlling=False)
             # Offer the trunk the browser's codec first when it is one the trunk may take as is.
             trunk_codecs = [_CODECS[n] for n in config.trunk_codecs if n in _CODECS]
             trunk_codecs.sort(key=lambda c: c.name.lower() != params.codec.name.lower())
@@ -192,13 +199,71 @@ class MediaCall:
         return call
 
     def set_trunk_remote_sdp(self, sdp: str) -> None:
-        """The trunk's SDP: the answer to our offer (outbound), or a new offer in a re-INVITE is not yet
-        supported (hold is handled by the direction the peer sends and our latching)."""
+        """The trunk's answer to our offer: the first one (outbound calls) or to a :meth:`trunk_reoffer`."""
         assert self.trunk_local_sdp is not None and self.trunk is not None
         params = process_answer(self.trunk_local_sdp, SessionDescription.parse(sdp))
+        self._apply_trunk(params)
+
+    def update_trunk_offer(self, sdp: str) -> str:
+        """A new offer from the trunk (re-INVITE or UPDATE: hold, resume, new address or codec); returns
+        our answer. RFC 3264 §8: same session id, version + 1; §8.4: a held stream is sent nothing."""
+        assert self.trunk is not None and self.trunk_local_sdp is not None
+        offer = SessionDescription.parse(sdp)
+        answer, params = answer_offer(
+            offer,
+            address=self._trunk_address,
+            port=self.trunk.local_port,
+            codecs=[*_with_events(self._trunk_codecs_now(), {}), CN],
+            rtcp_mux=False,
+            session_id=self.trunk_local_sdp.origin.session_id,
+        )
+        answer.origin.session_version = self.trunk_local_sdp.origin.session_version + 1
+        self.trunk_local_sdp = answer
+        self._apply_trunk(params)
+        return str(answer)
+
+    def trunk_reoffer(self, direction: str = "sendrecv") -> str:
+        """A new offer for the trunk (our re-INVITE): e.g. ``"sendonly"`` to hold it when the Matrix side
+        holds, ``"sendrecv"`` to resume. Same codec, events, address and port; answer with
+        :meth:`set_trunk_remote_sdp`."""
+        assert self.trunk is not None and self.trunk_local_sdp is not None
+        current = self.trunk_params.codec if self.trunk_params else None
+        codecs = self._trunk_codecs_now()
+        if current is not None:
+            codecs = [c for c in codecs if c.name.lower() == current.name.lower()] or codecs
+        events = self.trunk_params.telephone_event if self.trunk_params else None
+        offer = build_offer(
+            address=self._trunk_address,
+            port=self.trunk.local_port,
+            codecs=[*codecs, TELEPHONE_EVENT(8000, events.local_payload_type if events else 101)],
+            direction=direction,
+            session_id=self.trunk_local_sdp.origin.session_id,
+        )
+        offer.origin.session_version = self.trunk_local_sdp.origin.session_version + 1
+        self.trunk_local_sdp = offer
+        return str(offer)
+
+    def _trunk_codecs_now(self) -> list[Codec]:
+        codecs = [_CODECS[n] for n in self.config.trunk_codecs if n in _CODECS]
+        if self.trunk_params is not None:
+            name = self.trunk_params.codec.name.lower()
+            codecs.sort(key=lambda c: c.name.lower() != name)
+        return codecs
+
+    def _apply_trunk(self, params: MediaParameters) -> None:
+        """New trunk parameters: keep the relay (and its streams' numbering) unless the codec changed."""
+        assert self.trunk is not None
+        previous = self.trunk_params
         self.trunk_params = params
-        self.trunk.set_remote(params.remote_host, params.remote_port, params.remote_rtcp_port)
-        self._complete()
+        if params.remote_port and (params.remote_host, params.remote_port) != self.trunk.remote:
+            self.trunk.set_remote(params.remote_host, params.remote_port, params.remote_rtcp_port)
+        if self.web_params is None:
+            return
+        if self.relay is not None and previous is not None and _same_codecs(previous, params):
+            self.relay.trunk = params
+            self.relay.apply_directions()
+        else:
+            self._complete()
 
     # Phone → Matrix --------------------------------------------------------------------------------
     @classmethod
@@ -256,6 +321,48 @@ class MediaCall:
         """A trickled remote candidate (``m.call.candidates``), or None/"" for end-of-candidates."""
         self.web.add_remote_candidate(candidate or None)
 
+    def update_webrtc_offer(self, sdp: str) -> str:
+        """A new offer from the browser (``m.call.negotiate``: hold, resume) on the same ICE/DTLS session;
+        returns our answer. An ICE restart (new ufrag) is refused with ``NegotiationError``."""
+        assert self.webrtc_local_sdp is not None
+        offer = SessionDescription.parse(sdp)
+        audio = next((m for m in offer.media if m.media == "audio" and m.port != 0), None)
+        if audio is None:
+            raise NegotiationError("re-offer has no audio stream")
+        ufrag = audio.get("ice-ufrag") or offer.get("ice-ufrag")
+        if ufrag != self.web._ice._connection.remote_username:
+            raise NegotiationError("ICE restart is not supported")
+        # Keep our DTLS role (RFC 8842 §5.5): a DTLS server answers passive, a client active.
+        setup = "passive" if self.web._dtls._role == "server" else "active"
+        codecs = [_CODECS[n] for n in self.config.webrtc_codecs if n in _CODECS]
+        if self.web_params is not None:
+            name = self.web_params.codec.name.lower()
+            codecs.sort(key=lambda c: c.name.lower() != name)
+        offered_te = {
+            m.clock_rate: m.payload_type
+            for m in audio.rtpmaps().values()
+            if m.encoding.lower() == "telephone-event"
+        }
+        answer, params = answer_offer(
+            offer,
+            address=self.web.default_address[0],
+            port=self.web.default_address[1],
+            codecs=[*_with_events(codecs, offered_te), CN],
+            media_attributes=self._webrtc_attributes(setup),
+            session_attributes=[("msid-semantic", " WMS telebridge")],
+            session_id=self.webrtc_local_sdp.origin.session_id,
+        )
+        answer.origin.session_version = self.webrtc_local_sdp.origin.session_version + 1
+        previous = self.web_params
+        self.webrtc_local_sdp = answer
+        self.web_params = params
+        if self.relay is not None and previous is not None and _same_codecs(previous, params):
+            self.relay.web = params
+            self.relay.apply_directions()
+        elif self.trunk_params is not None:
+            self._complete()
+        return str(answer)
+
     # Relay -----------------------------------------------------------------------------------------
     def _complete(self) -> None:
         assert self.web_params is not None and self.trunk_params is not None and self.trunk is not None
@@ -264,9 +371,14 @@ class MediaCall:
         if web_codec.name.lower() != trunk_codec.name.lower():
             from media.transcoder import Transcoder
 
+            c = self.config
             transcoders = (
-                Transcoder(web_codec.name, trunk_codec.name, bitrate=self.config.opus_bitrate),
-                Transcoder(trunk_codec.name, web_codec.name, bitrate=self.config.opus_bitrate),
+                Transcoder(
+                    web_codec.name, trunk_codec.name, bitrate=c.opus_bitrate, complexity=c.opus_complexity
+                ),
+                Transcoder(
+                    trunk_codec.name, web_codec.name, bitrate=c.opus_bitrate, complexity=c.opus_complexity
+                ),
             )
         relay = CallRelay(
             self.web_params,

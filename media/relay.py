@@ -47,6 +47,7 @@ class MediaPath:
         "event_pt",
         "event_scale",
         "injecting",
+        "muted",
         "out_event_pt",
         "out_rate",
         "rewriter",
@@ -94,6 +95,8 @@ class MediaPath:
         self.rx_rtcp = rx_rtcp
         self.tx_rtcp = tx_rtcp
         self.injecting = False
+        #: Set when negotiation says this direction carries no media (hold: RFC 3264 §8.4).
+        self.muted = False
         self.suppressed = 0
 
     @property
@@ -103,7 +106,7 @@ class MediaPath:
     def forward(self, packet: bytearray, header: RtpHeader, now: float) -> None:
         """The per-packet hot path."""
         self.rx_rtcp.on_rtp_received(header.ssrc, header.sequence_number, header.timestamp, now)
-        if self.injecting:
+        if self.injecting or self.muted:
             self.suppressed += 1
             return
         pt = header.payload_type
@@ -176,6 +179,20 @@ class CallRelay:
         self.to_web = MediaPath(
             trunk, web, send_web, self.trunk_rtcp, self.web_rtcp, self._digit_from("trunk"), transcoders[1]
         )
+
+        self.apply_directions()
+
+    def apply_directions(self) -> None:
+        """Mute each path the negotiated directions forbid (a held leg is sent nothing, RFC 3264 §8.4)."""
+        for path, muted in (
+            (self.to_trunk, not (self.trunk.sends and self.web.receives)),
+            (self.to_web, not (self.web.sends and self.trunk.receives)),
+        ):
+            if path.muted and not muted:
+                # Resuming after hold: continue the stream (sequence + 1, timestamp by wall time, marker)
+                # rather than jumping by every packet that was held back.
+                path.rewriter.restart()
+            path.muted = muted
 
     @property
     def passthrough(self) -> bool:

@@ -31,6 +31,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -43,6 +44,10 @@ from media.worker import WorkerServer, config_to_dict, worker_main
 __all__ = ["CallSetup", "MediaError", "MediaEvent", "MediaService"]
 
 log = logging.getLogger(__name__)
+#: A worker that dies more than this many times within the window stays down (a crash loop would
+#: otherwise burn a core and flood the log); calls go to the other workers.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
 
 
 class MediaError(RuntimeError):
@@ -76,6 +81,7 @@ class _Worker:
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.calls: set[str] = set()
         self.alive = False
+        self.deaths: list[float] = []
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -139,8 +145,19 @@ class _Worker:
             self.service._owner.pop(call_id, None)
             self.service._publish(MediaEvent(call_id, "closed", {"reason": "media worker crashed"}))
         self.calls.clear()
-        if self.service.running:
-            self.start()
+        now = time.monotonic()
+        self.deaths = [t for t in self.deaths if now - t < RESTART_WINDOW] + [now]
+        if not self.service.running:
+            return
+        if len(self.deaths) > MAX_RESTARTS:
+            log.error(
+                "media worker %d died %d times in %.0f s; not restarting it",
+                self.index,
+                len(self.deaths),
+                RESTART_WINDOW,
+            )
+            return
+        self.start()
 
     async def request(self, op: str, **args: Any) -> Any:
         if not self.alive or self.conn is None:
@@ -277,8 +294,26 @@ class MediaService:
         return await self._create("inbound", trunk_offer)
 
     async def set_trunk_answer(self, call_id: str, sdp: str) -> None:
-        """The SDP answer from the trunk (200 OK or reliable 183) to our trunk offer."""
+        """The SDP answer from the trunk (200 OK or reliable 183) to our trunk offer or re-offer."""
         await self._call_op(call_id, "set_trunk_answer", sdp=sdp)
+
+    async def update_trunk_offer(self, call_id: str, sdp: str) -> str:
+        """A new offer from the trunk in a re-INVITE/UPDATE (hold, resume, address or codec change);
+        returns the SDP answer for the 200 OK."""
+        answer: str = await self._call_op(call_id, "update_trunk_offer", sdp=sdp)
+        return answer
+
+    async def trunk_reoffer(self, call_id: str, direction: str = "sendrecv") -> str:
+        """A new trunk offer for our own re-INVITE (``"sendonly"`` holds the trunk, ``"sendrecv"``
+        resumes); its answer goes to :meth:`set_trunk_answer`."""
+        offer: str = await self._call_op(call_id, "trunk_reoffer", direction=direction)
+        return offer
+
+    async def update_webrtc_offer(self, call_id: str, sdp: str) -> str:
+        """A new offer from the browser (``m.call.negotiate``, e.g. hold/resume) on the same ICE session;
+        returns the answer. ICE restarts raise :class:`MediaError`."""
+        answer: str = await self._call_op(call_id, "update_webrtc_offer", sdp=sdp)
+        return answer
 
     async def set_webrtc_answer(self, call_id: str, sdp: str) -> None:
         """The browser's answer (m.call.answer) to our WebRTC offer."""

@@ -5,32 +5,31 @@ its own decoder, resampler and encoder state. Output packets keep the input's se
 timestamp (in the *input* clock); the stream rewriter then maps them onto the outgoing stream and scales
 the timestamp, exactly as for passthrough, so DTMF events and audio share one numbering.
 
-Opus: PyAV's libopus, mono, VoIP application, 20 ms frames, configurable bitrate (24 kb/s default, ample
-for narrow-band speech), in-band FEC on. G.711: the numpy tables of :mod:`media.g711`.
+Opus: libopus (see :mod:`media.opus`), mono, VoIP application, 20 ms frames, 24 kb/s by default, in-band
+FEC on. G.711: the numpy tables of :mod:`media.g711`.
 
-Packet-loss concealment: a gap of up to ``MAX_CONCEALED`` packets in the input is filled with the last
-decoded frame, attenuated by half for each missing packet, so the encoder and resampler see continuous
-audio and the far end hears a fade rather than a click; the generated packets take the missing sequence
-numbers (nothing else will), longer gaps are left as gaps.
+Packet-loss concealment: a gap of up to ``MAX_CONCEALED`` packets in the input is filled so the encoder
+and resampler see continuous audio; the generated packets take the missing sequence numbers (nothing else
+will), longer gaps are left as gaps. From Opus, libopus conceals (its PLC) and recovers the packet just
+before the one that arrived from that packet's FEC data; from G.711 the last frame is repeated, halved in
+level for each missing packet, so the far end hears a fade rather than a click.
 """
 
 from __future__ import annotations
 
-import fractions
 import logging
 from collections import deque
 from collections.abc import Callable
 
-import av
 import numpy as np
 import numpy.typing as npt
-from av.audio.frame import AudioFrame
 
 from media import g711
+from media.opus import OpusDecoder, OpusEncoder
 from media.resample import Decimator, Interpolator
 from media.rtp import RTP_HEADER, RtpHeader
 
-__all__ = ["OpusDecoder", "OpusEncoder", "Transcoder"]
+__all__ = ["OpusDecoder", "OpusEncoder", "Transcoder"]  # the Opus classes live in media.opus
 
 log = logging.getLogger(__name__)
 Int16Array = npt.NDArray[np.int16]
@@ -38,67 +37,26 @@ MAX_CONCEALED = 5
 RATES = {"pcmu": 8000, "pcma": 8000, "opus": 48000}
 
 
-class OpusEncoder:
-    def __init__(self, bitrate: int = 24000) -> None:
-        codec = av.CodecContext.create("libopus", "w")
-        codec.sample_rate = 48000
-        codec.layout = "mono"
-        codec.format = "s16"
-        codec.bit_rate = bitrate
-        codec.options = {"application": "voip", "frame_duration": "20", "fec": "1", "packet_loss": "5"}
-        codec.open()
-        self._codec = codec
-        self._pts = 0
-        self._time_base = fractions.Fraction(1, 48000)
-
-    def encode(self, samples: Int16Array) -> list[bytes]:
-        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = 48000
-        frame.pts = self._pts
-        frame.time_base = self._time_base
-        self._pts += len(samples)
-        return [bytes(p) for p in self._codec.encode(frame)]
-
-
-class OpusDecoder:
-    def __init__(self) -> None:
-        codec = av.CodecContext.create("libopus", "r")
-        codec.sample_rate = 48000
-        codec.layout = "mono"
-        codec.format = "s16"
-        codec.open()
-        self._codec = codec
-
-    def decode(self, payload: bytes) -> Int16Array:
-        g711.DECODE_CALLS.value += 1
-        frames = self._codec.decode(av.Packet(payload))
-        if not frames:
-            return np.zeros(0, dtype=np.int16)
-        out = [f.to_ndarray().reshape(-1) for f in frames]
-        samples = np.concatenate(out) if len(out) > 1 else out[0]
-        if samples.dtype != np.int16:
-            samples = np.clip(samples * 32768, -32768, 32767).astype(np.int16)
-        return samples.astype(np.int16, copy=False)
-
-
 class Transcoder:
     """One direction: decode ``source`` → resample → encode ``target`` (codec names as in SDP)."""
 
-    def __init__(self, source: str, target: str, *, bitrate: int = 24000) -> None:
+    def __init__(self, source: str, target: str, *, bitrate: int = 24000, complexity: int = 5) -> None:
         src, dst = source.lower(), target.lower()
         if src not in RATES or dst not in RATES:
             raise ValueError(f"cannot transcode {source} to {target}")
         self.source, self.target = src, dst
         self._decode: Callable[[bytes], Int16Array]
+        self._opus: OpusDecoder | None = None
         if src == "opus":
-            self._decode = OpusDecoder().decode
+            self._opus = OpusDecoder()
+            self._decode = self._opus.decode
         elif src == "pcmu":
             self._decode = g711.ulaw_decode
         else:
             self._decode = g711.alaw_decode
         self._encode: Callable[[Int16Array], list[bytes]]
         if dst == "opus":
-            self._encode = OpusEncoder(bitrate).encode
+            self._encode = OpusEncoder(bitrate, complexity).encode
         elif dst == "pcmu":
             self._encode = lambda s: [g711.ulaw_encode(s)]
         else:
@@ -115,6 +73,7 @@ class Transcoder:
         self._frame_ts = RATES[src] // 50
         self.concealed = 0
         self.late_dropped = 0
+        self.codec_errors = 0
 
     def transcode(self, packet: bytearray, header: RtpHeader, now: float) -> list[bytearray]:
         seq = header.sequence_number
@@ -127,8 +86,15 @@ class Transcoder:
                 return out
             if 0 < missing <= MAX_CONCEALED and self._last_frame is not None:
                 frame = self._last_frame
+                opus = self._opus if self._opus is not None and self._opus.native else None
                 for k in range(1, missing + 1):
-                    frame = (frame // 2).astype(np.int16)
+                    if opus is None:
+                        frame = (frame // 2).astype(np.int16)
+                    elif k < missing:
+                        frame = opus.conceal(len(frame))
+                    else:
+                        payload = bytes(packet[header.payload_start : header.payload_end])
+                        frame = opus.recover(payload, len(frame))
                     self.concealed += 1
                     self._push(
                         out,
@@ -138,11 +104,16 @@ class Transcoder:
                         False,
                         header,
                     )
-        pcm = self._decode(bytes(packet[header.payload_start : header.payload_end]))
-        if len(pcm):
-            self._last_frame = pcm
-            self._frame_ts = len(pcm)
-            self._push(out, pcm, seq, header.timestamp, header.marker, header)
+        g711.DECODE_CALLS.value += self._opus is not None  # G.711 decoders count themselves
+        try:
+            pcm = self._decode(bytes(packet[header.payload_start : header.payload_end]))
+            if len(pcm):
+                self._last_frame = pcm
+                self._frame_ts = len(pcm)
+                self._push(out, pcm, seq, header.timestamp, header.marker, header)
+        except Exception:  # a payload the codecs refuse (odd sizes, garbage): dropped and counted
+            self.codec_errors += 1
+            self._pending.clear()
         self._last_seq = seq
         self._last_ts = header.timestamp
         return out

@@ -9,7 +9,9 @@ queues it for aiortc's DTLS reader. After the handshake we replace that method *
 instance* with :meth:`WebRtcLeg._datagram`: RTP/RTCP (first byte 128-191, RFC 7983 §7) is unprotected
 right there with the SRTP sessions aiortc set up from the DTLS keying material (pylibsrtp), and handed to
 the relay synchronously — no queue, no task switch; anything else (DTLS alerts, close_notify) still goes to
-aiortc. Sending protects with the same sessions and writes to the nominated pair's UDP transport
+aiortc. On the nominated pair's socket the same test runs even earlier, in place of aioice's
+``StunProtocol.datagram_received`` (which would first try to parse every media packet as STUN and catch
+the failure). Sending protects with the same sessions and writes to the nominated pair's UDP transport
 directly. ``tests/media/test_webrtc_tap.py`` checks every private name this relies on, so an aiortc
 or aioice upgrade that moves them fails loudly there.
 
@@ -85,6 +87,8 @@ class WebRtcLeg:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.on_closed = on_closed
+        #: Called once ICE and DTLS are up and media flows through the tap.
+        self.on_connected: Callable[[], None] | None = None
         self.bind_addresses = bind_addresses
         self.counters = LegCounters()
         self.state = WebRtcState.NEW
@@ -205,19 +209,42 @@ class WebRtcLeg:
             self._fail(f"DTLS {self._dtls.state}")
             return
         self._install_tap()
-        self.state = WebRtcState.CONNECTED
         self.connected.set()
+        if self.on_connected is not None:
+            self.on_connected()
 
     def _install_tap(self) -> None:
+        pair = self._ice._connection._nominated[1]
+        self.attach_srtp(pair.protocol, pair.remote_addr, self._dtls._rx_srtp, self._dtls._tx_srtp)
+        self._dtls.on("statechange", self._dtls_state_changed)
+
+    def attach_srtp(
+        self, protocol: Any, remote_addr: tuple[str, int], rx: pylibsrtp.Session, tx: pylibsrtp.Session
+    ) -> None:
+        """Put the tap in place on ``protocol`` (aioice's socket) with these SRTP sessions.
+
+        Called once DTLS is done; the benchmark calls it directly with keys of its own.
+        """
         connection = self._ice._connection
-        pair = connection._nominated[1]
-        self._rx = self._dtls._rx_srtp
-        self._tx = self._dtls._tx_srtp
-        self._remote_addr = pair.remote_addr
-        self._send = pair.protocol.transport.sendto
+        self._rx = rx
+        self._tx = tx
+        self._remote_addr = remote_addr
+        self._send = protocol.transport.sendto
         self._original_data_received = connection.data_received
         connection.data_received = self._datagram  # type: ignore[method-assign]
-        self._dtls.on("statechange", self._dtls_state_changed)
+        # Fast path on the nominated socket: hand RTP/RTCP to the tap before aioice tries (and fails,
+        # by raising) to parse each one as STUN; everything else takes aioice's usual way.
+        stun_path = protocol.datagram_received
+        media_path = self._datagram
+
+        def datagram_received(data: bytes, addr: Any) -> None:
+            if data and 127 < data[0] < 192:
+                media_path(data, 1)
+            else:
+                stun_path(data, addr)
+
+        protocol.datagram_received = datagram_received
+        self.state = WebRtcState.CONNECTED
 
     def _ice_state_changed(self) -> None:
         if self._ice.state in ("failed", "closed") and self.state is WebRtcState.CONNECTED:
@@ -225,7 +252,10 @@ class WebRtcLeg:
 
     def _dtls_state_changed(self) -> None:
         if self._dtls.state in ("closed", "failed") and self.state is WebRtcState.CONNECTED:
-            self._fail(f"DTLS {self._dtls.state}")
+            # aioice closes the connection itself only when consent expires (RFC 7675); the DTLS reader
+            # usually notices before the ICE transport's state does, so name the real cause.
+            closing = getattr(self._ice._connection, "_closing", False)
+            self._fail("ICE consent expired" if closing else f"DTLS {self._dtls.state}")
 
     def _fail(self, reason: str) -> None:
         if self.state in (WebRtcState.CLOSED, WebRtcState.FAILED):

@@ -7,7 +7,7 @@ talks to a worker through a :func:`multiprocessing.Pipe`: requests ``{"id", "op"
 calls ending). Messages are small dicts of strings and numbers — SDP goes as text, media never crosses.
 
 Operations (see :class:`media.service.MediaService` for the meaning of each): ``outbound``, ``inbound``,
-``set_trunk_answer``, ``set_webrtc_answer``, ``add_webrtc_candidate``, ``send_dtmf``, ``stats``,
+``set_trunk_answer``, ``update_trunk_offer``, ``trunk_reoffer``, ``set_webrtc_answer``, ``update_webrtc_offer``, ``add_webrtc_candidate``, ``send_dtmf``, ``stats``,
 ``close``, ``count``, ``crash`` (tests only: ends the process abruptly, as a segfault in a codec would).
 """
 
@@ -69,6 +69,12 @@ class WorkerServer:
             raise KeyError(f"no such call {args.get('call_id')!r}")
         if op == "set_trunk_answer":
             call.set_trunk_remote_sdp(args["sdp"])
+        elif op == "update_trunk_offer":
+            return call.update_trunk_offer(args["sdp"])
+        elif op == "trunk_reoffer":
+            return call.trunk_reoffer(args.get("direction", "sendrecv"))
+        elif op == "update_webrtc_offer":
+            return call.update_webrtc_offer(args["sdp"])
         elif op == "set_webrtc_answer":
             call.set_webrtc_answer(args["sdp"])
         elif op == "add_webrtc_candidate":

@@ -10,6 +10,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from media import g711
 from media.call import MediaCall, MediaConfig
+from sdp import SessionDescription
 from tests.media.peers import RtpPeer, SignalTrack, dominant_frequency, rms_dbfs, tone, trunk_answer
 
 
@@ -67,3 +68,76 @@ async def test_browser_tone_reaches_trunk_and_trunk_tone_reaches_browser_with_ze
         heard = heard.astype(np.int16)
     assert abs(dominant_frequency(heard, sample_rate) - 700) < 20
     assert abs(rms_dbfs(heard) - rms_dbfs(tone(700, 1.0))) < 1.5
+
+
+async def test_trunk_reinvite_hold_and_resume(browser: RTCPeerConnection) -> None:
+    call, peer = await connect_outbound(browser, tone(1000, 6.0))
+    try:
+        await peer.wait_for(20)
+        assert call.trunk_local_sdp is not None
+        version = call.trunk_local_sdp.origin.session_version
+        # The trunk puts us on hold (it will only send): we answer recvonly and stop sending.
+        held = call.update_trunk_offer(trunk_answer(peer.port) + "a=sendonly\r\n")
+        answer = SessionDescription.parse(held)
+        assert answer.media[0].direction == "recvonly"
+        assert answer.origin.session_version == version + 1
+        await asyncio.sleep(0.1)
+        during = len(peer.received)
+        await asyncio.sleep(0.4)
+        assert len(peer.received) == during
+        assert call.relay is not None and call.relay.to_trunk.suppressed > 0
+        # Resume: media flows again, continuing the sequence instead of jumping over the hold.
+        resumed = call.update_trunk_offer(trunk_answer(peer.port))
+        assert SessionDescription.parse(resumed).media[0].direction == "sendrecv"
+        await peer.wait_for(during + 10)
+    finally:
+        await call.close()
+        peer.close()
+    first_after = peer.received[during][0]
+    last_before = peer.received[during - 1][0]
+    assert first_after.sequence_number == (last_before.sequence_number + 1) & 0xFFFF
+    assert first_after.marker
+    assert first_after.timestamp - last_before.timestamp >= 8000 * 0.4
+
+
+async def test_our_trunk_reoffer_holds_and_resumes(browser: RTCPeerConnection) -> None:
+    call, peer = await connect_outbound(browser, tone(1000, 4.0))
+    try:
+        await peer.wait_for(10)
+        assert call.trunk_local_sdp is not None
+        version = call.trunk_local_sdp.origin.session_version
+        offer = SessionDescription.parse(call.trunk_reoffer("sendonly"))
+        assert offer.media[0].direction == "sendonly"
+        assert offer.media[0].formats == ["0", "101"]  # the codec in use and events only
+        assert offer.origin.session_version == version + 1
+        call.set_trunk_remote_sdp(trunk_answer(peer.port) + "a=recvonly\r\n")
+        assert call.relay is not None
+        assert call.relay.to_web.muted and not call.relay.to_trunk.muted
+        before = len(peer.received)
+        await peer.wait_for(before + 10)  # we still send to the held trunk (it said recvonly)
+        call.trunk_reoffer("sendrecv")
+        call.set_trunk_remote_sdp(trunk_answer(peer.port))
+        assert not call.relay.to_web.muted
+    finally:
+        await call.close()
+        peer.close()
+
+
+async def test_browser_renegotiates_to_sendonly_and_we_stop_sending_to_it(browser: RTCPeerConnection) -> None:
+    call, peer = await connect_outbound(browser, tone(1000, 4.0))
+    try:
+        await peer.wait_for(10)
+        browser.getTransceivers()[0].direction = "sendonly"
+        await browser.setLocalDescription(await browser.createOffer())
+        answer = call.update_webrtc_offer(browser.localDescription.sdp)
+        parsed = SessionDescription.parse(answer)
+        assert parsed.media[0].direction == "recvonly"
+        assert parsed.media[0].get("setup") == "active"  # our DTLS role is kept
+        await browser.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        assert call.relay is not None and call.relay.to_web.muted and not call.relay.to_trunk.muted
+        before = len(peer.received)
+        await peer.wait_for(before + 10)  # the browser's audio still reaches the trunk
+        assert len(peer.received) >= before + 10
+    finally:
+        await call.close()
+        peer.close()

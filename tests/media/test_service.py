@@ -125,7 +125,7 @@ async def test_worker_crash_ends_only_its_calls_visibly(loopback_ice: None) -> N
         assert victim is not None
         with pytest.raises(MediaError):
             await victim.request("crash")
-        assert [(e.call_id, e.kind, e.data) for e in events] == [
+        assert [(e.call_id, e.kind, e.data) for e in events if e.kind == "closed"] == [
             (calls[0], "closed", {"reason": "media worker crashed"})
         ]
         # The other call keeps flowing.
@@ -142,3 +142,34 @@ async def test_worker_crash_ends_only_its_calls_visibly(loopback_ice: None) -> N
         for peer in peers:
             peer.close()
         await service.stop()
+
+
+async def test_worker_process_call_connects_sends_dtmf_reports_stats_and_closes(loopback_ice: None) -> None:
+    service = MediaService(workers=1)
+    await service.start()
+    events: list[MediaEvent] = []
+    service.subscribe(events.append)
+    call_id, browser, peer = await start_browser_call(service)
+    try:
+        for _ in range(100):
+            if any(e.kind == "connected" for e in events):
+                break
+            await asyncio.sleep(0.05)
+        assert [e.data for e in events if e.kind == "connected"] == [{"leg": "webrtc"}]
+        await peer.wait_for(10)
+        await service.send_dtmf(call_id, "7", leg="trunk", duration_ms=60)
+        await asyncio.sleep(0.1)
+        stats = await service.stats(call_id)
+        assert stats["passthrough"] is True
+        assert stats["counters"]["trunk"]["sent"] >= 10
+        await service.close(call_id)
+        for _ in range(50):
+            if any(e.kind == "closed" for e in events):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await browser.close()
+        peer.close()
+        await service.stop()
+    assert sum(1 for h, _, _ in peer.received if h.payload_type == 101) >= 4  # 1 start, updates, 3 ends
+    assert [e.data["reason"] for e in events if e.kind == "closed"] == ["hangup"]

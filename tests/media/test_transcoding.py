@@ -64,7 +64,7 @@ def opus_to_pcmu(signal48: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
     """Browser side encodes Opus; our transcoder makes PCMU; the trunk decodes it."""
     from media.transcoder import OpusEncoder
 
-    encoder = OpusEncoder(24000)
+    encoder = OpusEncoder(32000, complexity=10)  # as a browser encodes (Chrome: 32 kb/s, complexity 10)
     payloads = [p for i in range(0, len(signal48) - 959, 960) for p in encoder.encode(signal48[i : i + 960])]
     transcoder = Transcoder("opus", "PCMU")
     result = []
@@ -207,3 +207,132 @@ async def test_opus_browser_is_transcoded_to_pcmu_trunk_both_ways(browser: RTCPe
         heard = heard[::2]
     assert abs(dominant_frequency(heard, rate) - 700) < 20
     assert abs(rms_dbfs(heard) - rms_dbfs(tone(700, 1.0))) < 2.0
+
+
+def test_resamplers_compute_exactly_the_polyphase_reference() -> None:
+    """Framed, stateful numpy polyphase == scipy's one-shot upfirdn over the whole signal."""
+    from scipy.signal import upfirdn
+
+    from media.resample import _H
+
+    rng = np.random.default_rng(1)
+    wide = (rng.standard_normal(960 * 7) * 3000).astype(np.int16)
+    framed = run_frames(Decimator().process, wide, 960)
+    reference = np.clip(np.rint(upfirdn(_H, wide.astype(np.float64), down=6)[: len(framed)]), -32768, 32767)
+    assert np.array_equal(framed, reference.astype(np.int16))
+    narrow = (rng.standard_normal(160 * 7) * 3000).astype(np.int16)
+    framed_up = run_frames(Interpolator().process, narrow, 160)
+    reference_up = upfirdn(_H * 6, narrow.astype(np.float64), up=6)[: len(framed_up)]
+    assert np.array_equal(framed_up, np.clip(np.rint(reference_up), -32768, 32767).astype(np.int16))
+
+
+def test_lost_opus_packets_are_concealed_by_libopus_and_recovered_from_fec() -> None:
+    from media.opus import OpusDecoder as NativeDecoder
+    from media.transcoder import OpusEncoder
+
+    if not NativeDecoder().native:
+        pytest.skip("libopus could not be loaded through ctypes (PyAV fallback has no native PLC)")
+    encoder = OpusEncoder(32000, complexity=10)
+    signal = tone(440, 0.4)
+    payloads = [encoder.encode(signal[i : i + 960])[0] for i in range(0, len(signal), 960)]
+    transcoder = Transcoder("opus", "PCMU")
+    out = []
+    for i, (packet, header) in enumerate(encode_stream(payloads, 111, 960)):
+        if i in (10, 11):
+            continue
+        out.extend(transcoder.transcode(packet, header, 0.0))
+    headers = [parse_rtp(p) for p in out]
+    assert [h.sequence_number for h in headers if isinstance(h, RtpHeader)] == list(range(100, 120))
+    assert transcoder.concealed == 2
+    # libopus's PLC (first) and FEC recovery (second) carry the tone on, not silence or a fade to zero.
+    for concealed in out[10:12]:
+        samples = g711._ULAW_DECODE[np.frombuffer(bytes(concealed[12:]), dtype=np.uint8)]
+        assert abs(dominant_frequency(samples, 8000) - 440) < 60
+        assert rms_dbfs(samples) > rms_dbfs(tone(440, 0.02)) - 10
+
+
+def _lag(reference: npt.NDArray[np.float64], received: npt.NDArray[np.float64], limit: int) -> int:
+    """The delay of ``received`` behind ``reference`` in samples, by cross-correlation."""
+    n = min(len(reference), len(received))
+    corr = np.correlate(received[:n], reference[: n - limit], "valid")
+    return int(np.argmax(corr))
+
+
+def _band_limited_noise(seconds: float) -> npt.NDArray[np.int16]:
+    from scipy.signal import firwin, lfilter
+
+    rng = np.random.default_rng(7)
+    noise = rng.standard_normal(int(48000 * seconds)) * 6000
+    return lfilter(firwin(255, 3000, fs=48000), 1.0, noise).clip(-32768, 32767).astype(np.int16)  # type: ignore[no-any-return]
+
+
+def test_opus_to_pcmu_delay_is_exactly_codec_lookahead_plus_filter_delay() -> None:
+    """Sample-accurate: libopus's lookahead (312 at 48 kHz) + our FIR's group delay (119.5) = 431.5 samples
+    at 48 kHz = 71.9 samples at 8 kHz; nothing else (no buffering) in the path."""
+    from media.transcoder import OpusEncoder
+
+    signal = _band_limited_noise(1.0)
+    encoder = OpusEncoder(32000, complexity=10)
+    transcoder = Transcoder("opus", "PCMU")
+    out = []
+    for packet, header in encode_stream(
+        [encoder.encode(signal[i : i + 960])[0] for i in range(0, 48000, 960)], 111, 960
+    ):
+        out.extend(
+            g711._ULAW_DECODE[np.frombuffer(bytes(p[12:]), dtype=np.uint8)]
+            for p in transcoder.transcode(packet, header, 0.0)
+        )
+    received = np.concatenate(out).astype(np.float64)
+    reference = resample_poly(signal.astype(np.float64), 1, 6)  # zero-phase: no delay of its own
+    expected = (encoder.lookahead + Decimator.delay) / 6  # 71.9; measured 71
+    assert abs(_lag(reference, received, 200) - expected) <= 1
+
+
+def test_pcmu_to_opus_delay_is_exactly_filter_delay_plus_codec_lookahead() -> None:
+    signal8 = (
+        resample_poly(_band_limited_noise(1.0).astype(np.float64), 1, 6).clip(-32768, 32767).astype(np.int16)
+    )
+    transcoder = Transcoder("PCMU", "opus")
+    decoder = OpusDecoder()
+    payloads = [g711.ulaw_encode(signal8[i : i + 160]) for i in range(0, 8000, 160)]
+    out = [
+        decoder.decode(bytes(p[12:]))
+        for packet, header in encode_stream(payloads, 0, 160)
+        for p in transcoder.transcode(packet, header, 0.0)
+    ]
+    received = np.concatenate(out).astype(np.float64)
+    sent = g711._ULAW_DECODE[np.frombuffer(b"".join(payloads), dtype=np.uint8)].astype(np.float64)
+    reference = resample_poly(sent, 6, 1)
+    from media.opus import OpusEncoder as Encoder
+
+    expected = Encoder().lookahead + Interpolator.delay
+    # 431.5 samples at 48 kHz; measured 429: libopus's decoder gives back a couple of samples of the
+    # encoder's lookahead. Within 3 samples (62 µs) there is no room for any buffering in our path.
+    assert abs(_lag(reference, received, 1200) - expected) <= 3
+
+
+def test_thirty_ms_trunk_frames_become_one_opus_packet_each() -> None:
+    """A 30 ms G.711 trunk (as sipp's g711a.pcap is): no single Opus frame lasts 30 ms, so each packet
+    becomes three 10 ms frames in one Opus packet, keeping the one-in, one-out numbering."""
+    transcoder = Transcoder("PCMU", "opus")
+    decoder = OpusDecoder()
+    signal = tone(600, 0.6, rate=8000)
+    payloads = [g711.ulaw_encode(signal[i : i + 240]) for i in range(0, len(signal), 240)]
+    out = [
+        p
+        for packet, header in encode_stream(payloads, 0, 240)
+        for p in transcoder.transcode(packet, header, 0.0)
+    ]
+    assert len(out) == len(payloads)
+    assert transcoder.codec_errors == 0
+    decoded = [decoder.decode(bytes(p[12:])) for p in out]
+    assert {len(d) for d in decoded} == {1440}
+    wide = np.concatenate(decoded)
+    assert abs(dominant_frequency(wide[4800:], 48000) - 600) < 10
+
+
+def test_payload_no_codec_can_frame_is_dropped_and_counted() -> None:
+    transcoder = Transcoder("PCMU", "opus")
+    stream = encode_stream([b"\xff"], 0, 1)
+    assert transcoder.transcode(*stream[0], 0.0) == []
+    assert transcoder.codec_errors == 1

@@ -11,6 +11,7 @@ import inspect
 import aioice
 import aiortc
 import pylibsrtp
+import pytest
 from aioice.ice import CandidatePair, Connection
 from aiortc import RTCDtlsTransport, RTCIceGatherer, RTCIceTransport, RTCPeerConnection, RTCSessionDescription
 
@@ -30,7 +31,13 @@ def test_aioice_private_names_used_by_the_tap_exist() -> None:
     params = inspect.signature(Connection.get_component_candidates).parameters
     assert "component" in params and "addresses" in params
     conn = Connection(ice_controlling=False)
-    for name in ("_nominated", "_local_candidates", "_local_candidates_start", "_local_candidates_end"):
+    for name in (
+        "_nominated",
+        "_local_candidates",
+        "_local_candidates_start",
+        "_local_candidates_end",
+        "_closing",
+    ):
         assert hasattr(conn, name), name
     assert "protocol" in inspect.signature(CandidatePair.__init__).parameters
     assert isinstance(CandidatePair.remote_addr, property)
@@ -60,6 +67,8 @@ async def test_tap_replaces_data_received_and_counts_forged_srtp(browser: RTCPee
         assert leg.state is WebRtcState.CONNECTED
         connection = leg._ice._connection
         assert connection.data_received == leg._datagram
+        assert connection._nominated[1].protocol.datagram_received.__name__ == "datagram_received"
+        assert "datagram_received" in vars(connection._nominated[1].protocol)  # our instance override
         assert isinstance(leg._rx, pylibsrtp.Session) and isinstance(leg._tx, pylibsrtp.Session)
         await peer.wait_for(10)
         assert leg.counters.rtp_received >= 10
@@ -88,7 +97,7 @@ async def test_peer_going_away_ends_the_leg_visibly(browser: RTCPeerConnection) 
         await asyncio.wait_for(call.web.connected.wait(), 15)
         await browser.close()  # sends DTLS close_notify
         for _ in range(100):
-            if events:
+            if any(kind == "closed" for kind, _ in events):
                 break
             await asyncio.sleep(0.05)
         assert call.closed
@@ -113,9 +122,41 @@ async def test_ice_without_a_reachable_peer_fails_cleanly() -> None:
         await asyncio.wait_for(call.web.connected.wait(), 10)
         assert call.web.state is WebRtcState.FAILED
         for _ in range(40):
-            if events:
+            if "closed" in events:
                 break
             await asyncio.sleep(0.05)
         assert events == ["closed"]
+    finally:
+        await call.close()
+
+
+async def test_browser_vanishing_ends_the_leg_by_ice_consent(
+    browser: RTCPeerConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 7675: when consent checks go unanswered the leg ends (aioice's ~30 s, shortened here)."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
+    monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 2)
+    browser.addTrack(SignalTrack(tone(440, 10.0)))
+    await browser.setLocalDescription(await browser.createOffer())
+    events: list[tuple[str, dict[str, object]]] = []
+    call = await MediaCall.outbound(
+        MediaConfig(), browser.localDescription.sdp, lambda k, d: events.append((k, d))
+    )
+    try:
+        await browser.setRemoteDescription(RTCSessionDescription(str(call.webrtc_local_sdp), "answer"))
+        await asyncio.wait_for(call.web.connected.wait(), 15)
+        # The browser's network goes away without a goodbye: its sockets close, no DTLS alert is sent.
+        ice_connection = browser.getTransceivers()[0].receiver.transport.transport.iceGatherer._connection
+        for protocol in list(ice_connection._protocols):
+            protocol.transport.close()
+        for _ in range(200):  # bounded: 10 s
+            if any(kind == "closed" for kind, _ in events):
+                break
+            await asyncio.sleep(0.05)
+        assert events and events[-1][0] == "closed"
+        assert events[-1][1]["reason"] == "webrtc: ICE consent expired"
+        assert call.web.close_reason == events[-1][1]["reason"].removeprefix("webrtc: ")
     finally:
         await call.close()
