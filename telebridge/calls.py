@@ -42,6 +42,7 @@ from sip.useragent import (
     CallEnded,
     CallProgress,
     DtmfReceived,
+    OfferAnswered,
     OfferReceived,
     UserAgentConfig,
 )
@@ -118,31 +119,18 @@ def trunk_codec(sdp_text: str) -> str | None:
     return None
 
 
-MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive", "sendrecv": "sendrecv"}
-
-
-def trunk_local_sdp(call: BridgedCall) -> str | None:
-    """Our SDP on the trunk leg: the offer we sent (outbound) or the answer we gave (inbound)."""
-    return call.setup.trunk_sdp if call.setup is not None else None
-
-
-def held_answer(ours: str, offer_text: str, version: int = 1) -> tuple[str, str] | None:
-    """Our answer to a trunk re-offer that only changes direction: our description with the mirrored
-    direction and a higher o= version (RFC 3264 §8). None when the offer changes anything we cannot
-    follow (no audio, or none of our payload types)."""
+def offer_direction(sdp_text: str) -> str:
+    """The direction of the first audio section (RFC 3264 §5.1; sendrecv when absent or unreadable)."""
     try:
-        offer = SessionDescription.parse(offer_text)
-        answer = SessionDescription.parse(ours)
+        session = SessionDescription.parse(sdp_text)
     except SdpParseError:
-        return None
-    offered = next((m for m in offer.media if m.media == "audio" and m.port != 0), None)
-    audio = next((m for m in answer.media if m.media == "audio"), None)
-    if offered is None or audio is None or not set(audio.formats) & set(offered.formats):
-        return None
-    direction = offered.direction or offer.direction or "sendrecv"
-    audio.direction = MIRROR.get(direction, "sendrecv")
-    answer.origin.session_version += version  # each new answer gets a higher version
-    return str(answer), direction
+        return "sendrecv"
+    audio = next((m for m in session.media if m.media == "audio"), None)
+    if audio is None:
+        return "sendrecv"
+    if audio.port == 0:
+        return "inactive"
+    return audio.direction or session.direction or "sendrecv"
 
 
 def sip_status_for_matrix(reason: str | None, rejected: bool) -> int:
@@ -175,7 +163,7 @@ class BridgedCall:
     target: str = ""  # the E.164 (or dialled) number the trunk was asked for
     max_seconds: int | None = None  # the caller's credit limit for this call
     answered_monotonic: float | None = None
-    trunk_sdp_version: int = 0
+    matrix_direction: str = "sendrecv"  # what we last asked of the trunk for the Matrix side
     answered: bool = False
     matrix_answered: bool = False
     ended: bool = False
@@ -288,9 +276,7 @@ class CallBridge:
             if content.get("selected_party_id") not in (None, call.party_id):
                 await self._end(call, "answered_elsewhere", sip_status=None, by_matrix=True, notice=None)
         elif event.type == CALL_NEGOTIATE:
-            await self._notice(
-                call, "Hold and renegotiation are not bridged yet; the call continues as it was."
-            )
+            await self._on_negotiate(call, content)
 
     async def _on_invite(self, event: Any, content: dict[str, Any], call_id: str) -> None:
         portal = await Portal.get(event.room_id)
@@ -453,6 +439,9 @@ class CallBridge:
                         await self.media.send_dtmf(
                             call.media_id, ev.digit, leg="webrtc", duration_ms=ev.duration_ms
                         )
+                elif isinstance(ev, OfferAnswered):
+                    if ev.status < 300 and ev.body and call.media_id is not None:
+                        await self.media.set_trunk_answer(call.media_id, ev.body.decode(errors="replace"))
                 elif isinstance(ev, OfferReceived):
                     await self._on_trunk_offer(call, ev.body.decode(errors="replace"))
                 elif isinstance(ev, CallEnded):
@@ -472,24 +461,59 @@ class CallBridge:
             )
 
     async def _on_trunk_offer(self, call: BridgedCall, offer_text: str) -> None:
-        """A re-INVITE/UPDATE from the trunk (RFC 3264 §8): hold and resume are answered by mirroring the
-        direction on our current description; anything that would change the media is refused with 488,
-        which keeps the session as it was (RFC 3261 §14.2)."""
+        """A re-INVITE/UPDATE from the trunk (RFC 3264 §8: hold, resume, address or codec change): the media
+        relay answers it; what it cannot follow is refused with 488, which keeps the session as it was
+        (RFC 3261 §14.2). Hold and resume are shown to the Matrix side as notices."""
         assert call.sip is not None
-        ours = trunk_local_sdp(call)
-        call.trunk_sdp_version += 1
-        answer = held_answer(ours, offer_text, call.trunk_sdp_version) if ours is not None else None
-        if answer is None:
+        if call.media_id is None:
             call.sip.reject_offer(488)
             return
-        sdp_text, direction = answer
-        call.sip.accept_offer(sdp_text)
+        try:
+            answer = await self.media.update_trunk_offer(call.media_id, offer_text)
+        except MediaError as e:
+            log.info("Call %s: trunk re-offer refused: %s", call.call_id, e)
+            call.sip.reject_offer(488)
+            return
+        call.sip.accept_offer(answer)
+        direction = offer_direction(offer_text)
         if direction != call.trunk_direction:
             call.trunk_direction = direction
             held = direction in ("sendonly", "inactive")
             await self._notice(
                 call, "The other party put the call on hold." if held else "The other party resumed the call."
             )
+
+    async def _on_negotiate(self, call: BridgedCall, content: dict[str, Any]) -> None:
+        """``m.call.negotiate`` from Matrix (spec: "Call renegotiation", e.g. Element's hold): the WebRTC
+        leg answers it, and a change of direction is passed on to the trunk as a re-INVITE."""
+        description = content.get("description")
+        sdp = description.get("sdp") if isinstance(description, dict) else None
+        if (
+            not isinstance(description, dict)
+            or not isinstance(sdp, str)
+            or call.media_id is None
+            or call.sip is None
+        ):
+            return
+        if description.get("type") != "offer":
+            return  # an answer to a negotiation we never start
+        try:
+            answer = await self.media.update_webrtc_offer(call.media_id, sdp)
+        except MediaError as e:
+            await self._notice(call, f"The call's change could not be made ({e}); it continues as it was.")
+            return
+        intent = self.virtual_users.intent_for(call.puppet)
+        await self._send(
+            intent,
+            call.room_id,
+            CALL_NEGOTIATE,
+            {"call_id": call.call_id, "lifetime": 10000, "description": {"type": "answer", "sdp": answer}},
+        )
+        held = offer_direction(sdp) in ("sendonly", "inactive")
+        want = "sendonly" if held else "sendrecv"
+        if want != call.matrix_direction and call.answered:
+            call.matrix_direction = want
+            call.sip.reinvite(await self.media.trunk_reoffer(call.media_id, want))
 
     async def _answer_matrix(self, call: BridgedCall, trunk_sdp: str) -> None:
         """Apply the trunk's SDP to the relay and, the first time, answer the Matrix call."""

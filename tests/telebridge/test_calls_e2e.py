@@ -342,3 +342,50 @@ async def test_the_phone_putting_the_call_on_hold_and_back_is_answered_and_shown
         await poll(lambda: call_events(alice, room_id, "m.call.hangup", phone), "the hangup after sipp's BYE")
     finally:
         sipp.stop()
+
+
+async def test_holding_from_element_re_invites_the_trunk_and_the_trunk_can_hold_back(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, _ = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    room_id, phone = await open_dm(alice, "+15005550107")
+    sipp = Sipp(tmp_path, "-sf", str(SIP_SCENARIOS / "uas_reinvite.xml"), "-p", str(trunk_port))
+    try:
+        call_id = await place_call(alice, room_id, browser)
+        answers = await poll(lambda: call_events(alice, room_id, "m.call.answer", phone), "m.call.answer")
+        await browser.setRemoteDescription(
+            RTCSessionDescription(answers[0]["content"]["answer"]["sdp"], "answer")
+        )
+        # Element's hold: the transceiver goes sendonly and the new offer travels in m.call.negotiate.
+        browser.getTransceivers()[0].direction = "sendonly"
+        await browser.setLocalDescription(await browser.createOffer())
+        negotiate = {
+            "call_id": call_id,
+            "party_id": "a",
+            "version": "1",
+            "lifetime": 10000,
+            "description": {"type": "offer", "sdp": browser.localDescription.sdp},
+        }
+        await asyncio.to_thread(alice.send_event, room_id, "m.call.negotiate", negotiate)
+        replies = await poll(
+            lambda: call_events(alice, room_id, "m.call.negotiate", phone), "the negotiate answer"
+        )
+        assert replies[0]["content"]["description"]["type"] == "answer"
+        assert "a=recvonly" in replies[0]["content"]["description"]["sdp"]
+        await browser.setRemoteDescription(
+            RTCSessionDescription(replies[0]["content"]["description"]["sdp"], "answer")
+        )
+        assert await asyncio.to_thread(sipp.wait) == 0, (
+            "sipp got our a=sendonly re-INVITE, held and resumed us, hung up"
+        )
+        await poll(
+            lambda: [
+                e
+                for e in call_events(alice, room_id, "m.room.message", phone)
+                if "resumed" in e["content"].get("body", "")
+            ],
+            "the resume notice",
+        )
+    finally:
+        sipp.stop()

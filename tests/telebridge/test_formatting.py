@@ -57,14 +57,13 @@ def test_sip_failures_map_to_matrix_hangup_reasons_and_notices() -> None:
     assert trunk_codec("not sdp") is None
 
 
-def test_a_trunk_hold_offer_is_answered_with_the_mirrored_direction_and_a_new_version() -> None:
-    from telebridge.calls import held_answer
+def test_offer_direction_reads_hold() -> None:
+    from telebridge.calls import offer_direction
 
-    ours = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=sendrecv\r\n"
-    hold = "v=0\r\no=p 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=sendonly\r\n"
-    answer = held_answer(ours, hold, version=1)
-    assert answer is not None
-    text, direction = answer
-    assert direction == "sendonly" and "a=recvonly" in text and "o=- 7 2 " in text
-    other_codec = hold.replace("RTP/AVP 0", "RTP/AVP 18")
-    assert held_answer(ours, other_codec) is None
+    base = (
+        "v=0\r\no=p 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
+    )
+    assert offer_direction(base + "a=sendonly\r\n") == "sendonly"
+    assert offer_direction(base) == "sendrecv"
+    assert offer_direction(base.replace("5000", "0")) == "inactive"
+    assert offer_direction("garbage") == "sendrecv"
