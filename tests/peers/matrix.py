@@ -19,7 +19,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +389,25 @@ class BridgeProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextmanager
+def bridged_homeserver(
+    workdir: Path, extra_env: Mapping[str, str]
+) -> Iterator[tuple[Synapse, BridgeProcess]]:
+    """A Synapse and a bridge (configured by ``extra_env``) that loads it: registration generated with the
+    CLI, homeserver started on it, bridge started before any client asks for protocols."""
+    (workdir / "bridge").mkdir(parents=True, exist_ok=True)
+    (workdir / "synapse").mkdir(parents=True, exist_ok=True)
+    bridge = BridgeProcess(workdir / "bridge", database=f"sqlite:{workdir / 'bridge' / 'bridge.db'}")
+    bridge.extra_env = dict(extra_env)
+    bridge.generate()
+    synapse = Synapse(workdir / "synapse", bridge.registration)
+    synapse.start()
+    bridge.homeserver_url = synapse.url
+    try:
+        bridge.start()
+        yield synapse, bridge
+    finally:
+        bridge.stop()
+        synapse.stop()

@@ -20,7 +20,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from tests.media.peers import SignalTrack, dominant_frequency, tone
-from tests.peers.matrix import BridgeProcess, Synapse, free_port
+from tests.peers.matrix import BridgeProcess, Synapse, bridged_homeserver, free_port
 from tests.telebridge.calling import SIP_SCENARIOS, Sipp, call_events, open_dm, place_call, poll
 
 pytestmark = [pytest.mark.synapse, pytest.mark.slow]
@@ -35,31 +35,26 @@ def trunk_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def sip_port() -> int:
+    """Where the bridge's SIP user agent listens (the phone in the inbound test calls it)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
 def call_world(
-    tmp_path_factory: pytest.TempPathFactory, trunk_port: int
+    tmp_path_factory: pytest.TempPathFactory, trunk_port: int, sip_port: int
 ) -> Iterator[tuple[Synapse, BridgeProcess]]:
-    workdir = tmp_path_factory.mktemp("call-bridge")
-    bridge = BridgeProcess(workdir, database=f"sqlite:{workdir / 'bridge.db'}")
-    bridge.sip_port = free_port()  # type: ignore[attr-defined]
-    bridge.extra_env = {
+    env = {
         "TELEBRIDGE_CALLS__ENABLED": "true",
-        "TELEBRIDGE_CALLS__SIP_PORT": str(bridge.sip_port),  # type: ignore[attr-defined]
+        "TELEBRIDGE_CALLS__SIP_PORT": str(sip_port),
         "TELEBRIDGE_CALLS__TRUNK": f"127.0.0.1:{trunk_port}",
         "TELEBRIDGE_CALLS__CALLER_ID": "+441632960001",
         "TELEBRIDGE_CALLS__MEDIA_WORKERS": "1",
         "TELEBRIDGE_CALLS__RING_TIMEOUT": "30",
         "TELEBRIDGE_SMS__OWNED_NUMBERS": f'{{"{OWNED}": "@callee:localhost"}}',
     }
-    bridge.generate()
-    synapse = Synapse(tmp_path_factory.mktemp("call-synapse"), bridge.registration)
-    synapse.start()
-    bridge.homeserver_url = synapse.url
-    bridge.start()
-    try:
-        yield synapse, bridge
-    finally:
-        bridge.stop()
-        synapse.stop()
+    with bridged_homeserver(tmp_path_factory.mktemp("calls"), env) as world:
+        yield world
 
 
 async def record_audio(pc: RTCPeerConnection, seconds: float) -> tuple[np.ndarray, int]:
@@ -215,9 +210,9 @@ async def test_call_in_a_group_room_is_refused_at_once(call_world: tuple[Synapse
 
 
 async def test_inbound_call_rings_the_owner_and_the_first_answer_wins(
-    call_world: tuple[Synapse, BridgeProcess], browser: RTCPeerConnection, tmp_path: Path
+    call_world: tuple[Synapse, BridgeProcess], sip_port: int, browser: RTCPeerConnection, tmp_path: Path
 ) -> None:
-    synapse, bridge = call_world
+    synapse, _ = call_world
     callee = await asyncio.to_thread(synapse.user, "callee")
     sipp = Sipp(
         tmp_path,
@@ -226,7 +221,7 @@ async def test_inbound_call_rings_the_owner_and_the_first_answer_wins(
         "-s",
         OWNED,
         "-rtp_echo",
-        f"127.0.0.1:{bridge.sip_port}",  # type: ignore[attr-defined]
+        f"127.0.0.1:{sip_port}",
     )
     try:
 

@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 from aiortc import RTCPeerConnection
 
-from tests.peers.matrix import BridgeProcess, Client, HttpError, Synapse, free_port, http, wait_until
+from tests.peers.matrix import (
+    BridgeProcess,
+    Client,
+    HttpError,
+    Synapse,
+    bridged_homeserver,
+    free_port,
+    http,
+    wait_until,
+)
 from tests.peers.smsc import NpmSmsc
 from tests.telebridge.calling import Sipp, open_dm, place_call, poll
 
@@ -38,9 +47,7 @@ def trunk_port() -> int:
 def world(
     tmp_path_factory: pytest.TempPathFactory, smsc: NpmSmsc, trunk_port: int
 ) -> Iterator[tuple[Synapse, BridgeProcess]]:
-    workdir = tmp_path_factory.mktemp("credit-bridge")
-    bridge = BridgeProcess(workdir, database=f"sqlite:{workdir / 'bridge.db'}")
-    bridge.extra_env = {
+    env = {
         "TELEBRIDGE_SMS__ENABLED": "true",
         "TELEBRIDGE_SMS__VMN_POOL": '["+447700900001"]',
         "TELEBRIDGE_SMS__SMSCS": (
@@ -59,16 +66,8 @@ def world(
         # Texts 7 per part; calls 60 per minute billed per second (1/1), so 1 unit buys 1 second.
         "TELEBRIDGE_CREDIT__RATES": '[{prefix: "", sms: 7, call_minute: 60, connection_fee: 0, increments: [1, 1]}]',
     }
-    bridge.generate()
-    synapse = Synapse(tmp_path_factory.mktemp("credit-synapse"), bridge.registration)
-    synapse.start()
-    bridge.homeserver_url = synapse.url
-    bridge.start()
-    try:
-        yield synapse, bridge
-    finally:
-        bridge.stop()
-        synapse.stop()
+    with bridged_homeserver(tmp_path_factory.mktemp("credit"), env) as world:
+        yield world
 
 
 def provision(bridge: BridgeProcess, method: str, path: str, body: Any = None, token: str = SECRET) -> Any:

@@ -11,7 +11,16 @@ from collections.abc import Iterator
 import pytest
 
 from telebridge.identity import IdentityLookup, hashed_msisdn, lookup_hash
-from tests.peers.matrix import REPO, BridgeProcess, Client, Synapse, free_port, http, wait_until
+from tests.peers.matrix import (
+    REPO,
+    BridgeProcess,
+    Client,
+    Synapse,
+    bridged_homeserver,
+    free_port,
+    http,
+    wait_until,
+)
 
 
 def test_lookup_hash_matches_the_spec_example() -> None:
@@ -88,19 +97,9 @@ async def test_an_unreachable_identity_server_falls_back_quickly() -> None:
 def identity_world(
     tmp_path_factory: pytest.TempPathFactory, identity_server: IdentityServer
 ) -> Iterator[tuple[Synapse, BridgeProcess]]:
-    workdir = tmp_path_factory.mktemp("identity-bridge")
-    bridge = BridgeProcess(workdir, database=f"sqlite:{workdir / 'bridge.db'}")
-    bridge.extra_env = {"TELEBRIDGE_IDENTITY__SERVERS": f"[{identity_server.url}]"}
-    bridge.generate()
-    synapse = Synapse(tmp_path_factory.mktemp("identity-synapse"), bridge.registration)
-    synapse.start()
-    bridge.homeserver_url = synapse.url
-    bridge.start()
-    try:
-        yield synapse, bridge
-    finally:
-        bridge.stop()
-        synapse.stop()
+    env = {"TELEBRIDGE_IDENTITY__SERVERS": f"[{identity_server.url}]"}
+    with bridged_homeserver(tmp_path_factory.mktemp("identity"), env) as world:
+        yield world
 
 
 @pytest.mark.synapse

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.peers.matrix import BridgeProcess, Client, Synapse, wait_until
+from tests.peers.matrix import BridgeProcess, Client, Synapse, bridged_homeserver, wait_until
 from tests.peers.smsc import NpmSmsc
 
 pytestmark = pytest.mark.synapse
@@ -35,9 +35,7 @@ def smsc() -> Iterator[NpmSmsc]:
 def sms_world(
     tmp_path_factory: pytest.TempPathFactory, smsc: NpmSmsc
 ) -> Iterator[tuple[Synapse, BridgeProcess]]:
-    workdir = tmp_path_factory.mktemp("sms-bridge")
-    bridge = BridgeProcess(workdir, database=f"sqlite:{workdir / 'bridge.db'}")
-    bridge.extra_env = {
+    env = {
         "TELEBRIDGE_SMS__ENABLED": "true",
         "TELEBRIDGE_SMS__ORIGINATION": "vmn_pool",
         "TELEBRIDGE_SMS__VMN_POOL": "[" + ", ".join(f'"{n}"' for n in POOL) + "]",
@@ -49,16 +47,8 @@ def sms_world(
         "TELEBRIDGE_SMS__ROUTES": '[{prefix: "", smscs: [npm], max_segments: 4}]',
         "TELEBRIDGE_SMS__REASSEMBLY_TIMEOUT": "5",
     }
-    bridge.generate()
-    synapse = Synapse(tmp_path_factory.mktemp("sms-synapse"), bridge.registration)
-    synapse.start()
-    bridge.homeserver_url = synapse.url
-    bridge.start()
-    try:
-        yield synapse, bridge
-    finally:
-        bridge.stop()
-        synapse.stop()
+    with bridged_homeserver(tmp_path_factory.mktemp("sms"), env) as world:
+        yield world
 
 
 @pytest.fixture
