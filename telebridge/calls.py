@@ -561,9 +561,12 @@ class CallBridge:
             await asyncio.sleep(seconds)
         if not call.ended:
             log.info("Call %s: credit limit of %d s reached", call.call_id, seconds)
-            await self._end(
-                call, "user_hangup", None, by_matrix=False, notice="The call ended: your credit ran out."
-            )
+            try:
+                await self._end(
+                    call, "user_hangup", None, by_matrix=False, notice="The call ended: your credit ran out."
+                )
+            except Exception:
+                log.exception("Call %s: ending at the credit limit failed", call.call_id)
 
     async def _ring_limit(self, call: BridgedCall, seconds: float) -> None:
         await asyncio.sleep(seconds)

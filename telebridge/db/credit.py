@@ -150,6 +150,14 @@ class Ledger:
         """Turn the hold under ``key`` into a charge of ``charge`` (None: the held amount; 0: release)."""
         conn: Any
         async with cls.db.acquire() as conn, conn.transaction():
+            # Write first: a SQLite transaction that reads and then writes fails at once ("database is
+            # locked") if another connection committed in between; starting with a write takes the lock
+            # (waiting for it) before anything is read.
+            await conn.execute(
+                "UPDATE credit_account SET reserved = reserved WHERE user_id = "
+                "(SELECT user_id FROM credit_entry WHERE idempotency_key=$1)",
+                key,
+            )
             row = await conn.fetchrow(
                 "SELECT user_id, amount, reference FROM credit_entry WHERE idempotency_key=$1 AND kind='reserve'",
                 key,
