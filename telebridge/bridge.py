@@ -16,6 +16,7 @@ from mautrix.util.async_db import Database
 from . import db as dbmod
 from . import metrics
 from .appservice import BridgeAppService
+from .commands import Commands
 from .config import Config
 from .credit import Credit
 from .identity import IdentityLookup
@@ -120,6 +121,7 @@ class Bridge:
                 notice=PortalHandler.notice,
                 owned_numbers=dict(config["sms.owned_numbers"]),
                 credit=self.credit,
+                who_is=self.who_is,
             )
         self.identity: IdentityLookup | None = None
         if config["identity.servers"]:
@@ -130,6 +132,7 @@ class Bridge:
                 cache_ttl=config["identity.cache_ttl"],
                 timeout=float(config["identity.timeout"]),
             )
+        self.commands = Commands(lambda: self.az.intent, self.permissions, self.credit)
         self._metrics_runner: web.AppRunner | None = None
         self._calls_started = False
         self._sms_started = False
@@ -248,7 +251,10 @@ class Bridge:
         elif event.type == EventType.ROOM_ENCRYPTION and isinstance(event, StateEvent):
             await self.portals.on_encryption(event)
         elif event.type == EventType.ROOM_MESSAGE and isinstance(event, MessageEvent):
-            await self.portals.on_message(event)
+            if await self._is_management_room(event):
+                await self.commands.handle(event)
+            else:
+                await self.portals.on_message(event)
         elif self.calls is not None and event.type in CALL_EVENT_TYPES:
             await self.calls.on_matrix_event(event)
         elif event.type == CALL_INVITE:
@@ -265,6 +271,12 @@ class Bridge:
             log.info("User query for %s: %s", user_id, e)
             return False
         return True
+
+    async def _is_management_room(self, event: MessageEvent) -> bool:
+        """A room the bot is in that bridges no phone: commands are read there."""
+        if self.portals.is_ours(event.sender) or await dbmod.Portal.get(event.room_id) is not None:
+            return False
+        return bool(await self.state_store.is_joined(RoomID(event.room_id), UserID(self.az.bot_mxid)))
 
     async def display_name(self, room_id: str, user_id: str) -> str:
         """The member's display name in the room (from the state store), or the localpart."""

@@ -185,8 +185,10 @@ class CallBridge:
         notice: Notice,
         owned_numbers: dict[str, str],
         credit: Credit | None = None,
+        who_is: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self.credit = credit
+        self.who_is = who_is
         self.config = config
         self.virtual_users = namespace
         self.namespace = ns
@@ -653,6 +655,12 @@ class CallBridge:
         portal = await Portal.create(room_id, "dm", owner)
         await portal.add_party(puppet)
         metrics.PORTALS.inc()
+        caller = self.namespace.party(puppet).number
+        real = await self.who_is(caller) if self.who_is is not None else None
+        if real is not None:
+            await self.notice(
+                intent, room_id, None, f"{caller} belongs to {real} on Matrix; you can also reach them there."
+            )
         return str(room_id)
 
     # -- media events -------------------------------------------------------------------------------

@@ -94,7 +94,9 @@ class PortalHandler:
     async def on_member(self, event: StateEvent) -> None:
         target = event.state_key
         membership = getattr(event.content, "membership", None)
-        if self.namespace.is_in_namespace(target):
+        if target == self.bot_mxid and membership == Membership.INVITE:
+            await self._on_bot_invited(event)
+        elif self.namespace.is_in_namespace(target):
             if membership == Membership.INVITE:
                 await self._on_invited(event)
             elif membership in (Membership.LEAVE, Membership.BAN):
@@ -126,6 +128,15 @@ class PortalHandler:
             await portal.set_encrypted(True)
             await self.notice(intent, room_id, None, self._encrypted_text())
         log.info("%s joined %s (%s portal) on invite from %s", target, room_id, portal.kind, inviter)
+
+    async def _on_bot_invited(self, event: StateEvent) -> None:
+        """The bot joins rooms permitted users invite it to: they become management rooms (commands)."""
+        bot = self.virtual_users.intent_for(self.bot_mxid)
+        if not self.permissions.may_use(event.sender):
+            await bot.leave_room(event.room_id, reason="You are not allowed to use this phone bridge.")
+            return
+        await bot.join_room_by_id(event.room_id)
+        await bot.send_notice(event.room_id, "Hello! Send 'help' for the commands of this phone bridge.")
 
     async def _on_party_removed(self, event: StateEvent) -> None:
         portal = await Portal.get(event.room_id)

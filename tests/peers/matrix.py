@@ -322,7 +322,7 @@ class BridgeProcess:
                 "TELEBRIDGE_APPSERVICE__DATABASE": self.database,
                 "TELEBRIDGE_METRICS__PORT": str(self.metrics_port),
                 "TELEBRIDGE_LOGGING__LEVEL": "DEBUG",
-                "TELEBRIDGE_BRIDGE__PERMISSIONS": '{"*": user, "@mallory:localhost": block}',
+                "TELEBRIDGE_BRIDGE__PERMISSIONS": '{"*": user, "@mallory:localhost": block, "@admin:localhost": admin}',
             }
         )
         env.update(self.extra_env)

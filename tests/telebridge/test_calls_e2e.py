@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from tests.media.peers import SignalTrack, dominant_frequency, tone
 from tests.peers.matrix import BridgeProcess, Synapse, bridged_homeserver, free_port
@@ -209,7 +209,7 @@ async def test_call_in_a_group_room_is_refused_at_once(call_world: tuple[Synapse
     assert notices
 
 
-async def test_inbound_call_rings_the_owner_and_the_first_answer_wins(
+async def test_inbound_call_rings_the_owner_and_the_first_of_two_devices_to_answer_wins(
     call_world: tuple[Synapse, BridgeProcess], sip_port: int, browser: RTCPeerConnection, tmp_path: Path
 ) -> None:
     synapse, _ = call_world
@@ -254,6 +254,22 @@ async def test_inbound_call_rings_the_owner_and_the_first_answer_wins(
                 "answer": {"type": "answer", "sdp": browser.localDescription.sdp},
             },
         )
+        # A second device of the same user answers a moment later: it loses, and learns so from the
+        # select_answer naming the first (spec: "Call event life cycle", answered elsewhere).
+        laptop = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            laptop.addTrack(SignalTrack(tone(880, 1.0)))
+            await laptop.setRemoteDescription(RTCSessionDescription(invite["offer"]["sdp"], "offer"))
+            await laptop.setLocalDescription(await laptop.createAnswer())
+            late = {
+                "call_id": invite["call_id"],
+                "party_id": "laptop-device",
+                "version": "1",
+                "answer": {"type": "answer", "sdp": laptop.localDescription.sdp},
+            }
+            await asyncio.to_thread(callee.send_event, room_id, "m.call.answer", late)
+        finally:
+            await laptop.close()
         selected = await poll(
             lambda: call_events(callee, room_id, "m.call.select_answer", caller), "m.call.select_answer"
         )
@@ -263,6 +279,9 @@ async def test_inbound_call_rings_the_owner_and_the_first_answer_wins(
             lambda: call_events(callee, room_id, "m.call.hangup", caller), "m.call.hangup after BYE"
         )
         assert hangup[0]["content"]["reason"] == "user_hangup"
+        assert len(call_events(callee, room_id, "m.call.select_answer", caller)) == 1, (
+            "one winner, selected once"
+        )
         profile = await asyncio.to_thread(callee.profile, caller)
         assert profile["displayname"] == "+1 500-555-0006"
     finally:

@@ -179,3 +179,34 @@ async def test_a_call_is_cut_when_the_credit_runs_out_and_charged_per_the_rate_t
         assert account["balance"] == 0, "4 units bought 4 seconds at 1 per second, and 4 were charged"
     finally:
         sipp.stop()
+
+
+def bot_replies(client: Client, room_id: str) -> list[str]:
+    return [
+        e["content"]["body"]
+        for e in client.messages(room_id)
+        if e["type"] == "m.room.message" and e["sender"] == "@telebridgebot:localhost"
+    ]
+
+
+def test_admins_top_up_and_users_read_their_balance_in_a_room_with_the_bot(
+    world: tuple[Synapse, BridgeProcess],
+) -> None:
+    synapse, _ = world
+    admin = synapse.user("admin")
+    bob = synapse.register(f"bob{uuid.uuid4().hex[:8]}")
+    admin_room = admin.create_group(["@telebridgebot:localhost"], name="bridge admin")
+    wait_until(lambda: "@telebridgebot:localhost" in admin.joined_members(admin_room), what="the bot to join")
+    admin.send_text(admin_room, f"credit add {bob.user_id} 250")
+    assert wait_until(
+        lambda: [r for r in bot_replies(admin, admin_room) if "now has EUR 2.50" in r], what="the top-up"
+    )
+
+    bob_room = bob.create_group(["@telebridgebot:localhost"], name="my credit")
+    wait_until(lambda: "@telebridgebot:localhost" in bob.joined_members(bob_room), what="the bot to join")
+    bob.send_text(bob_room, "balance")
+    assert wait_until(lambda: [r for r in bot_replies(bob, bob_room) if "EUR 2.50" in r], what="the balance")
+    bob.send_text(bob_room, f"credit add {bob.user_id} 100000")
+    assert wait_until(
+        lambda: [r for r in bot_replies(bob, bob_room) if "Only bridge admins" in r], what="the refusal"
+    )
