@@ -10,38 +10,18 @@ Prints one JSON object with what was observed.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 from aiohttp import web
 
 from media import g711
 from media.call import MediaCall, MediaConfig
 from tests.media.peers import RtpPeer, dominant_frequency, rms_dbfs, trunk_answer
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--remote-debugging-port=0",
-]
+from tests.peers.chromium import chromium_page
 
 OFFER_JS = """
 (async () => {
@@ -61,29 +41,6 @@ OFFER_JS = """
 """
 
 
-class DevTools:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.ids = itertools.count(1)
-
-    async def evaluate(self, expression: str) -> Any:
-        request_id = next(self.ids)
-        await self.ws.send_json(
-            {
-                "id": request_id,
-                "method": "Runtime.evaluate",
-                "params": {"expression": expression, "awaitPromise": True, "returnByValue": True},
-            }
-        )
-        while True:
-            message = await self.ws.receive_json(timeout=20)
-            if message.get("id") == request_id:
-                result = message.get("result", {})
-                if "exceptionDetails" in result:
-                    raise RuntimeError(json.dumps(result["exceptionDetails"])[:500])
-                return result.get("result", {}).get("value")
-
-
 async def serve_page() -> tuple[web.AppRunner, str]:
     """A blank page on http://127.0.0.1 (a secure context, so getUserMedia exists; about:blank has none)."""
     app = web.Application()
@@ -100,89 +57,59 @@ async def serve_page() -> tuple[web.AppRunner, str]:
 
 
 async def main(wav: str) -> dict[str, Any]:
-    profile = tempfile.mkdtemp(prefix="telebridge-chromium-")
     page_server, url = await serve_page()
-    browser = await asyncio.create_subprocess_exec(
-        shutil.which("chromium") or "chromium",
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        f"--use-file-for-fake-audio-capture={wav}",
-        url,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
     result: dict[str, Any] = {}
     call: MediaCall | None = None
     peer: RtpPeer | None = None
     try:
-        port_file = Path(profile) / "DevToolsActivePort"
-        for _ in range(200):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            await asyncio.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/json") as response:
-                targets = await response.json()
-            page = next(t for t in targets if t["type"] == "page" and t["url"].startswith(url))
-            async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                devtools = DevTools(ws)
-                ready = None
-                for _ in range(100):  # the page may still be loading when its target appears
-                    ready = await devtools.evaluate(
-                        "[location.href, !!navigator.mediaDevices, isSecureContext]"
-                    )
-                    if ready and ready[1]:
-                        break
-                    await asyncio.sleep(0.1)
-                if not (ready and ready[1]):
-                    raise RuntimeError(f"page never got navigator.mediaDevices: {ready}")
-                offer = await devtools.evaluate(OFFER_JS)
-                digits: list[str] = []
+        async with chromium_page(url, wav) as devtools:
+            ready = None
+            for _ in range(100):  # the page may still be loading when its target appears
+                ready = await devtools.evaluate("[location.href, !!navigator.mediaDevices, isSecureContext]")
+                if ready and ready[1]:
+                    break
+                await asyncio.sleep(0.1)
+            if not (ready and ready[1]):
+                raise RuntimeError(f"page never got navigator.mediaDevices: {ready}")
+            offer = await devtools.evaluate(OFFER_JS)
+            digits: list[str] = []
 
-                def on_event(kind: str, data: dict[str, Any]) -> None:
-                    if kind == "digit":
-                        digits.append(data["digit"])
+            def on_event(kind: str, data: dict[str, Any]) -> None:
+                if kind == "digit":
+                    digits.append(data["digit"])
 
-                call = await MediaCall.outbound(MediaConfig(), offer, on_event)
-                answer = str(call.webrtc_local_sdp)
-                await devtools.evaluate(
-                    f"window.pc.setRemoteDescription({{type: 'answer', sdp: {json.dumps(answer)}}}).then(() => true)"
-                )
-                peer = await RtpPeer.open()
-                call.set_trunk_remote_sdp(trunk_answer(peer.port))
-                await asyncio.wait_for(call.web.connected.wait(), 20)
-                await peer.wait_for(150, 10)
-                await devtools.evaluate(
-                    "(async () => { window.pc.getSenders()[0].dtmf.insertDTMF('159#', 120, 80); "
-                    "await new Promise(r => setTimeout(r, 1500)); return true; })()"
-                )
-                await asyncio.sleep(0.3)
-                assert call.web_params is not None and call.relay is not None
-                audio = [d[12:] for h, d, _ in peer.received[50:150] if h.payload_type == 0]
-                samples = g711.ulaw_decode(b"".join(audio)) if audio else np.zeros(1, dtype=np.int16)
-                result = {
-                    "codec": call.web_params.codec.name,
-                    "passthrough": call.relay.passthrough,
-                    "packets": len(peer.received),
-                    "frequency": dominant_frequency(samples, 8000),
-                    "level_dbfs": rms_dbfs(samples),
-                    "digits": digits,
-                    "trunk_event_packets": sum(1 for h, _, _ in peer.received if h.payload_type == 101),
-                    "counters": call.web.counters.as_dict(),
-                }
+            call = await MediaCall.outbound(MediaConfig(), offer, on_event)
+            answer = str(call.webrtc_local_sdp)
+            await devtools.evaluate(
+                f"window.pc.setRemoteDescription({{type: 'answer', sdp: {json.dumps(answer)}}}).then(() => true)"
+            )
+            peer = await RtpPeer.open()
+            call.set_trunk_remote_sdp(trunk_answer(peer.port))
+            await asyncio.wait_for(call.web.connected.wait(), 20)
+            await peer.wait_for(150, 10)
+            await devtools.evaluate(
+                "(async () => { window.pc.getSenders()[0].dtmf.insertDTMF('159#', 120, 80); "
+                "await new Promise(r => setTimeout(r, 1500)); return true; })()"
+            )
+            await asyncio.sleep(0.3)
+            assert call.web_params is not None and call.relay is not None
+            audio = [d[12:] for h, d, _ in peer.received[50:150] if h.payload_type == 0]
+            samples = g711.ulaw_decode(b"".join(audio)) if audio else np.zeros(1, dtype=np.int16)
+            result = {
+                "codec": call.web_params.codec.name,
+                "passthrough": call.relay.passthrough,
+                "packets": len(peer.received),
+                "frequency": dominant_frequency(samples, 8000),
+                "level_dbfs": rms_dbfs(samples),
+                "digits": digits,
+                "trunk_event_packets": sum(1 for h, _, _ in peer.received if h.payload_type == 101),
+                "counters": call.web.counters.as_dict(),
+            }
     finally:
         if call is not None:
             await call.close()
         if peer is not None:
             peer.close()
-        if browser.returncode is None:
-            browser.terminate()
-            try:
-                await asyncio.wait_for(browser.wait(), 5)
-            except TimeoutError:
-                browser.kill()
-        shutil.rmtree(profile, ignore_errors=True)
         await page_server.cleanup()
     return result
 

@@ -10,17 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from tests.media.chromium_scenario import CHROMIUM_FLAGS, DevTools
+from tests.peers.chromium import chromium_page
 from tests.peers.matrix import bridged_homeserver, free_port, wait_until
 
 
@@ -42,45 +39,16 @@ async def serve_page(bundle: str) -> tuple[web.AppRunner, str]:
 
 
 async def in_browser(bundle: str, wav: str, base_url: str, user_id: str, token: str, room_id: str) -> Any:
-    profile = tempfile.mkdtemp(prefix="telebridge-element-")
     page_server, url = await serve_page(bundle)
-    browser = await asyncio.create_subprocess_exec(
-        shutil.which("chromium") or "chromium",
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        f"--use-file-for-fake-audio-capture={wav}",
-        "--autoplay-policy=no-user-gesture-required",
-        url,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
     try:
-        port_file = Path(profile) / "DevToolsActivePort"
-        for _ in range(200):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            await asyncio.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/json") as response:
-                targets = await response.json()
-            page = next(t for t in targets if t["type"] == "page" and t["url"].startswith(url))
-            async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                devtools = DevTools(ws)
-                for _ in range(100):
-                    if await devtools.evaluate("typeof window.placeCall === 'function'"):
-                        break
-                    await asyncio.sleep(0.1)
-                args = ", ".join(json.dumps(a) for a in (base_url, user_id, token, room_id))
-                return await devtools.evaluate(f"window.placeCall({args})")
+        async with chromium_page(url, wav) as devtools:
+            for _ in range(100):  # the page may still be loading when its target appears
+                if await devtools.evaluate("typeof window.placeCall === 'function'"):
+                    break
+                await asyncio.sleep(0.1)
+            args = ", ".join(json.dumps(a) for a in (base_url, user_id, token, room_id))
+            return await devtools.evaluate(f"window.placeCall({args})", reply_within=90)
     finally:
-        if browser.returncode is None:
-            browser.terminate()
-            try:
-                await asyncio.wait_for(browser.wait(), 5)
-            except TimeoutError:
-                browser.kill()
-        shutil.rmtree(profile, ignore_errors=True)
         await page_server.cleanup()
 
 
@@ -88,7 +56,18 @@ def main(bundle_path: str, wav: str, workdir: str) -> dict[str, Any]:
     trunk_port = free_port()
     sipp = subprocess.Popen(
         [
-            *("sipp", "-sn", "uas", "-rtp_echo", "-i", "127.0.0.1", "-p", str(trunk_port), "-mi", "127.0.0.1"),
+            *(
+                "sipp",
+                "-sn",
+                "uas",
+                "-rtp_echo",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(trunk_port),
+                "-mi",
+                "127.0.0.1",
+            ),
             *("-mp", "26000", "-m", "1", "-timeout", "60s", "-nostdin"),
         ],
         cwd=workdir,
