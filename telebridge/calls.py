@@ -51,6 +51,7 @@ from . import metrics
 from .config import Config
 from .credit import Credit
 from .db import CallRecords, Portal
+from .limits import SlidingWindow
 from .numbers import to_e164
 from .portal import VirtualUsers
 from .puppet import NotAVirtualUser, VirtualUserNamespace
@@ -189,6 +190,7 @@ class CallBridge:
     ) -> None:
         self.credit = credit
         self.who_is = who_is
+        self.attempts = SlidingWindow(config["limits.call_attempts_per_minute"])
         self.config = config
         self.virtual_users = namespace
         self.namespace = ns
@@ -302,6 +304,9 @@ class CallBridge:
             refuse = ("user_busy", "The bridge is carrying as many calls as it may; try again shortly.")
         elif sum(1 for c in self.calls.values() if c.matrix_user == event.sender) >= self.max_per_user:
             refuse = ("user_busy", "You already have as many calls as this bridge allows per user.")
+        elif not self.attempts.allow(event.sender, time.monotonic()):
+            metrics.CREDIT_REFUSALS.labels("call", "rate_limit").inc()
+            refuse = ("user_busy", f"You may start {self.attempts.limit} calls a minute; try again shortly.")
         if refuse is not None:
             await self._send(intent, event.room_id, CALL_HANGUP, {"call_id": call_id, "reason": refuse[0]})
             await self.notice(intent, event.room_id, None, refuse[1])

@@ -174,6 +174,9 @@ class Config:
         self._sms()
         self._calls()
         self._credit()
+        self._int("limits.sms_per_minute", minimum=0)
+        self._int("limits.call_attempts_per_minute", minimum=0)
+        self._int("limits.spend_per_day", minimum=0)
         for i, server in enumerate(self._list("identity.servers")):
             if not isinstance(server, str) or urlsplit(server).scheme not in ("http", "https"):
                 raise ConfigError(f"identity.servers[{i}]: must be an http(s) URL, got {server!r}")

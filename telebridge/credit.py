@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ class Credit:
         self.postpaid_limit: int = config["credit.postpaid_limit"]
         self.warn_before_end: int = config["credit.warn_before_end"]
         self.secret: str = config["credit.provisioning_secret"]
+        self.spend_per_day: int = config["limits.spend_per_day"]
 
     # -- policy -------------------------------------------------------------------------------------
 
@@ -53,6 +55,12 @@ class Credit:
         """How far below zero the balance may go: 0 prepaid, the limit postpaid, None unlimited."""
         mode = self.mode_for(user_id)
         return None if mode == "unlimited" else self.postpaid_limit if mode == "postpaid" else 0
+
+    async def over_daily_limit(self, user_id: str, cost: int) -> bool:
+        if self.spend_per_day <= 0 or self.mode_for(user_id) == "unlimited":
+            return False
+        since = int(time.time() * 1000) - 24 * 3600 * 1000
+        return await Ledger.spent_since(user_id, since) + cost > self.spend_per_day
 
     def money(self, amount: int) -> str:
         return f"{self.currency} {amount / 100:.2f}"
@@ -74,6 +82,9 @@ class Credit:
             self._refuse("sms", "no_rate")
             return f"this bridge has no rate for {e164}, so it cannot text it."
         cost = rate.sms_cost(segments)
+        if await self.over_daily_limit(user_id, cost):
+            self._refuse("sms", "daily_limit")
+            return f"it would take you over the daily spending limit of {self.money(self.spend_per_day)}."
         if await Ledger.try_reserve(user_id, cost, key, self.floor_for(user_id), reference=e164):
             return None
         account = await Ledger.account(user_id)
@@ -98,6 +109,9 @@ class Credit:
             self._refuse("call", "no_rate")
             return f"this bridge has no rate for {e164}, so it cannot call it."
         first = rate.call_cost(rate.first_increment)
+        if await self.over_daily_limit(user_id, first):
+            self._refuse("call", "daily_limit")
+            return f"it would take you over the daily spending limit of {self.money(self.spend_per_day)}."
         floor = self.floor_for(user_id)
         if not await Ledger.try_reserve(user_id, first, f"call:{call_id}", floor, reference=e164):
             account = await Ledger.account(user_id)

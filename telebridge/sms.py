@@ -16,6 +16,7 @@ import asyncio
 import logging
 import sqlite3
 import ssl
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -38,6 +39,7 @@ from .credit import Credit
 from .db import OptOuts, Portal, SmsInbox, SmsOutbox, SmsReceipts, VmnAllocations
 from .db.sms import OutboxOrigin, PoolExhausted, StoredReceipt, StoredText
 from .formatting import NotRelayable, sms_text
+from .limits import SlidingWindow
 from .numbers import to_e164
 from .portal import VirtualUsers
 from .puppet import VirtualUserNamespace
@@ -108,6 +110,7 @@ class SmsBridge:
     ) -> None:
         self.who_is = who_is
         self.credit = credit
+        self.rate_limit = SlidingWindow(config["limits.sms_per_minute"])
         self.namespace = namespace
         self.virtual_users = virtual_users
         self.notice = notice
@@ -160,6 +163,18 @@ class SmsBridge:
         if portal.kind == "group" and self.group_prefix:
             text = self.group_prefix.format(name=sender_name) + text
         side = event.sender if portal.kind == "dm" else portal.room_id
+        now = time.monotonic()
+        if not self.rate_limit.allow(event.sender, now, count=len(parties)):
+            wait = self.rate_limit.retry_after(event.sender, now)
+            intent = self.virtual_users.intent_for(parties[0])
+            await self.notice(
+                intent,
+                event.room_id,
+                event.event_id,
+                f"Not sent: you may send {self.rate_limit.limit} texts a minute; try again in {wait:.0f} s.",
+            )
+            metrics.CREDIT_REFUSALS.labels("sms", "rate_limit").inc()
+            return
         for party in parties:
             await self._relay_to(party, side, portal, event, text)
 

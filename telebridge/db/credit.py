@@ -50,6 +50,16 @@ class Ledger:
         return Account(user_id, row["balance"], row["reserved"]) if row else Account(user_id, 0, 0)
 
     @classmethod
+    async def spent_since(cls, user_id: str, since_ms: int) -> int:
+        """Charged since ``since_ms``, plus what is held right now (it is about to be spent)."""
+        charged = await cls.db.fetchval(
+            "SELECT COALESCE(SUM(-amount), 0) FROM credit_entry WHERE user_id=$1 AND kind='charge' AND created_at >= $2",
+            user_id,
+            since_ms,
+        )
+        return int(charged or 0) + (await cls.account(user_id)).reserved
+
+    @classmethod
     async def history(cls, user_id: str, limit: int = 20) -> list[Entry]:
         rows = await cls.db.fetch(
             "SELECT seq, kind, amount, reference, description, created_at FROM credit_entry "

@@ -106,3 +106,25 @@ async def test_a_restart_in_the_middle_of_a_charge_loses_nothing(database_url: s
         assert (account.balance, account.reserved) == (70, 0)
     finally:
         await database.stop()
+
+
+def test_sliding_window_limits_per_user_and_frees_up_with_time() -> None:
+    from telebridge.limits import SlidingWindow
+
+    window = SlidingWindow(limit=3, window=60)
+    assert window.allow("@a:hs", 0.0, count=2)
+    assert not window.allow("@a:hs", 1.0, count=2), "two more do not fit; nothing is counted"
+    assert window.allow("@a:hs", 1.0)
+    assert not window.allow("@a:hs", 2.0)
+    assert window.allow("@b:hs", 2.0), "limits are per user"
+    assert window.retry_after("@a:hs", 2.0) == 58.0
+    assert window.allow("@a:hs", 60.5, count=2), "the first two left the window"
+    assert SlidingWindow(limit=0).allow("@a:hs", 0.0, count=1000), "0 means no limit"
+
+
+async def test_spend_in_the_last_day_counts_charges_and_holds(ledger: str) -> None:
+    await db.Ledger.top_up("@f:hs", 100, "t")
+    assert await db.Ledger.try_reserve("@f:hs", 30, "sms:a", floor=0)
+    await db.Ledger.settle("sms:a", None)
+    assert await db.Ledger.try_reserve("@f:hs", 20, "call:b", floor=0)
+    assert await db.Ledger.spent_since("@f:hs", 0) == 50

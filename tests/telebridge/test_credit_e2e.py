@@ -63,6 +63,7 @@ def world(
         "TELEBRIDGE_CREDIT__PROVISIONING_SECRET": SECRET,
         "TELEBRIDGE_CREDIT__WARN_BEFORE_END": "2",
         "TELEBRIDGE_CREDIT__DENY_PREFIXES": '["1900"]',
+        "TELEBRIDGE_LIMITS__SMS_PER_MINUTE": "3",
         # Texts 7 per part; calls 60 per minute billed per second (1/1), so 1 unit buys 1 second.
         "TELEBRIDGE_CREDIT__RATES": '[{prefix: "", sms: 7, call_minute: 60, connection_fee: 0, increments: [1, 1]}]',
     }
@@ -210,3 +211,24 @@ def test_admins_top_up_and_users_read_their_balance_in_a_room_with_the_bot(
     assert wait_until(
         lambda: [r for r in bot_replies(bob, bob_room) if "Only bridge admins" in r], what="the refusal"
     )
+
+
+def test_a_user_texting_too_fast_is_told_to_wait(world: tuple[Synapse, BridgeProcess], smsc: NpmSmsc) -> None:
+    synapse, bridge = world
+    alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
+    provision(
+        bridge,
+        "POST",
+        "/topup",
+        {"user_id": alice.user_id, "amount": 1000, "idempotency_key": f"r-{alice.user_id}"},
+    )
+    phone = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+447700900555"})[0]["userid"]
+    room_id = alice.create_dm(phone)
+    wait_until(lambda: phone in alice.joined_members(room_id), what="the join")
+    for i in range(4):
+        alice.send_text(room_id, f"text {i}")
+    assert wait_until(
+        lambda: [n for n in notices(alice, room_id, phone) if "texts a minute" in n], what="the refusal"
+    )
+    smsc.wait_for(lambda: len(smsc.submits_to("447700900555")) >= 3, what="three texts")
+    assert [s["message"] for s in smsc.submits_to("447700900555")] == ["text 0", "text 1", "text 2"]
