@@ -410,6 +410,7 @@ class CallBridge:
         )
         call.sip.answer(call.setup.trunk_sdp)
         call.answered = True
+        call.answered_monotonic = time.monotonic()
         call.record(CallRecords.answered(call.call_id))
         metrics.CALLS.labels("inbound", "answered").inc()
 
@@ -745,6 +746,11 @@ class CallBridge:
                 talked = min(talked, call.max_seconds)  # the hang-up timer may fire a moment late
             cost = await self.credit.settle_call(call.call_id, call.target, talked)
             log.info("Call %s: %.1f s charged %d", call.call_id, talked, cost)
+        elif self.credit is not None and call.answered_monotonic is not None:
+            talked = time.monotonic() - call.answered_monotonic
+            await self.credit.charge_inbound_call(
+                call.matrix_user, talked, f"in-call:{call.call_id}", call.number
+            )
         await asyncio.gather(*call.writes, return_exceptions=True)
         await CallRecords.ended(call.call_id, outcome, reason, sip_status, call.codec, stats)
         metrics.CALLS.labels(call.direction, outcome).inc()

@@ -421,6 +421,22 @@ class Config:
                 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in increments)
             ):
                 raise ConfigError(f"{where}.increments: must be [first, next] seconds, got {increments!r}")
+        inbound = self._value("credit.inbound")
+        if not isinstance(inbound, Mapping):
+            raise ConfigError("credit.inbound: must be a mapping with sms, call_minute and increments")
+        for key in ("sms", "call_minute"):
+            value = inbound.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(
+                    f"credit.inbound.{key}: must be a whole number of minor units, got {value!r}"
+                )
+        increments = inbound.get("increments", [60, 60])
+        if (
+            not isinstance(increments, list)
+            or len(increments) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in increments)
+        ):
+            raise ConfigError(f"credit.inbound.increments: must be [first, next] seconds, got {increments!r}")
         for i, prefix in enumerate(self._list("credit.deny_prefixes")):
             if not isinstance(prefix, str) or not prefix.isdigit():
                 raise ConfigError(f"credit.deny_prefixes[{i}]: must be digits, got {prefix!r}")

@@ -22,7 +22,7 @@ from aiohttp import web
 from . import metrics
 from .config import Config
 from .db import Ledger
-from .rating import NoRate, RateTable, denied
+from .rating import NoRate, Rate, RateTable, denied
 
 log = logging.getLogger("telebridge.credit")
 
@@ -43,6 +43,16 @@ class Credit:
         self.warn_before_end: int = config["credit.warn_before_end"]
         self.secret: str = config["credit.provisioning_secret"]
         self.spend_per_day: int = config["limits.spend_per_day"]
+        inbound = config["credit.inbound"]
+        increments = inbound.get("increments", [60, 60])
+        self.inbound = Rate(
+            "inbound",
+            int(inbound.get("sms", 0)),
+            int(inbound.get("call_minute", 0)),
+            0,
+            increments[0],
+            increments[1],
+        )
 
     # -- policy -------------------------------------------------------------------------------------
 
@@ -133,6 +143,16 @@ class Credit:
             cost = 0
         await Ledger.settle(f"call:{call_id}", cost, f"call to {e164}, {seconds:.0f} s")
         return cost
+
+    # -- incoming traffic -----------------------------------------------------------------------------
+
+    async def charge_inbound_sms(self, user_id: str, parts: int, key: str, phone: str) -> None:
+        await Ledger.charge(user_id, self.inbound.sms_cost(parts), key, phone, "text received")
+
+    async def charge_inbound_call(self, user_id: str, seconds: float, key: str, phone: str) -> None:
+        await Ledger.charge(
+            user_id, self.inbound.call_cost(seconds), key, phone, f"call received, {seconds:.0f} s"
+        )
 
     # -- provisioning API ---------------------------------------------------------------------------
 

@@ -340,6 +340,8 @@ class SmsBridge:
         await SmsInbox.mark(stored.seq, "posted", room_id, event_id)
         metrics.SMS.labels("in", "posted").inc()
         portal = await Portal.get(room_id)
+        if self.credit is not None and portal is not None:
+            await self.credit.charge_inbound_sms(portal.creator, stored.parts, f"in-sms:{stored.seq}", phone)
         if portal is not None and portal.kind == "group" and keyword not in STOP_WORDS | START_WORDS:
             await self._relay_to_other_phones(portal, puppet, body, event_id)
 

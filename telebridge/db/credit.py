@@ -114,6 +114,20 @@ class Ledger:
         return await cls.account(user_id)
 
     @classmethod
+    async def charge(
+        cls, user_id: str, amount: int, key: str, reference: str | None, description: str | None
+    ) -> None:
+        """Charge at once, even below zero (incoming traffic is delivered whatever the balance)."""
+        if amount <= 0:
+            return
+        conn: Any
+        async with cls.db.acquire() as conn, conn.transaction():
+            if await cls._entry(conn, user_id, "charge", -amount, key, reference, description):
+                await conn.execute(
+                    "UPDATE credit_account SET balance = balance - $2 WHERE user_id=$1", user_id, amount
+                )
+
+    @classmethod
     async def reserve(
         cls, user_id: str, amount: int, key: str, floor: int | None, reference: str | None = None
     ) -> bool:

@@ -128,3 +128,9 @@ async def test_spend_in_the_last_day_counts_charges_and_holds(ledger: str) -> No
     await db.Ledger.settle("sms:a", None)
     assert await db.Ledger.try_reserve("@f:hs", 20, "call:b", floor=0)
     assert await db.Ledger.spent_since("@f:hs", 0) == 50
+
+
+async def test_incoming_traffic_is_charged_even_below_zero_and_once(ledger: str) -> None:
+    await db.Ledger.charge("@g:hs", 5, "in-sms:1", "+1666", "text received")
+    await db.Ledger.charge("@g:hs", 5, "in-sms:1", "+1666", "text received")
+    assert (await db.Ledger.account("@g:hs")).balance == -5

@@ -64,6 +64,7 @@ def world(
         "TELEBRIDGE_CREDIT__WARN_BEFORE_END": "2",
         "TELEBRIDGE_CREDIT__DENY_PREFIXES": '["1900"]',
         "TELEBRIDGE_LIMITS__SMS_PER_MINUTE": "3",
+        "TELEBRIDGE_CREDIT__INBOUND__SMS": "2",
         # Texts 7 per part; calls 60 per minute billed per second (1/1), so 1 unit buys 1 second.
         "TELEBRIDGE_CREDIT__RATES": '[{prefix: "", sms: 7, call_minute: 60, connection_fee: 0, increments: [1, 1]}]',
     }
@@ -232,3 +233,28 @@ def test_a_user_texting_too_fast_is_told_to_wait(world: tuple[Synapse, BridgePro
     )
     smsc.wait_for(lambda: len(smsc.submits_to("447700900555")) >= 3, what="three texts")
     assert [s["message"] for s in smsc.submits_to("447700900555")] == ["text 0", "text 1", "text 2"]
+
+
+def test_a_text_received_is_charged_at_the_inbound_rate(
+    world: tuple[Synapse, BridgeProcess], smsc: NpmSmsc
+) -> None:
+    synapse, bridge = world
+    alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
+    provision(
+        bridge,
+        "POST",
+        "/topup",
+        {"user_id": alice.user_id, "amount": 100, "idempotency_key": f"i-{alice.user_id}"},
+    )
+    phone = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+447700900777"})[0]["userid"]
+    room_id = alice.create_dm(phone)
+    wait_until(lambda: phone in alice.joined_members(room_id), what="the join")
+    alice.send_text(room_id, "hello")
+    sent = smsc.wait_for(lambda: smsc.submits_to("447700900777"), what="the text")[0]
+    smsc.deliver("447700900777", sent["source_addr"], "hi back")
+
+    def balance() -> int | None:
+        account = provision(bridge, "GET", f"/balance/{alice.user_id}")
+        return account["balance"] if account["reserved"] == 0 else None
+
+    assert wait_until(lambda: balance() == 100 - 7 - 2, what="7 for the text sent, 2 for the one received")
