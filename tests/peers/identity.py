@@ -1,8 +1,8 @@
 """A small identity server speaking the Identity Service API v2 lookup flow, for tests.
 
-No identity server we did not write runs on this Python (matrix-sydent does not install on 3.11 here), so
-this implements what the spec says the bridge relies on: account/register with an OpenID token, terms to
-accept, hash_details, and hashed lookups, with a pepper that can be rotated (M_INVALID_PEPPER).
+A stand-in for a real identity server (running matrix-sydent here has not been tried yet): it implements
+what the spec says the bridge relies on — account/register with an OpenID token, terms to accept,
+hash_details, and hashed lookups, with a pepper that can be rotated (M_INVALID_PEPPER).
 
     python -m tests.peers.identity --port N --bind +15005550006=@bob:localhost [--pepper P] [--terms]
 
