@@ -437,6 +437,9 @@ class Config:
             or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in increments)
         ):
             raise ConfigError(f"credit.inbound.increments: must be [first, next] seconds, got {increments!r}")
+        for i, prefix in enumerate(self._list("credit.allow_prefixes")):
+            if not isinstance(prefix, str) or not prefix.isdigit():
+                raise ConfigError(f"credit.allow_prefixes[{i}]: must be digits, got {prefix!r}")
         for i, prefix in enumerate(self._list("credit.deny_prefixes")):
             if not isinstance(prefix, str) or not prefix.isdigit():
                 raise ConfigError(f"credit.deny_prefixes[{i}]: must be digits, got {prefix!r}")

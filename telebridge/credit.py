@@ -37,6 +37,7 @@ class Credit:
         self.currency: str = config["credit.currency"]
         self.rates = RateTable.from_config(config["credit.rates"])
         self.deny: list[str] = list(config["credit.deny_prefixes"])
+        self.allow: list[str] = list(config["credit.allow_prefixes"])
         self.default_mode: str = config["credit.default_mode"]
         self.modes: Mapping[str, str] = dict(config["credit.modes"])
         self.postpaid_limit: int = config["credit.postpaid_limit"]
@@ -83,7 +84,7 @@ class Credit:
 
     async def authorise_sms(self, user_id: str, e164: str, segments: int, key: str) -> str | None:
         """Reserve the text's cost; the refusal to show the sender, or None when it may go."""
-        if denied(e164, self.deny):
+        if denied(e164, self.deny, self.allow):
             self._refuse("sms", "denied")
             return f"texts to {e164} are blocked on this bridge."
         try:
@@ -110,7 +111,7 @@ class Credit:
     # -- calls --------------------------------------------------------------------------------------
 
     async def authorise_call(self, user_id: str, e164: str, call_id: str) -> CallAuthorisation | str:
-        if denied(e164, self.deny):
+        if denied(e164, self.deny, self.allow):
             self._refuse("call", "denied")
             return f"calls to {e164} are blocked on this bridge."
         try:
@@ -143,6 +144,35 @@ class Credit:
             cost = 0
         await Ledger.settle(f"call:{call_id}", cost, f"call to {e164}, {seconds:.0f} s")
         return cost
+
+    # -- after a crash --------------------------------------------------------------------------------
+
+    async def recover(self, active_calls: set[str]) -> None:
+        """Settle holds a crash left open: a text whose fate is stored is charged or released (texts still
+        queued are settled by the outbox as they go); a call that is not running any more is charged for
+        the time its record shows, or its authorised first increment when the crash lost the end."""
+        db = Ledger.db
+        for key, _user, _held in await Ledger.open_holds("sms:"):
+            state = await db.fetchval("SELECT state FROM sms_outbox WHERE id=$1", key[len("sms:") :])
+            if state is None or state == "failed":
+                await Ledger.settle(key, 0, "text not sent (settled after a restart)")
+            elif state == "submitted":
+                await Ledger.settle(key, None, "text sent (settled after a restart)")
+        for key, _user, held in await Ledger.open_holds("call:"):
+            call_id = key[len("call:") :]
+            if call_id in active_calls:
+                continue
+            row = await db.fetchrow(
+                "SELECT number, answered_at, ended_at FROM call_record WHERE call_id=$1", call_id
+            )
+            if row is None or row["answered_at"] is None:
+                await Ledger.settle(key, 0, "call not answered (settled after a restart)")
+            elif row["ended_at"] is not None:
+                seconds = (row["ended_at"] - row["answered_at"]) / 1000
+                await self.settle_call(call_id, row["number"], seconds)
+            else:
+                await Ledger.settle(key, held, "call cut by a restart: first increment charged")
+            log.info("Settled the credit hold of call %s after a restart", call_id)
 
     # -- incoming traffic -----------------------------------------------------------------------------
 

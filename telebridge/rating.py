@@ -83,6 +83,9 @@ class RateTable:
         raise NoRate(f"no rate for +{digits}")
 
 
-def denied(e164: str, prefixes: Iterable[str]) -> bool:
+def denied(e164: str, deny: Iterable[str], allow: Sequence[str] = ()) -> bool:
+    """Blocked by a deny prefix, or outside the allow list when there is one."""
     digits = "".join(c for c in e164 if c.isdigit())
-    return any(digits.startswith(p) for p in prefixes)
+    if any(digits.startswith(p) for p in deny):
+        return True
+    return bool(allow) and not any(digits.startswith(p) for p in allow)

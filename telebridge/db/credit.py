@@ -50,6 +50,17 @@ class Ledger:
         return Account(user_id, row["balance"], row["reserved"]) if row else Account(user_id, 0, 0)
 
     @classmethod
+    async def open_holds(cls, prefix: str) -> list[tuple[str, str, int]]:
+        """(key, user, amount) of reservations under ``prefix`` that were never settled."""
+        rows = await cls.db.fetch(
+            "SELECT r.idempotency_key, r.user_id, r.amount FROM credit_entry r WHERE r.kind='reserve' "
+            "AND r.idempotency_key LIKE $1 AND NOT EXISTS "
+            "(SELECT 1 FROM credit_entry s WHERE s.idempotency_key = r.idempotency_key || ':settle')",
+            prefix + "%",
+        )
+        return [(r["idempotency_key"], r["user_id"], r["amount"]) for r in rows]
+
+    @classmethod
     async def spent_since(cls, user_id: str, since_ms: int) -> int:
         """Charged since ``since_ms``, plus what is held right now (it is about to be spent)."""
         charged = await cls.db.fetchval(

@@ -7,6 +7,8 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telebridge import db
 from telebridge.rating import NoRate, Rate, RateTable, denied
@@ -134,3 +136,64 @@ async def test_incoming_traffic_is_charged_even_below_zero_and_once(ledger: str)
     await db.Ledger.charge("@g:hs", 5, "in-sms:1", "+1666", "text received")
     await db.Ledger.charge("@g:hs", 5, "in-sms:1", "+1666", "text received")
     assert (await db.Ledger.account("@g:hs")).balance == -5
+
+
+async def test_holds_left_by_a_crash_are_settled_on_start(ledger: str) -> None:
+    from telebridge.config import Config
+    from telebridge.credit import Credit
+
+    config = Config.load(
+        None,
+        environ={
+            "TELEBRIDGE_CREDIT__ENABLED": "true",
+            "TELEBRIDGE_CREDIT__RATES": '[{prefix: "", sms: 5, call_minute: 60, increments: [1, 1]}]',
+        },
+    )
+    credit = Credit(config)
+    await db.Ledger.top_up("@h:hs", 100, "t")
+    # A text reserved but never stored (crash before the outbox write), a call that was answered and ended
+    # (crash before settling), and a call whose end was lost.
+    assert await db.Ledger.try_reserve("@h:hs", 5, "sms:lost", floor=0)
+    assert await db.Ledger.try_reserve("@h:hs", 1, "call:ended", floor=0)
+    await db.CallRecords.start("ended", "outbound", "@h:hs", "!r:hs", "+15005550006")
+    await db.CallRecords.answered("ended")
+    await db.CallRecords.ended("ended", "answered", "user_hangup", None, "PCMU", None)
+    await db.Ledger.db.execute("UPDATE call_record SET answered_at = ended_at - 3000 WHERE call_id='ended'")
+    assert await db.Ledger.try_reserve("@h:hs", 1, "call:cut", floor=0)
+    await db.CallRecords.start("cut", "outbound", "@h:hs", "!r:hs", "+15005550006")
+    await db.CallRecords.answered("cut")
+    await credit.recover(active_calls=set())
+    account = await db.Ledger.account("@h:hs")
+    assert account.reserved == 0
+    assert account.balance == 100 - 3 - 1, (
+        "3 s for the ended call, the first increment for the cut one, text free"
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    balance=st.integers(min_value=0, max_value=200),
+    spends=st.lists(st.integers(min_value=1, max_value=80), min_size=1, max_size=25),
+)
+def test_no_interleaving_of_concurrent_spends_overdraws(
+    tmp_path_factory: pytest.TempPathFactory, balance: int, spends: list[int]
+) -> None:
+    async def run() -> None:
+        database = db.create_database(f"sqlite:{tmp_path_factory.mktemp('ledger') / 'l.db'}")
+        db.init(database)
+        await database.start()
+        try:
+            await db.Ledger.top_up("@p:hs", balance, "t")
+            results = await asyncio.gather(
+                *(db.Ledger.try_reserve("@p:hs", amount, f"k{i}", floor=0) for i, amount in enumerate(spends))
+            )
+            held = sum(a for a, ok in zip(spends, results, strict=True) if ok)
+            account = await db.Ledger.account("@p:hs")
+            assert account.reserved == held <= balance
+            assert all(ok or amount > balance - held for amount, ok in zip(spends, results, strict=True)), (
+                "a spend is refused only when what was left could not cover it"
+            )
+        finally:
+            await database.stop()
+
+    asyncio.run(run())
