@@ -16,6 +16,7 @@ from mautrix.util.async_db import Database
 from . import db as dbmod
 from . import metrics
 from .appservice import BridgeAppService
+from .call_events import CALL_EVENT_TYPES, CALL_INVITE
 from .commands import Commands
 from .config import Config
 from .credit import Credit
@@ -35,11 +36,6 @@ log = logging.getLogger("telebridge")
 
 #: Homeserver retries give up long before this; older transaction IDs can be forgotten.
 TXN_RETENTION_MS = 7 * 24 * 3600 * 1000
-CALL_INVITE = EventType.find("m.call.invite", EventType.Class.MESSAGE)
-CALL_EVENT_TYPES = frozenset(
-    EventType.find(f"m.call.{name}", EventType.Class.MESSAGE)
-    for name in ("invite", "candidates", "answer", "hangup", "reject", "select_answer", "negotiate")
-)
 
 
 class Bridge:

@@ -48,6 +48,15 @@ from sip.useragent import (
 )
 
 from . import metrics
+from .call_events import (
+    CALL_ANSWER,
+    CALL_CANDIDATES,
+    CALL_HANGUP,
+    CALL_INVITE,
+    CALL_NEGOTIATE,
+    CALL_REJECT,
+    CALL_SELECT_ANSWER,
+)
 from .config import Config
 from .credit import Credit
 from .db import CallRecords, Portal
@@ -58,16 +67,6 @@ from .puppet import NotAVirtualUser, VirtualUserNamespace
 
 log = logging.getLogger("telebridge.calls")
 
-CALL_INVITE = EventType.find("m.call.invite", EventType.Class.MESSAGE)
-CALL_CANDIDATES = EventType.find("m.call.candidates", EventType.Class.MESSAGE)
-CALL_ANSWER = EventType.find("m.call.answer", EventType.Class.MESSAGE)
-CALL_HANGUP = EventType.find("m.call.hangup", EventType.Class.MESSAGE)
-CALL_REJECT = EventType.find("m.call.reject", EventType.Class.MESSAGE)
-CALL_SELECT_ANSWER = EventType.find("m.call.select_answer", EventType.Class.MESSAGE)
-CALL_NEGOTIATE = EventType.find("m.call.negotiate", EventType.Class.MESSAGE)
-CALL_EVENT_TYPES = frozenset(
-    {CALL_INVITE, CALL_CANDIDATES, CALL_ANSWER, CALL_HANGUP, CALL_REJECT, CALL_SELECT_ANSWER, CALL_NEGOTIATE}
-)
 CAPABILITIES = {"m.call.transferee": False, "m.call.dtmf": True}
 VERSION = "1"
 

@@ -24,6 +24,7 @@ from mautrix.types import (
 )
 
 from . import metrics
+from .call_events import CALL_REJECT
 from .db import Portal, Puppet
 from .numbers import display_name
 from .puppet import NotAVirtualUser, VirtualUserNamespace
@@ -174,15 +175,21 @@ class PortalHandler:
 
     # -- messages -----------------------------------------------------------------------------------
 
-    async def on_message(self, event: MessageEvent) -> None:
+    async def _portal_of(self, event: Any) -> tuple[Portal, list[str]] | None:
+        """The portal an event from a Matrix user happened in, with its phone parties (None: not ours)."""
         if self.is_ours(event.sender):
-            return
+            return None
         portal = await Portal.get(event.room_id)
         if portal is None:
-            return
+            return None
         parties = await portal.parties()
-        if not parties:
+        return (portal, parties) if parties else None
+
+    async def on_message(self, event: MessageEvent) -> None:
+        found = await self._portal_of(event)
+        if found is None:
             return
+        portal, parties = found
         if not self.permissions.may_use(event.sender):
             await self._refuse_once(portal, parties[0], event.sender, event.event_id)
             return
@@ -197,15 +204,11 @@ class PortalHandler:
         metrics.EVENTS.labels("m.room.message", "undeliverable").inc()
 
     async def on_call_invite(self, event: Any) -> None:
-        """Calls are not bridged yet: reject at once so the caller's client never rings forever."""
-        if self.is_ours(event.sender):
+        """Calls are not set up on this bridge: reject at once so the caller's client never rings forever."""
+        found = await self._portal_of(event)
+        if found is None:
             return
-        portal = await Portal.get(event.room_id)
-        if portal is None:
-            return
-        parties = await portal.parties()
-        if not parties:
-            return
+        _, parties = found
         content = event.content.serialize() if hasattr(event.content, "serialize") else dict(event.content)
         call_id = content.get("call_id")
         if not isinstance(call_id, str):
@@ -213,7 +216,7 @@ class PortalHandler:
         intent = self.virtual_users.intent_for(parties[0])
         await intent.send_message_event(
             event.room_id,
-            EventType.CALL_REJECT,
+            CALL_REJECT,
             {"call_id": call_id, "party_id": "telebridge", "version": "1"},  # type: ignore[arg-type]
         )
         await self.notice(

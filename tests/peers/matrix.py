@@ -291,6 +291,14 @@ class Client:
         return self.call("GET", f"/_matrix/client/v3/profile/{q(user_id)}")
 
 
+def dm_with(client: Client, number: str) -> tuple[str, str]:
+    """What Element's dial pad does: look the number up, open a DM with its virtual user, wait for the join."""
+    user_id = client.thirdparty_user("m.protocol.pstn", **{"m.id.phone": number})[0]["userid"]
+    room_id = client.create_dm(user_id)
+    wait_until(lambda: user_id in client.joined_members(room_id), what=f"{user_id} to join the DM")
+    return room_id, str(user_id)
+
+
 def q(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 

@@ -15,7 +15,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from tests.media.peers import SignalTrack, tone
-from tests.peers.matrix import Client, free_port, wait_until
+from tests.peers.matrix import Client, dm_with, free_port, wait_until
 
 SIP_SCENARIOS = Path(__file__).parents[1] / "sip" / "scenarios"
 
@@ -85,12 +85,8 @@ async def poll(check: Any, what: str) -> Any:
 
 
 async def open_dm(client: Client, number: str) -> tuple[str, str]:
-    user_id = (await asyncio.to_thread(client.thirdparty_user, "m.protocol.pstn", **{"m.id.phone": number}))[
-        0
-    ]["userid"]
-    room_id = await asyncio.to_thread(client.create_dm, user_id)
-    await poll(lambda: user_id in client.joined_members(room_id), "the virtual user to join")
-    return room_id, user_id
+    """:func:`~tests.peers.matrix.dm_with` off the event loop, so aiortc peers keep running."""
+    return await asyncio.to_thread(dm_with, client, number)
 
 
 async def place_call(alice: Client, room_id: str, browser: RTCPeerConnection, lifetime: int = 60000) -> str:

@@ -18,6 +18,7 @@ from tests.peers.matrix import (
     HttpError,
     Synapse,
     bridged_homeserver,
+    dm_with,
     free_port,
     http,
     wait_until,
@@ -91,9 +92,7 @@ def test_a_text_without_credit_is_refused_and_goes_after_a_top_up(
 ) -> None:
     synapse, bridge = world
     alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
-    phone = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+447700900321"})[0]["userid"]
-    room_id = alice.create_dm(phone)
-    wait_until(lambda: phone in alice.joined_members(room_id), what="the join")
+    room_id, phone = dm_with(alice, "+447700900321")
     alice.send_text(room_id, "no money")
     refusal = wait_until(
         lambda: [n for n in notices(alice, room_id, phone) if "credit" in n], what="the refusal"
@@ -134,9 +133,7 @@ def test_texts_to_denied_prefixes_are_refused(world: tuple[Synapse, BridgeProces
         "/topup",
         {"user_id": alice.user_id, "amount": 1000, "idempotency_key": f"p-{alice.user_id}"},
     )
-    phone = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+19005550199"})[0]["userid"]
-    room_id = alice.create_dm(phone)
-    wait_until(lambda: phone in alice.joined_members(room_id), what="the join")
+    room_id, phone = dm_with(alice, "+19005550199")
     alice.send_text(room_id, "premium")
     assert wait_until(
         lambda: [n for n in notices(alice, room_id, phone) if "blocked" in n], what="the refusal"
@@ -223,9 +220,7 @@ def test_a_user_texting_too_fast_is_told_to_wait(world: tuple[Synapse, BridgePro
         "/topup",
         {"user_id": alice.user_id, "amount": 1000, "idempotency_key": f"r-{alice.user_id}"},
     )
-    phone = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+447700900555"})[0]["userid"]
-    room_id = alice.create_dm(phone)
-    wait_until(lambda: phone in alice.joined_members(room_id), what="the join")
+    room_id, phone = dm_with(alice, "+447700900555")
     for i in range(4):
         alice.send_text(room_id, f"text {i}")
     assert wait_until(
@@ -246,9 +241,7 @@ def test_a_text_received_is_charged_at_the_inbound_rate(
         "/topup",
         {"user_id": alice.user_id, "amount": 100, "idempotency_key": f"i-{alice.user_id}"},
     )
-    phone = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+447700900777"})[0]["userid"]
-    room_id = alice.create_dm(phone)
-    wait_until(lambda: phone in alice.joined_members(room_id), what="the join")
+    room_id, _ = dm_with(alice, "+447700900777")
     alice.send_text(room_id, "hello")
     sent = smsc.wait_for(lambda: smsc.submits_to("447700900777"), what="the text")[0]
     smsc.deliver("447700900777", sent["source_addr"], "hi back")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.peers.matrix import BridgeProcess, Client, Synapse, bridged_homeserver, wait_until
+from tests.peers.matrix import BridgeProcess, Client, Synapse, bridged_homeserver, dm_with, wait_until
 from tests.peers.smsc import NpmSmsc
 
 pytestmark = pytest.mark.synapse
@@ -58,13 +58,6 @@ def synapse(sms_world: tuple[Synapse, BridgeProcess]) -> Synapse:
 
 def user(synapse: Synapse, name: str = "alice") -> Client:
     return synapse.register(f"{name}{uuid.uuid4().hex[:8]}")
-
-
-def dm_with(client: Client, number: str) -> tuple[str, str]:
-    user_id = client.thirdparty_user("m.protocol.pstn", **{"m.id.phone": number})[0]["userid"]
-    room_id = client.create_dm(user_id)
-    wait_until(lambda: user_id in client.joined_members(room_id), what="the virtual user to join")
-    return room_id, user_id
 
 
 def texts_from(client: Client, room_id: str, sender: str, msgtype: str = "m.text") -> list[dict[str, Any]]:
