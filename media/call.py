@@ -274,7 +274,7 @@ class MediaCall:
         call = cls(config, on_event)
         try:
             offer = SessionDescription.parse(trunk_offer)
-            await call.web.gather()
+            await call.web.gather(controlling=True)  # we make the WebRTC offer
             await call._open_trunk()
             assert call.trunk is not None
             codecs = [_CODECS[n] for n in config.trunk_codecs if n in _CODECS]

@@ -109,9 +109,17 @@ class WebRtcLeg:
         self.close_reason: str | None = None
 
     # Signalling ------------------------------------------------------------------------------------
-    async def gather(self) -> None:
-        """Host candidates on our bind addresses (+ STUN/TURN ones when configured)."""
+    async def gather(self, *, controlling: bool = False) -> None:
+        """Host candidates on our bind addresses (+ STUN/TURN ones when configured).
+
+        ``controlling`` is the ICE role, fixed here rather than in :meth:`start`: the offerer controls
+        (RFC 8445 §6.1.1), and the answerer starts its checks as soon as it has our offer — long before
+        its answer reaches us through the homeserver. Answered under aioice's default (controlled), those
+        early checks end in a 487 role conflict (§7.3.1.1) after which the peer nominates alone and we
+        wait for a nomination that never comes: about half of all calls, by the tie-breakers' draw.
+        """
         connection = self._ice._connection
+        connection.ice_controlling = controlling
         candidates = await connection.get_component_candidates(
             component=1, addresses=list(self.bind_addresses)
         )
