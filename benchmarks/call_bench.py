@@ -1,24 +1,33 @@
-"""Bridged call setup: the time the bridge adds between Matrix and the SIP trunk.
+"""Bridged calls on one machine: the time the bridge adds to call setup, and how many calls it carries
+with audio flowing.
 
-    PYTHONPATH=. python benchmarks/call_bench.py [--calls 40] [--concurrency 8] [--json]
+    PYTHONPATH=. python benchmarks/call_bench.py [--calls 250] [--step 50] [--seconds 5] [--json]
 
-Runs Synapse, ``python -m telebridge`` (calls on, one media worker) and ``sipp -sn uas`` as the trunk, all
-on 127.0.0.1. A Matrix user places ``--calls`` calls from as many DMs, ``--concurrency`` at a time, each
-with a fresh aiortc offer, as Element does (``m.call.invite`` through Synapse). The bridge logs, per call,
-the time from receiving ``m.call.invite`` to handing the INVITE to the trunk (media leg included), and from
-the trunk's 200 OK to sending ``m.call.answer``; this script reads them and prints p50/p99.
+Runs Synapse, ``python -m telebridge`` (calls on, one media worker) and ``sipp -sn uas -rtp_echo`` as the
+trunk, all on 127.0.0.1. A Matrix user opens ``--calls`` DMs with phone numbers' virtual users, then
+places calls in steps of ``--step``, eight setups at a time, as Element does: a WebRTC offer in
+``m.call.invite`` through Synapse, the bridge's ``m.call.answer`` read from ``/sync``,
+``m.call.select_answer``, ICE and DTLS with the bridge. Each caller is a :class:`LightCaller`
+(``benchmarks/light_caller.py``): real ICE/DTLS-SRTP, 20 ms PCMU packets carrying a counter and a send
+time. After each step every call up sends audio for ``--seconds``; sipp echoes it, so a packet that
+comes back has crossed the bridge twice. A step passes when every call connected and not one packet of
+the window was lost. The ramp stops at the first step that fails.
 
-Baseline in the same run: the homeserver's own delivery time for the same events (client ``PUT /send``
-returns → the bridge receives the transaction), so the bridge's share can be read against it.
+Setup latency: the bridge logs, per call, the time from receiving ``m.call.invite`` to handing the
+INVITE to the trunk (media leg included), and from the trunk's 200 OK to sending ``m.call.answer``; the
+later steps measure it with the earlier calls' audio flowing. Baseline in the same run: the homeserver's
+own delivery time for the same events (client ``PUT /send`` returned → the bridge received it).
+
 With ``--json`` the last line is one JSON object with ``setup_p99_ms`` (invite phase), ``answer_p99_ms``,
-``concurrent_calls`` (calls answered and up at once at the end) and ``loss`` (calls that did not connect).
-Audio is not sent in this benchmark; ``media_bench.py`` measures the relay under load.
+``concurrent_calls`` (the largest step with every call up and 0 packets lost), ``loss`` (the fraction of
+audio packets lost at that step) and ``steps`` (every step's figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import re
 import shutil
@@ -26,22 +35,35 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import aioice.ice  # noqa: E402
-from aiortc import RTCConfiguration, RTCPeerConnection  # noqa: E402
+import uvloop  # noqa: E402
 
-from tests.peers.matrix import BridgeProcess, Client, Synapse, free_port, wait_until  # noqa: E402
+from benchmarks.light_caller import LightCaller  # noqa: E402
+from media.webrtc import WebRtcState  # noqa: E402
+from tests.peers.matrix import BridgeProcess, Client, HttpError, Synapse, free_port, wait_until  # noqa: E402
+from tests.telebridge.calling import free_even_port  # noqa: E402
 
 INVITE_RE = re.compile(r"Call (\S+): m\.call\.invite → INVITE in ([0-9.]+) ms")
 ANSWER_RE = re.compile(r"Call (\S+): 200 OK → m\.call\.answer in ([0-9.]+) ms")
 ANSWER_HS_RE = re.compile(r"m\.call\.answer in [0-9.]+ ms \(\+ ([0-9.]+) ms for the homeserver")
-RECEIVED_RE = re.compile(r"^(\S+ \S+) .*m\.call\.invite.*")
+SETUPS_AT_ONCE = 8
+SYNC_FILTER = json.dumps(
+    {
+        "room": {"timeline": {"types": ["m.call.answer"], "limit": 200}, "state": {"types": []}},
+        "presence": {"types": []},
+        "account_data": {"types": []},
+    }
+)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -51,17 +73,186 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def offer() -> str:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio", direction="sendrecv")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
+class AnswerWatcher:
+    """The caller's ``/sync`` loop (as Element runs one), handing each ``m.call.answer`` to its call."""
+
+    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+        self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.early: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.since = self._sync(None, 0)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def expect(self, call_id: str) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+        with self.lock:
+            if call_id in self.early:
+                future.set_result(self.early.pop(call_id))
+            else:
+                self.waiting[call_id] = future
+        return future
+
+    def _sync(self, since: str | None, timeout_ms: int) -> str:
+        query = {"timeout": str(timeout_ms), "filter": SYNC_FILTER}
+        if since:
+            query["since"] = since
+        resp = self.client.call("GET", "/_matrix/client/v3/sync?" + urllib.parse.urlencode(query))
+        for room in resp.get("rooms", {}).get("join", {}).values():
+            for event in room.get("timeline", {}).get("events", []):
+                if event.get("type") == "m.call.answer" and event.get("sender") != self.client.user_id:
+                    self._deliver(event["content"])
+        return str(resp["next_batch"])
+
+    def _deliver(self, content: dict[str, Any]) -> None:
+        call_id = str(content.get("call_id"))
+        with self.lock:
+            future = self.waiting.pop(call_id, None)
+            if future is None:
+                self.early[call_id] = content
+                return
+        self.loop.call_soon_threadsafe(lambda: future.done() or future.set_result(content))
+
+    def _run(self) -> None:
+        since = self.since
+        while not self.stopped.is_set():
+            try:
+                since = self._sync(since, 1000)
+            except (HttpError, OSError):
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]  # type: ignore[assignment]
+@dataclass
+class Step:
+    calls: int
+    failed: int = 0
+    sent: int = 0
+    lost: int = 0
+    rtt_ms: list[float] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.failed == 0 and self.lost == 0 and self.sent > 0
+
+
+class Load:
+    """Places the calls and keeps their audio flowing: every caller sends a packet each 20 ms, the callers
+    spread over the period in ten groups so the packets do not leave in one burst."""
+
+    def __init__(self, alice: Client, rooms: list[tuple[str, str]], watcher: AnswerWatcher) -> None:
+        self.alice = alice
+        self.rooms = rooms
+        self.watcher = watcher
+        self.up: list[LightCaller] = []
+        self.failures: list[str] = []
+        self.sent_at: dict[str, float] = {}
+        self._sender: asyncio.Task[None] | None = None
+
+    async def place(self, index: int, gate: asyncio.Semaphore) -> None:
+        room_id, _phone = self.rooms[index]
+        caller = LightCaller()
+        call_id = f"load{index}-{uuid.uuid4().hex[:6]}"
+        try:
+            async with gate:
+                offer = await caller.offer()
+                answered = self.watcher.expect(call_id)
+                await asyncio.to_thread(
+                    self.alice.send_event,
+                    room_id,
+                    "m.call.invite",
+                    {
+                        "call_id": call_id,
+                        "party_id": "load",
+                        "version": "1",
+                        "lifetime": 60000,
+                        "offer": {"type": "offer", "sdp": offer},
+                    },
+                )
+                self.sent_at[call_id] = time.time()
+                content = await asyncio.wait_for(answered, 60)
+            caller.answered(content["answer"]["sdp"])
+            select = {"call_id": call_id, "party_id": "load", "version": "1"}
+            select["selected_party_id"] = content.get("party_id")
+            await asyncio.to_thread(self.alice.send_event, room_id, "m.call.select_answer", select)
+            await asyncio.wait_for(caller.leg.connected.wait(), 30)
+            if caller.leg.state is not WebRtcState.CONNECTED:
+                raise ConnectionError(caller.leg.close_reason or "not connected")
+        except (TimeoutError, ConnectionError, HttpError, KeyError) as exc:
+            self.failures.append(f"{call_id}: {exc!r}")
+            await caller.close()
+            return
+        self.up.append(caller)
+
+    async def send_audio(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tick = 0
+        while True:
+            group = tick % 10
+            for caller in self.up[group::10]:
+                caller.send()
+            tick += 1
+            await asyncio.sleep(max(0.0, start + tick * 0.002 - loop.time()))
+
+    async def ramp(self, total: int, step: int, seconds: float, report: Any) -> list[Step]:
+        self._sender = asyncio.create_task(self.send_audio())
+        steps: list[Step] = []
+        gate = asyncio.Semaphore(SETUPS_AT_ONCE)
+        placed = 0
+        try:
+            while placed < total:
+                target = min(total, placed + step)
+                failed_before = len(self.failures)
+                await asyncio.gather(*(self.place(i, gate) for i in range(placed, target)))
+                placed = target
+                await asyncio.sleep(1.0)  # every new call's first packets are through
+                row = await self.measure(len(self.up), seconds)
+                row.failed = len(self.failures) - failed_before
+                steps.append(row)
+                report(row)
+                if not row.passed:
+                    break
+        finally:
+            self._sender.cancel()
+            await asyncio.gather(*(c.close() for c in self.up), return_exceptions=True)
+        return steps
+
+    async def measure(self, calls: int, seconds: float) -> Step:
+        callers = list(self.up)
+        first = {id(c): c.sent for c in callers}
+        await asyncio.sleep(seconds)
+        last = {id(c): c.sent for c in callers}
+        await asyncio.sleep(0.5)  # the window's last packets are still on their way back
+        row = Step(calls)
+        for c in callers:
+            a, b = first[id(c)], last[id(c)]
+            row.sent += b - a
+            row.lost += c.lost_between(a, b)
+            row.rtt_ms.extend(c.returned[n] * 1000 for n in range(a, b) if n in c.returned)
+        return row
+
+
+def open_dms(alice: Client, count: int) -> list[tuple[str, str]]:
+    """What Element's dial pad does, ``count`` times: look a number up, open a DM, wait for the join."""
+
+    def one(i: int) -> tuple[str, str]:
+        number = f"+1500555{i:04d}"
+        user_id = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": number})[0]["userid"]
+        room_id = alice.create_dm(user_id)
+        wait_until(lambda: user_id in alice.joined_members(room_id), what="joins", timeout=60)
+        return room_id, str(user_id)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="call-bench-"))
     trunk_port = free_port()
     (work / "bridge").mkdir()
@@ -84,8 +275,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     bridge.start()
     sipp = subprocess.Popen(
         [
-            *("sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(trunk_port), "-m", str(args.calls)),
-            *("-timeout", "300s", "-nostdin", "-mi", "127.0.0.1", "-mp", "27000"),
+            *("sipp", "-sn", "uas", "-rtp_echo", "-i", "127.0.0.1", "-p", str(trunk_port)),
+            *("-m", str(args.calls), "-timeout", "1800s", "-nostdin"),
+            *("-mi", "127.0.0.1", "-mp", str(free_even_port())),
         ],
         cwd=work,
         stdout=subprocess.DEVNULL,
@@ -93,35 +285,21 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     )
     try:
         alice: Client = synapse.register(f"bench{uuid.uuid4().hex[:6]}")
-        rooms = []
-        for i in range(args.calls):
-            number = f"+1500555{i:04d}"
-            user_id = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": number})[0]["userid"]
-            rooms.append((alice.create_dm(user_id), user_id))
-        for room_id, user_id in rooms:
-            wait_until(lambda r=room_id, u=user_id: u in alice.joined_members(r), what="joins")
+        rooms = open_dms(alice, args.calls)
         started = time.time()
-        sent_at = asyncio.run(place_calls(alice, rooms, args.concurrency))
-
-        def answered() -> bool:
-            return len(ANSWER_RE.findall(bridge.log_text())) >= args.calls
-
-        try:
-            wait_until(answered, timeout=120, interval=0.2, what="every call to be answered")
-        except AssertionError:
-            pass  # counted below as calls that did not connect
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            steps, sent_at = runner.run(load(alice, rooms, args))
         elapsed = time.time() - started
         log = bridge.log_text()
-        answer_ms = [float(ms) for _, ms in ANSWER_RE.findall(log)]
         return {
             "calls": args.calls,
             "seconds": round(elapsed, 2),
+            "steps": steps,
             "invite_ms": [float(ms) for _, ms in INVITE_RE.findall(log)],
-            "answer_ms": answer_ms,
+            "invite_pairs": [(call_id, float(ms)) for call_id, ms in INVITE_RE.findall(log)],
+            "answer_ms": [float(ms) for _, ms in ANSWER_RE.findall(log)],
             "delivery_ms": homeserver_delivery(log, sent_at),
             "answer_hs_ms": [float(ms) for ms in ANSWER_HS_RE.findall(log)],
-            "concurrent_calls": len(answer_ms),
-            "loss": args.calls - len(answer_ms),
         }
     finally:
         sipp.kill()
@@ -132,27 +310,41 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             shutil.rmtree(work, ignore_errors=True)
 
 
-async def place_calls(alice: Client, rooms: list[tuple[str, str]], concurrency: int) -> dict[str, float]:
-    """A fresh aiortc offer per call, then ``m.call.invite`` through Synapse, ``concurrency`` at a time."""
-    offers = [await offer() for _ in rooms]
-    sent_at: dict[str, float] = {}
-    semaphore = asyncio.Semaphore(concurrency)
+async def load(
+    alice: Client, rooms: list[tuple[str, str]], args: argparse.Namespace
+) -> tuple[list[Step], dict[str, float]]:
+    watcher = AnswerWatcher(alice, asyncio.get_running_loop())
+    runner = Load(alice, rooms, watcher)
+    try:
+        steps = await runner.ramp(args.calls, args.step, args.seconds, print_step)
+    finally:
+        watcher.stop()
+    for failure in runner.failures[:5]:
+        print(f"  failed: {failure}")
+    return steps, runner.sent_at
 
-    async def place(i: int) -> None:
-        call_id = f"bench{i}-{uuid.uuid4().hex[:6]}"
-        content = {
-            "call_id": call_id,
-            "party_id": "bench",
-            "version": "1",
-            "lifetime": 60000,
-            "offer": {"type": "offer", "sdp": offers[i]},
-        }
-        async with semaphore:
-            await asyncio.to_thread(alice.send_event, rooms[i][0], "m.call.invite", content)
-            sent_at[call_id] = time.time()
 
-    await asyncio.gather(*(place(i) for i in range(len(rooms))))
-    return sent_at
+def print_step(row: Step) -> None:
+    if not hasattr(print_step, "header"):
+        print(f"{'calls up':>9}{'failed':>8}{'packets':>10}{'lost':>7}{'rtt p50':>9}{'rtt p99':>9}  pass")
+        print_step.header = True  # type: ignore[attr-defined]
+    p50 = statistics.median(row.rtt_ms) if row.rtt_ms else float("nan")
+    print(
+        f"{row.calls:>9}{row.failed:>8}{row.sent:>10}{row.lost:>7}{p50:>9.2f}{pct(row.rtt_ms, 0.99):>9.2f}"
+        f"  {'yes' if row.passed else 'no'}",
+        flush=True,
+    )
+
+
+def setup_by_step(pairs: list[tuple[str, float]], step: int) -> dict[int, list[float]]:
+    """Invite-phase latencies grouped by how many calls were already up (call ``loadN`` was placed in
+    step ``N // step``, after the earlier steps' calls)."""
+    out: dict[int, list[float]] = {}
+    for call_id, ms in pairs:
+        m = re.match(r"load(\d+)-", call_id)
+        if m:
+            out.setdefault(int(m.group(1)) // step * step, []).append(ms)
+    return out
 
 
 def homeserver_delivery(log: str, sent_at: dict[str, float]) -> list[float]:
@@ -170,11 +362,13 @@ def homeserver_delivery(log: str, sent_at: dict[str, float]) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--calls", type=int, default=40)
-    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--calls", type=int, default=250, help="the most calls to place")
+    ap.add_argument("--step", type=int, default=50, help="calls added per step")
+    ap.add_argument("--seconds", type=float, default=5.0, help="audio measured per step")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (logs) for a look")
     args = ap.parse_args()
+    print("calls with audio (PCMU both ways, echoed by the trunk), added in steps:")
     r = run(args)
     rows = [
         ("m.call.invite → INVITE (bridge)", r["invite_ms"]),
@@ -182,25 +376,43 @@ def main() -> None:
         ("PUT /send → bridge (homeserver, baseline)", r["delivery_ms"]),
         ("m.call.answer accepted (homeserver)", r["answer_hs_ms"]),
     ]
-    print(f"{'phase':<44}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"\n{'setup phase':<44}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}")
     for name, values in rows:
-        assert isinstance(values, list)
         p50 = statistics.median(values) if values else float("nan")
         print(f"{name:<44}{len(values):>5}{p50:>9.1f}{pct(values, 0.99):>9.1f}")
-    print(
-        f"calls answered and up at the end: {r['concurrent_calls']} of {r['calls']}; not connected: {r['loss']}"
-    )
+    steps: list[Step] = r["steps"]
+    by_step = setup_by_step(r["invite_pairs"], args.step)
+    print(f"\n{'invite → INVITE, calls placed while':<44}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}")
+    for audio_calls, values in sorted(by_step.items()):
+        name = f"  {audio_calls} calls had audio flowing"
+        print(f"{name:<44}{len(values):>5}{statistics.median(values):>9.1f}{pct(values, 0.99):>9.1f}")
+    passed = [s for s in steps if s.passed]
+    best = passed[-1] if passed else None
+    print(f"most concurrent calls with audio and no loss: {best.calls if best else 0}")
     if args.json:
         invite_ms, answer_ms = r["invite_ms"], r["answer_ms"]
-        assert isinstance(invite_ms, list) and isinstance(answer_ms, list)
         print(
             json.dumps(
                 {
                     "setup_p99_ms": round(pct(invite_ms, 0.99), 2),
-                    "answer_p99_ms": round(pct(answer_ms, 0.99), 2),
                     "setup_p50_ms": round(statistics.median(invite_ms), 2) if invite_ms else None,
-                    "concurrent_calls": r["concurrent_calls"],
-                    "loss": r["loss"],
+                    "answer_p99_ms": round(pct(answer_ms, 0.99), 2),
+                    "homeserver_delivery_p99_ms": round(pct(r["delivery_ms"], 0.99), 2),
+                    "concurrent_calls": best.calls if best else 0,
+                    "loss": round(best.lost / best.sent, 6) if best else 1.0,
+                    "setup_p99_ms_by_calls_up": {
+                        str(k): round(pct(v, 0.99), 2) for k, v in sorted(by_step.items())
+                    },
+                    "steps": [
+                        {
+                            "calls": s.calls,
+                            "failed": s.failed,
+                            "packets": s.sent,
+                            "lost": s.lost,
+                            "rtt_p99_ms": round(pct(s.rtt_ms, 0.99), 2),
+                        }
+                        for s in steps
+                    ],
                 }
             )
         )

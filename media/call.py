@@ -406,7 +406,12 @@ class MediaCall:
         )
 
     def _digit(self, leg: str, digit: str) -> None:
-        self.on_event("digit", {"leg": leg, "digit": digit})
+        # ``relayed``: the other leg negotiated telephone-event, so the digit went on in RTP. When it did
+        # not (trunks without RFC 4733), the signalling side sends it another way (SIP INFO).
+        relay = self.relay
+        path = None if relay is None else relay.to_trunk if leg == "webrtc" else relay.to_web
+        relayed = path is not None and path.out_event_pt >= 0
+        self.on_event("digit", {"leg": leg, "digit": digit, "relayed": relayed})
 
     def _web_closed(self, reason: str) -> None:
         if not self.closed and self._close_task is None:

@@ -19,7 +19,8 @@ and a phone calling a Matrix user::
     await media.set_webrtc_answer(setup.call_id, answer_sdp)
 
 Events (``async for event in media.events()`` or ``media.subscribe(callback)``): :class:`MediaEvent` with
-``kind`` ``"digit"`` (``data = {"leg": "trunk"|"webrtc", "digit": "5"}``) and ``"closed"``
+``kind`` ``"digit"`` (``data = {"leg": "trunk"|"webrtc", "digit": "5", "relayed": bool}``: ``relayed`` is
+false when the other leg has no telephone-event to carry it) and ``"closed"``
 (``data = {"reason": ...}``).
 """
 

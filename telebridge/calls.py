@@ -35,6 +35,7 @@ from media.call import MediaConfig
 from media.service import CallSetup, MediaError, MediaEvent, MediaService
 from sdp.message import SdpParseError, SessionDescription
 from sip.auth import AllowList, Credentials
+from sip.errors import DialogError
 from sip.ua import Call as SipCall
 from sip.ua import UserAgent
 from sip.useragent import (
@@ -675,12 +676,17 @@ class CallBridge:
         if call is None:
             return
         if event.kind == "digit":
-            log.info(
-                "Call %s: DTMF %s from the %s leg",
-                call.call_id,
-                event.data.get("digit"),
-                event.data.get("leg"),
-            )
+            digit, leg = str(event.data.get("digit")), event.data.get("leg")
+            log.info("Call %s: DTMF %s from the %s leg", call.call_id, digit, leg)
+            if leg == "webrtc" and not event.data.get("relayed", True) and call.sip is not None:
+                # The trunk's answer had no telephone-event (RFC 4733 §7.1.1 makes it optional): send the
+                # digit as SIP INFO instead, which such trunks commonly take (application/dtmf-relay).
+                try:
+                    call.sip.send_dtmf(digit)
+                except DialogError as exc:
+                    log.warning("Call %s: DTMF %s not sent as SIP INFO: %s", call.call_id, digit, exc)
+                else:
+                    log.info("Call %s: DTMF %s sent to the trunk as SIP INFO", call.call_id, digit)
         elif event.kind == "closed" and not call.ended:
             reason = str(event.data.get("reason", "media closed"))
             if call.sip is not None:

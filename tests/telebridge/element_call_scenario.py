@@ -1,5 +1,6 @@
 """Runs inside a private network namespace (only ``lo``, TESTING.md's recipe for Chromium): Synapse, the
-bridge with calls on, ``sipp -rtp_echo`` as the trunk, and headless Chromium running matrix-js-sdk's own
+bridge with calls on, ``sipp -rtp_echo`` as the trunk (a scenario of ``scenarios/``, named on the command
+line: it says how the trunk takes DTMF), and headless Chromium running matrix-js-sdk's own
 ``MatrixCall`` (the code Element runs) to place a voice call to a phone number's virtual user.
 
 Started by ``test_element_call.py``; prints one JSON object with what the page observed.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,14 +54,22 @@ async def in_browser(bundle: str, wav: str, base_url: str, user_id: str, token: 
         await page_server.cleanup()
 
 
-def main(bundle_path: str, wav: str, workdir: str) -> dict[str, Any]:
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def digits_heard(log: str, leg: str) -> str:
+    """The digits the bridge's media logged as received on ``leg``, in order."""
+    return "".join(re.findall(rf"DTMF (\S) from the {leg} leg", log))
+
+
+def main(bundle_path: str, wav: str, workdir: str, trunk_scenario: str) -> dict[str, Any]:
     trunk_port = free_port()
     sipp = subprocess.Popen(
         [
             *(
                 "sipp",
-                "-sn",
-                "uas",
+                "-sf",
+                str(SCENARIOS / trunk_scenario),
                 "-rtp_echo",
                 "-i",
                 "127.0.0.1",
@@ -82,7 +92,7 @@ def main(bundle_path: str, wav: str, workdir: str) -> dict[str, Any]:
         "TELEBRIDGE_CALLS__MEDIA_WORKERS": "1",
     }
     try:
-        with bridged_homeserver(Path(workdir), env) as (synapse, _bridge):
+        with bridged_homeserver(Path(workdir), env) as (synapse, bridge):
             alice = synapse.register("alice")
             phone = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+15005550123"})[0]["userid"]
             room_id = alice.create_dm(phone)
@@ -90,6 +100,13 @@ def main(bundle_path: str, wav: str, workdir: str) -> dict[str, Any]:
             bundle = Path(bundle_path).read_text()
             result = asyncio.run(in_browser(bundle, wav, synapse.url, alice.user_id, alice.token, room_id))
             result["sipp_exit"] = sipp.wait(timeout=30)
+            # sipp echoes every RTP packet it receives, telephone-events included: digits the bridge hears
+            # back on its trunk leg are digits the trunk received.
+            log = bridge.log_text()
+            result["digits"] = {leg: digits_heard(log, leg) for leg in ("webrtc", "trunk")}
+            result["digits"]["sip_info"] = "".join(
+                re.findall(r"DTMF (\S) sent to the trunk as SIP INFO", log)
+            )
             return dict(result)
     finally:
         if sipp.poll() is None:
@@ -99,4 +116,4 @@ def main(bundle_path: str, wav: str, workdir: str) -> dict[str, Any]:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3])))
+    print(json.dumps(main(*sys.argv[1:5])))

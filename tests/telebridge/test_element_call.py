@@ -1,5 +1,6 @@
 """The acceptance test: matrix-js-sdk's own MatrixCall (the code Element runs), in headless Chromium,
-calls a phone number's virtual user through Synapse and the bridge to sipp, and hears its audio back.
+calls a phone number's virtual user through Synapse and the bridge to sipp, hears its audio back, and
+presses digits on the in-call dial pad that reach the trunk in order.
 
 Everything runs in a private network namespace with only ``lo`` (``unshare -n``), so Chromium cannot pick
 a non-loopback candidate (TESTING.md).
@@ -26,7 +27,10 @@ PEERS = ROOT / "tests" / "peers"
 pytestmark = [pytest.mark.synapse, pytest.mark.slow]
 
 
-def test_element_call_code_reaches_the_trunk_and_hears_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dtmf", ["rfc4733", "info"])
+def test_element_call_code_reaches_the_trunk_and_hears_it(tmp_path: Path, dtmf: str) -> None:
+    """``dtmf``: the trunk negotiates telephone-event (digits go on in RTP), or it does not and takes
+    them as SIP INFO."""
     for tool in ("chromium", "unshare", "ip", "sipp"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (CI installs it)")
@@ -60,7 +64,7 @@ def test_element_call_code_reaches_the_trunk_and_hears_it(tmp_path: Path) -> Non
             "--",
             "sh",
             "-c",
-            f'ip link set lo up && exec "{sys.executable}" "{script}" "{bundle}" "{wav}" "{workdir}"',
+            f'ip link set lo up && exec "{sys.executable}" "{script}" "{bundle}" "{wav}" "{workdir}" uas_dtmf_{dtmf}.xml',
         ],
         capture_output=True,
         text=True,
@@ -75,4 +79,12 @@ def test_element_call_code_reaches_the_trunk_and_hears_it(tmp_path: Path) -> Non
     assert abs(result["frequency"] - 1000) < 20, "the tone went to sipp, was echoed, and came back"
     assert result["level"] > -60
     assert result["dtmf"] is True, "Element shows its in-call dial pad"
-    assert result["sipp_exit"] == 0, "the trunk saw INVITE, 200, ACK and the BYE of the hang-up"
+    sent = result["digitsSent"]
+    assert result["digits"]["webrtc"] == sent, "the bridge heard the dial pad's RFC 4733 events in order"
+    if dtmf == "rfc4733":
+        assert result["digits"]["trunk"] == sent, "the trunk received them in order (and sipp echoed them)"
+        assert result["digits"]["sip_info"] == ""
+    else:
+        # sipp's scenario checks each INFO body (Signal=1, 5, 9, #) in order; a mismatch fails its call.
+        assert result["digits"]["sip_info"] == sent
+    assert result["sipp_exit"] == 0, "the trunk saw INVITE, 200, ACK, its DTMF, and the BYE of the hang-up"

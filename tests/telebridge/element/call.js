@@ -49,6 +49,14 @@ window.placeCall = async function (baseUrl, userId, accessToken, roomId) {
   if (!remote) throw new Error("no remote feed after the call connected");
   const tone = await dominantFrequency(remote.stream);
   const dtmf = call.opponentSupportsDTMF();
+  // Element's in-call dial pad: one sendDtmfDigit per key press (RFC 4733 events from RTCDTMFSender).
+  // insertDTMF replaces tones still queued, so wait for each tone (100 ms + 70 ms gap) as a person would.
+  const digits = "159#";
+  for (const digit of digits) {
+    call.sendDtmfDigit(digit);
+    await new Promise((r) => setTimeout(r, 400));
+  }
+  await new Promise((r) => setTimeout(r, 500)); // the last digit's end packets reach the trunk
   // Hang up, and wait until the homeserver has the m.call.hangup (the page closes right after).
   const hangupSent = new Promise((resolve) => {
     const check = (ev) => {
@@ -60,6 +68,6 @@ window.placeCall = async function (baseUrl, userId, accessToken, roomId) {
   call.hangup("user_hangup", false);
   await Promise.race([hangupSent, new Promise((r) => setTimeout(r, 10000))]);
   client.stopClient();
-  window.result = { states: log, frequency: tone.frequency, level: tone.level, dtmf };
+  window.result = { states: log, frequency: tone.frequency, level: tone.level, dtmf, digitsSent: digits };
   return window.result;
 };
