@@ -170,10 +170,30 @@ class IdentityLookup:
     async def _request(
         self, server: _Server, method: str, path: str, body: Any = None, auth: bool = True
     ) -> tuple[int, Any]:
+        """One request, sent again once if a kept-alive connection turns out to be dead.
+
+        The identity server closes idle connections when it restarts (or a proxy in front of it times
+        them out); the next request on the pooled connection then fails before any answer. aiohttp
+        retries that only for idempotent methods, and every v2 call here is a POST except two GETs.
+        All of them are safe to repeat (a lookup reads; a second register only issues another token;
+        accepting terms twice is a no-op), so without this a restarted sydent made the next dial-pad
+        lookup fall back to the virtual user. A refused *new* connection is not retried: nobody listens.
+        """
         headers = {"Authorization": f"Bearer {server.token}"} if auth and server.token else {}
-        async with self._http().request(method, server.base + path, json=body, headers=headers) as resp:
+        for attempt in range(2):
             try:
-                data = await resp.json(content_type=None)
-            except ValueError:
-                data = None
-            return resp.status, data
+                async with self._http().request(
+                    method, server.base + path, json=body, headers=headers
+                ) as resp:
+                    try:
+                        data = await resp.json(content_type=None)
+                    except ValueError:
+                        data = None
+                    return resp.status, data
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if attempt:
+                    raise
+                log.debug("%s %s: kept-alive connection was closed; sending again", method, path)
+        raise AssertionError("unreachable")
