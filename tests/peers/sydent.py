@@ -27,7 +27,10 @@ import pytest
 
 from tests.peers.matrix import REPO, HttpError, free_port, http, wait_until
 
-TERMS_URL = "http://127.0.0.1/identity-terms-1.0.html"
+
+def terms_url(version: str) -> str:
+    """Where version ``version`` of the test identity server's privacy policy would be published."""
+    return f"http://127.0.0.1/identity-terms-{version}.html"
 
 
 def sydent_python() -> Path:
@@ -68,22 +71,29 @@ class Sydent:
         self.database = workdir / "sydent.db"
         self.config = workdir / "sydent.conf"
         self.log = workdir / "sydent.log"
+        self.terms_file = workdir / "terms.yaml"
         self.proc: subprocess.Popen[bytes] | None = None
         self._write_config()
+
+    def publish_terms(self, version: str) -> None:
+        """Make ``version`` of the privacy policy the one users must accept. Sydent reads its terms file on
+        every request, so this takes effect at once: accounts that consented to another version get
+        403 M_TERMS_NOT_SIGNED until they accept this one."""
+        self.terms_file.write_text(
+            f'master_version: "{version}"\n'
+            "docs:\n"
+            "  privacy_policy:\n"
+            f'    version: "{version}"\n'
+            "    langs:\n"
+            f"      en: {{name: Privacy Policy, url: '{terms_url(version)}'}}\n"
+        )
 
     def _write_config(self) -> None:
         config = ConfigParser()
         terms_path = ""
         if self.terms:
-            terms_path = str(self.workdir / "terms.yaml")
-            Path(terms_path).write_text(
-                'master_version: "1.0"\n'
-                "docs:\n"
-                "  privacy_policy:\n"
-                '    version: "1.0"\n'
-                "    langs:\n"
-                f"      en: {{name: Privacy Policy, url: '{TERMS_URL}'}}\n"
-            )
+            terms_path = str(self.terms_file)
+            self.publish_terms("1.0")
         config["general"] = {
             "server.name": "sydent.test",
             "pidfile.path": str(self.workdir / "sydent.pid"),

@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 
 from telebridge.identity import IdentityLookup, OpenIdToken, hashed_msisdn, lookup_hash
 from tests.peers.matrix import BridgeProcess, Client, Synapse, bridged_homeserver, free_port, q
-from tests.peers.sydent import TERMS_URL, Sydent, sydent_python
+from tests.peers.sydent import Sydent, sydent_python, terms_url
 
 
 def test_lookup_hash_matches_the_spec_example() -> None:
@@ -158,6 +158,49 @@ async def test_lookup_registers_again_when_sydent_forgets_its_access_token(
 
 
 @pytest.mark.synapse
+async def test_lookup_recovers_when_sydent_restarts_without_its_tokens_and_with_a_new_pepper(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
+) -> None:
+    # A restore from an older backup plus a rotated pepper: the client's token and pepper are both stale,
+    # and /hash_details as well as /lookup answer 401 until it registers again.
+    synapse, _ = world
+    grace = synapse.register(f"grace{uuid.uuid4().hex[:8]}")
+    number = unique_number()
+    sydent.bind(number, grace.user_id)
+    lookup = IdentityLookup([sydent.url], openid_of(grace), cache_ttl=0, timeout=10)
+    try:
+        assert await lookup.lookup(number) == grace.user_id
+        sydent.rotate_pepper()
+        sydent.forget_access_tokens()
+
+        assert await lookup.lookup(number) == grace.user_id
+    finally:
+        await lookup.close()
+
+
+@pytest.mark.synapse
+async def test_lookup_accepts_the_terms_again_when_sydent_publishes_new_ones(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
+) -> None:
+    synapse, _ = world
+    heidi = synapse.register(f"heidi{uuid.uuid4().hex[:8]}")
+    number = unique_number()
+    sydent.bind(number, heidi.user_id)
+    lookup = IdentityLookup([sydent.url], openid_of(heidi), cache_ttl=0, timeout=10)
+    try:
+        assert await lookup.lookup(number) == heidi.user_id
+        sydent.publish_terms("2.0")
+        try:
+            assert await lookup.lookup(number) == heidi.user_id
+            assert sydent.accounts()[heidi.user_id] == "2.0"
+            assert terms_url("2.0") in sydent.accepted_terms(heidi.user_id)
+        finally:
+            sydent.publish_terms("1.0")
+    finally:
+        await lookup.close()
+
+
+@pytest.mark.synapse
 async def test_a_bridge_that_may_not_accept_the_terms_gets_no_answers(
     world: tuple[Synapse, BridgeProcess], sydent: Sydent
 ) -> None:
@@ -175,7 +218,7 @@ async def test_a_bridge_that_may_not_accept_the_terms_gets_no_answers(
     try:
         assert await accepting.lookup(number) == frank.user_id
         assert sydent.accounts()[frank.user_id] == "1.0"
-        assert TERMS_URL in sydent.accepted_terms(frank.user_id)
+        assert terms_url("1.0") in sydent.accepted_terms(frank.user_id)
     finally:
         await accepting.close()
 
