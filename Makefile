@@ -3,7 +3,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint deps test-deps
+# matrix-sydent, the reference identity server the identity-lookup tests run against, lives in a venv of its
+# own: it pins signedjson and its own Twisted stack. Versions in tests/peers/sydent-requirements.txt.
+SYDENT_VENV ?= .venv-sydent
+
+.PHONY: run test lint deps test-deps sydent
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -12,9 +16,17 @@ $(BIN)/python:
 deps: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-test-deps: $(BIN)/python
+test-deps: $(BIN)/python sydent
 	$(BIN)/pip install -q -e '.[test]'
 	cd tests/peers && npm ci --no-audit --no-fund --loglevel=error
+
+$(SYDENT_VENV)/.installed: tests/peers/sydent-requirements.txt
+	$(PY) -m venv $(SYDENT_VENV)
+	$(SYDENT_VENV)/bin/pip install -q -r tests/peers/sydent-requirements.txt
+	$(SYDENT_VENV)/bin/python -c 'import sydent.sydent'
+	touch $@
+
+sydent: $(SYDENT_VENV)/.installed
 
 ## Run the bridge with embedded defaults (SQLite, generated config.yaml and registration.yaml).
 run: deps
@@ -27,4 +39,4 @@ lint: test-deps
 
 ## Lint, type-check and run the whole test suite against real peers.
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	SYDENT_PYTHON=$(abspath $(SYDENT_VENV))/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider

@@ -83,19 +83,69 @@ def http(method: str, url: str, body: Any = None, token: str | None = None, time
     return json.loads(raw) if raw else None
 
 
-class Synapse:
-    """A Synapse homeserver on SQLite in ``workdir``, loading our registration."""
+def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway certificate and key for a TLS listener on loopback (peers here do not verify it)."""
+    import datetime
+    import ipaddress
 
-    def __init__(self, workdir: Path, registration: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class Synapse:
+    """A Synapse homeserver on SQLite in ``workdir``, loading our registration.
+
+    With ``federation_port`` it also serves the federation API (``openid`` and ``federation`` resources)
+    over TLS on that port, so that an identity server can check OpenID tokens and be told of binds. The
+    server name must then be ``127.0.0.1:<federation_port>``: a server name with an IP literal and a port is
+    reached directly (server discovery does no ``.well-known`` or SRV look-up), and federation is TLS only.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        registration: Path,
+        server_name: str = SERVER_NAME,
+        federation_port: int | None = None,
+    ) -> None:
         self.workdir = workdir
         self.registration = registration
+        self.server_name = server_name
+        self.federation_port = federation_port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> Path:
-        config = {
-            "server_name": SERVER_NAME,
+        config: dict[str, Any] = {
+            "server_name": self.server_name,
             "pid_file": str(self.workdir / "homeserver.pid"),
             "listeners": [
                 {
@@ -154,6 +204,19 @@ class Synapse:
             "root": {"level": "WARNING", "handlers": ["file"]},
             "disable_existing_loggers": False,
         }
+        if self.federation_port is not None:
+            cert, key = self_signed_certificate(self.workdir)
+            config["tls_certificate_path"] = str(cert)
+            config["tls_private_key_path"] = str(key)
+            config["listeners"].append(
+                {
+                    "port": self.federation_port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": True,
+                    "resources": [{"names": ["openid", "federation"], "compress": False}],
+                }
+            )
         (self.workdir / "media").mkdir(exist_ok=True)
         path = self.workdir / "homeserver.yaml"
         with path.open("w") as f:
@@ -306,8 +369,15 @@ def q(part: str) -> str:
 class BridgeProcess:
     """``python -m telebridge`` as an operator runs it, with a config written for the test homeserver."""
 
-    def __init__(self, workdir: Path, database: str, homeserver_url: str = "http://127.0.0.1:1") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        database: str,
+        homeserver_url: str = "http://127.0.0.1:1",
+        server_name: str = SERVER_NAME,
+    ) -> None:
         self.workdir = workdir
+        self.server_name = server_name
         self.port = free_port()
         self.metrics_port = free_port()
         self.config = workdir / "config.yaml"
@@ -324,7 +394,7 @@ class BridgeProcess:
             {
                 "PYTHONPATH": str(REPO),
                 "TELEBRIDGE_HOMESERVER__ADDRESS": self.homeserver_url,
-                "TELEBRIDGE_HOMESERVER__DOMAIN": SERVER_NAME,
+                "TELEBRIDGE_HOMESERVER__DOMAIN": self.server_name,
                 "TELEBRIDGE_APPSERVICE__ADDRESS": f"http://127.0.0.1:{self.port}",
                 "TELEBRIDGE_APPSERVICE__PORT": str(self.port),
                 "TELEBRIDGE_APPSERVICE__DATABASE": self.database,
@@ -401,16 +471,23 @@ class BridgeProcess:
 
 @contextmanager
 def bridged_homeserver(
-    workdir: Path, extra_env: Mapping[str, str]
+    workdir: Path, extra_env: Mapping[str, str], *, federation: bool = False
 ) -> Iterator[tuple[Synapse, BridgeProcess]]:
     """A Synapse and a bridge (configured by ``extra_env``) that loads it: registration generated with the
-    CLI, homeserver started on it, bridge started before any client asks for protocols."""
+    CLI, homeserver started on it, bridge started before any client asks for protocols.
+
+    ``federation`` makes the homeserver reachable by other Matrix servers (an identity server checking the
+    bridge's OpenID token): its server name becomes ``127.0.0.1:<port of its TLS federation listener>``."""
     (workdir / "bridge").mkdir(parents=True, exist_ok=True)
     (workdir / "synapse").mkdir(parents=True, exist_ok=True)
-    bridge = BridgeProcess(workdir / "bridge", database=f"sqlite:{workdir / 'bridge' / 'bridge.db'}")
+    federation_port = free_port() if federation else None
+    server_name = f"127.0.0.1:{federation_port}" if federation_port is not None else SERVER_NAME
+    bridge = BridgeProcess(
+        workdir / "bridge", database=f"sqlite:{workdir / 'bridge' / 'bridge.db'}", server_name=server_name
+    )
     bridge.extra_env = dict(extra_env)
     bridge.generate()
-    synapse = Synapse(workdir / "synapse", bridge.registration)
+    synapse = Synapse(workdir / "synapse", bridge.registration, server_name, federation_port)
     synapse.start()
     bridge.homeserver_url = synapse.url
     try:

@@ -1,26 +1,24 @@
-"""Identity-server lookups (Identity Service API v2): the hash, the flow against a v2 server, and the
-dial pad answering with the real user through Synapse."""
+"""Identity-server lookups (Identity Service API v2) against matrix-sydent, the reference identity server:
+OpenID tokens checked by a real Synapse over federation, terms, hash_details, hashed msisdn lookups, a
+rotated pepper, forgotten access tokens, and Element's dial pad answering with the real user.
+
+The faults sydent cannot be made to show (no answer at all, nobody listening) use plain sockets."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import asyncio
+import re
+import socket
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
 
-from telebridge.identity import IdentityLookup, hashed_msisdn, lookup_hash
-from tests.peers.matrix import (
-    REPO,
-    BridgeProcess,
-    Client,
-    Synapse,
-    bridged_homeserver,
-    free_port,
-    http,
-    wait_until,
-)
+from telebridge.identity import IdentityLookup, OpenIdToken, hashed_msisdn, lookup_hash
+from tests.peers.matrix import BridgeProcess, Client, Synapse, bridged_homeserver, free_port, q
+from tests.peers.sydent import Sydent, sydent_python, terms_url
 
 
 def test_lookup_hash_matches_the_spec_example() -> None:
@@ -32,89 +30,242 @@ def test_lookup_hash_matches_the_spec_example() -> None:
     assert hashed_msisdn("+15005550006", "p") == lookup_hash("15005550006", "msisdn", "p")
 
 
-class IdentityServer:
-    def __init__(self, *bindings: str, terms: bool = True) -> None:
-        self.port = free_port()
-        args = [sys.executable, "-m", "tests.peers.identity", "--port", str(self.port)]
-        for binding in bindings:
-            args += ["--bind", binding]
-        if terms:
-            args.append("--terms")
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_until(lambda: self._up(), what="the identity server")
-
-    def _up(self) -> bool:
-        http("GET", self.url + "/_matrix/identity/v2/terms", timeout=2)
-        return True
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
 @pytest.fixture(scope="module")
-def identity_server() -> Iterator[IdentityServer]:
-    server = IdentityServer("+15005550006=@bob:localhost")
+def sydent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sydent]:
+    server = Sydent(tmp_path_factory.mktemp("sydent"), sydent_python())
+    server.start()
     try:
         yield server
     finally:
         server.stop()
 
 
-async def fake_openid() -> dict[str, object]:
-    return {
-        "access_token": "x",
-        "token_type": "Bearer",
-        "matrix_server_name": "localhost",
-        "expires_in": 3600,
-    }
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, sydent: Sydent
+) -> Iterator[tuple[Synapse, BridgeProcess]]:
+    """Synapse reachable over federation (sydent checks OpenID tokens with it) and a bridge using sydent."""
+    env = {"TELEBRIDGE_IDENTITY__SERVERS": f"[{sydent.url}]"}
+    with bridged_homeserver(tmp_path_factory.mktemp("identity"), env, federation=True) as homeserver:
+        yield homeserver
 
 
-async def test_lookup_registers_accepts_terms_and_survives_a_pepper_change(
-    identity_server: IdentityServer,
+def openid_of(client: Client) -> OpenIdToken:
+    """Client-Server "OpenID" for a test user: the token sydent will verify with the homeserver."""
+
+    async def request_token() -> dict[str, Any]:
+        path = f"/_matrix/client/v3/user/{q(client.user_id)}/openid/request_token"
+        token: dict[str, Any] = await asyncio.to_thread(client.call, "POST", path, {})
+        return token
+
+    return request_token
+
+
+def requests_seen(sydent: Sydent, method: str, path: str, status: int) -> int:
+    """How many such requests sydent's access log shows (what the identity server actually received)."""
+    line = re.compile(rf'"{method} {re.escape(path)}[? ][^"]*" {status} ')
+    return sum(1 for entry in sydent.log_text().splitlines() if line.search(entry))
+
+
+def unique_number() -> str:
+    """A fresh North American test number, so tests sharing one sydent never see each other's bindings."""
+    return "+1500555" + str(uuid.uuid4().int % 10_000).zfill(4)
+
+
+@pytest.mark.synapse
+def test_dial_pad_lookup_reaches_the_real_user_sydent_maps_the_number_to(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
 ) -> None:
-    lookup = IdentityLookup([identity_server.url], fake_openid, cache_ttl=0)
+    synapse, bridge = world
+    alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
+    bob = synapse.register(f"bob{uuid.uuid4().hex[:8]}")
+    sydent.bind("+15005550006", bob.user_id)
+
+    known = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+1 500 555 0006"})
+    assert known == [
+        {"userid": bob.user_id, "protocol": "m.protocol.pstn", "fields": {"m.id.phone": "+1 500 555 0006"}}
+    ]
+    unknown = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+15005550007"})
+    assert unknown[0]["userid"].startswith("@_sip_")
+    # The bridge bot registered with a token sydent checked with Synapse, and accepted sydent's terms.
+    registration = YAML(typ="safe").load(bridge.registration.read_text())
+    bot = f"@{registration['sender_localpart']}:{synapse.server_name}"
+    assert sydent.accounts()[bot] == "1.0"
+
+
+@pytest.mark.synapse
+def test_dial_pad_lookup_after_sydent_rotates_its_pepper(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
+) -> None:
+    synapse, _ = world
+    alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
+    carol = synapse.register(f"carol{uuid.uuid4().hex[:8]}")
+    # The bridge has looked a number up before, so it holds sydent's current pepper.
+    alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": unique_number()})
+    sydent.rotate_pepper()
+    number = unique_number()
+    sydent.bind(number, carol.user_id)
+
+    found = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": number})
+
+    assert found[0]["userid"] == carol.user_id
+    assert requests_seen(sydent, "POST", "/_matrix/identity/v2/lookup", 400) >= 1  # M_INVALID_PEPPER
+
+
+@pytest.mark.synapse
+async def test_lookup_refetches_the_pepper_once_sydent_has_rotated_it(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
+) -> None:
+    synapse, _ = world
+    dave = synapse.register(f"dave{uuid.uuid4().hex[:8]}")
+    number = unique_number()
+    sydent.bind(number, dave.user_id)
+    lookup = IdentityLookup([sydent.url], openid_of(dave), cache_ttl=0, timeout=10)
     try:
-        assert await lookup.lookup("+15005550006") == "@bob:localhost"
-        assert await lookup.lookup("+15005550007") is None
-        http("POST", identity_server.url + "/_test/rotate_pepper", {})
-        assert await lookup.lookup("+15005550006") == "@bob:localhost"
+        assert await lookup.lookup(number) == dave.user_id
+        refused = requests_seen(sydent, "POST", "/_matrix/identity/v2/lookup", 400)
+        fetched = requests_seen(sydent, "GET", "/_matrix/identity/v2/hash_details", 200)
+        new_pepper = sydent.rotate_pepper()
+
+        assert await lookup.lookup(number) == dave.user_id
+        assert await lookup.lookup(unique_number()) is None
+
+        assert requests_seen(sydent, "POST", "/_matrix/identity/v2/lookup", 400) == refused + 1
+        assert requests_seen(sydent, "GET", "/_matrix/identity/v2/hash_details", 200) == fetched + 1
+        assert hashed_msisdn(number, new_pepper) in sydent.lookup_hashes()
     finally:
         await lookup.close()
 
 
-async def test_an_unreachable_identity_server_falls_back_quickly() -> None:
-    lookup = IdentityLookup([f"http://127.0.0.1:{free_port()}"], fake_openid, timeout=0.5)
+@pytest.mark.synapse
+async def test_lookup_registers_again_when_sydent_forgets_its_access_token(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
+) -> None:
+    synapse, _ = world
+    erin = synapse.register(f"erin{uuid.uuid4().hex[:8]}")
+    number = unique_number()
+    sydent.bind(number, erin.user_id)
+    lookup = IdentityLookup([sydent.url], openid_of(erin), cache_ttl=0, timeout=10)
+    try:
+        assert await lookup.lookup(number) == erin.user_id
+        registered = requests_seen(sydent, "POST", "/_matrix/identity/v2/account/register", 200)
+        sydent.forget_access_tokens()
+
+        assert await lookup.lookup(number) == erin.user_id
+        assert requests_seen(sydent, "POST", "/_matrix/identity/v2/account/register", 200) == registered + 1
+    finally:
+        await lookup.close()
+
+
+@pytest.mark.synapse
+async def test_lookup_recovers_when_sydent_restarts_without_its_tokens_and_with_a_new_pepper(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
+) -> None:
+    # A restore from an older backup plus a rotated pepper: the client's token and pepper are both stale,
+    # and /hash_details as well as /lookup answer 401 until it registers again.
+    synapse, _ = world
+    grace = synapse.register(f"grace{uuid.uuid4().hex[:8]}")
+    number = unique_number()
+    sydent.bind(number, grace.user_id)
+    lookup = IdentityLookup([sydent.url], openid_of(grace), cache_ttl=0, timeout=10)
+    try:
+        assert await lookup.lookup(number) == grace.user_id
+        sydent.rotate_pepper()
+        sydent.forget_access_tokens()
+
+        assert await lookup.lookup(number) == grace.user_id
+    finally:
+        await lookup.close()
+
+
+@pytest.mark.synapse
+async def test_lookup_accepts_the_terms_again_when_sydent_publishes_new_ones(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
+) -> None:
+    synapse, _ = world
+    heidi = synapse.register(f"heidi{uuid.uuid4().hex[:8]}")
+    number = unique_number()
+    sydent.bind(number, heidi.user_id)
+    lookup = IdentityLookup([sydent.url], openid_of(heidi), cache_ttl=0, timeout=10)
+    try:
+        assert await lookup.lookup(number) == heidi.user_id
+        sydent.publish_terms("2.0")
+        try:
+            assert await lookup.lookup(number) == heidi.user_id
+            assert sydent.accounts()[heidi.user_id] == "2.0"
+            assert terms_url("2.0") in sydent.accepted_terms(heidi.user_id)
+        finally:
+            sydent.publish_terms("1.0")
+    finally:
+        await lookup.close()
+
+
+@pytest.mark.synapse
+async def test_a_bridge_that_may_not_accept_the_terms_gets_no_answers(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
+) -> None:
+    synapse, _ = world
+    frank = synapse.register(f"frank{uuid.uuid4().hex[:8]}")
+    number = unique_number()
+    sydent.bind(number, frank.user_id)
+    refusing = IdentityLookup([sydent.url], openid_of(frank), accept_terms=False, cache_ttl=0, timeout=10)
+    try:
+        assert await refusing.lookup(number) is None  # sydent answers 403 M_TERMS_NOT_SIGNED
+        assert sydent.accounts()[frank.user_id] is None
+    finally:
+        await refusing.close()
+    accepting = IdentityLookup([sydent.url], openid_of(frank), cache_ttl=0, timeout=10)
+    try:
+        assert await accepting.lookup(number) == frank.user_id
+        assert sydent.accounts()[frank.user_id] == "1.0"
+        assert terms_url("1.0") in sydent.accepted_terms(frank.user_id)
+    finally:
+        await accepting.close()
+
+
+@pytest.mark.synapse
+async def test_sydent_refuses_an_openid_token_the_homeserver_did_not_issue(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent
+) -> None:
+    synapse, _ = world
+
+    async def forged() -> dict[str, Any]:
+        return {
+            "access_token": "not-issued-by-synapse",
+            "token_type": "Bearer",
+            "matrix_server_name": synapse.server_name,
+            "expires_in": 3600,
+        }
+
+    lookup = IdentityLookup([sydent.url], forged, cache_ttl=0, timeout=10)
     try:
         assert await lookup.lookup("+15005550006") is None
     finally:
         await lookup.close()
 
 
-@pytest.fixture(scope="module")
-def identity_world(
-    tmp_path_factory: pytest.TempPathFactory, identity_server: IdentityServer
-) -> Iterator[tuple[Synapse, BridgeProcess]]:
-    env = {"TELEBRIDGE_IDENTITY__SERVERS": f"[{identity_server.url}]"}
-    with bridged_homeserver(tmp_path_factory.mktemp("identity"), env) as world:
-        yield world
+async def any_token() -> dict[str, Any]:
+    """An OpenID token for servers that never get to check it."""
+    return {"access_token": "x", "token_type": "Bearer", "matrix_server_name": "127.0.0.1", "expires_in": 60}
 
 
-@pytest.mark.synapse
-def test_dial_pad_lookup_prefers_the_real_user_an_identity_server_knows(
-    identity_world: tuple[Synapse, BridgeProcess],
-) -> None:
-    synapse, _ = identity_world
-    alice: Client = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
-    known = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+1 500 555 0006"})
-    assert known == [
-        {
-            "userid": "@bob:localhost",
-            "protocol": "m.protocol.pstn",
-            "fields": {"m.id.phone": "+1 500 555 0006"},
-        }
-    ]
-    unknown = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+15005550007"})
-    assert unknown[0]["userid"].startswith("@_sip_")
+async def test_an_unreachable_identity_server_falls_back_to_the_virtual_user() -> None:
+    lookup = IdentityLookup([f"http://127.0.0.1:{free_port()}"], any_token, timeout=0.5)
+    try:
+        assert await lookup.lookup("+15005550006") is None
+    finally:
+        await lookup.close()
+
+
+async def test_an_identity_server_that_never_answers_falls_back_to_the_virtual_user() -> None:
+    # The kernel completes the TCP handshake for a listening socket nobody accepts from: a server that
+    # takes the request and hangs, which sydent cannot be made to do.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        lookup = IdentityLookup([url], any_token, timeout=0.5)
+        try:
+            assert await lookup.lookup("+15005550006") is None
+        finally:
+            await lookup.close()
