@@ -29,6 +29,7 @@ from aiortc import RTCIceServer
 
 from media.relay import CallRelay, Transcoding
 from media.rtp import RtpHeader
+from media.tones import WARNING, Cadence, tone_frames
 from media.trunk import PortRange, TrunkLeg
 from media.webrtc import WebRtcLeg
 from sdp import (
@@ -456,6 +457,27 @@ class MediaCall:
                     path.injecting = False
                     path.rewriter.restart()
                 await asyncio.sleep(gap_ms / 1000)
+
+    async def play_tone(self, leg: str = "webrtc", cadence: Cadence = WARNING) -> None:
+        """Play ``cadence`` towards ``leg`` in that leg's codec, in place of the relayed audio meanwhile
+        (the credit warning, :mod:`media.tones`)."""
+        if self.relay is None:
+            raise RuntimeError("call media is not connected yet")
+        path = self.relay.to_web if leg == "webrtc" else self.relay.to_trunk
+        frames = tone_frames(path.out_codec, path.out_rate, cadence)
+        async with self._dtmf_lock:  # one injection per call at a time, digits or tones
+            loop = asyncio.get_running_loop()
+            path.injecting = True
+            try:
+                start = loop.time()
+                for i, payload in enumerate(frames):
+                    delay = start + i * 0.02 - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    path.inject_audio_packet(payload, i == 0, time.monotonic())
+            finally:
+                path.injecting = False
+                path.rewriter.restart()
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = {

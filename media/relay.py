@@ -48,6 +48,8 @@ class MediaPath:
         "event_scale",
         "injecting",
         "muted",
+        "out_audio_pt",
+        "out_codec",
         "out_event_pt",
         "out_rate",
         "rewriter",
@@ -76,6 +78,8 @@ class MediaPath:
         self.event_pt = in_event.local_payload_type if in_event else -1
         self.out_event_pt = out_event.payload_type if out_event else -1
         self.out_rate = out_codec.clock_rate
+        self.out_codec = out_codec.name
+        self.out_audio_pt = out_codec.payload_type
         payload_types = {self.audio_pt: out_codec.payload_type}
         if in_event and out_event:
             payload_types[in_event.local_payload_type] = out_event.payload_type
@@ -142,6 +146,12 @@ class MediaPath:
         self.send(packet)
         self.tx_rtcp.on_rtp_sent(event_ts, len(payload), now)
         return event_ts
+
+    def inject_audio_packet(self, payload: bytes, marker: bool, now: float) -> None:
+        """Send one audio frame we originate (a tone), continuing this path's stream (RFC 3550 §5.1)."""
+        seq, ts = self.rewriter.next_timestamp(now)
+        self.send(build_rtp(self.out_audio_pt, seq, ts, self.rewriter.ssrc, payload, marker))
+        self.tx_rtcp.on_rtp_sent(ts, len(payload), now)
 
 
 class CallRelay:

@@ -324,6 +324,10 @@ class MediaService:
         """A trickled ICE candidate from m.call.candidates (``candidate:…``); None or "" ends them."""
         await self._call_op(call_id, "add_webrtc_candidate", candidate=candidate or None)
 
+    async def play_tone(self, call_id: str, leg: str = "webrtc") -> None:
+        """Play the credit-warning tone (:data:`media.tones.WARNING`) towards ``leg``; returns when done."""
+        await self._call_op(call_id, "play_tone", leg=leg)
+
     async def send_dtmf(self, call_id: str, digits: str, leg: str = "trunk", duration_ms: int = 160) -> None:
         """Send digits (0-9 * # A-D) as RFC 4733 events towards ``leg``; returns when they were sent."""
         await self._call_op(call_id, "send_dtmf", digits=digits, leg=leg, duration_ms=duration_ms)

@@ -81,6 +81,8 @@ class WorkerServer:
             call.add_webrtc_candidate(args.get("candidate"))
         elif op == "send_dtmf":
             await call.send_dtmf(args["digits"], args.get("leg", "trunk"), args.get("duration_ms", 160))
+        elif op == "play_tone":
+            await call.play_tone(args.get("leg", "webrtc"))
         elif op == "stats":
             return call.stats()
         elif op == "close":

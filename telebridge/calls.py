@@ -564,7 +564,18 @@ class CallBridge:
         if 0 < warn < seconds:
             await asyncio.sleep(seconds - warn)
             await self._notice(call, f"Your credit runs out in {warn} seconds; the call will end then.")
-            await asyncio.sleep(warn)
+            warned = asyncio.get_running_loop().time()
+            if (
+                self.credit is not None
+                and self.credit.warn_tone
+                and call.media_id is not None
+                and not call.ended
+            ):
+                try:
+                    await self.media.play_tone(call.media_id, leg="webrtc")
+                except Exception as exc:  # a tone is a courtesy: never let it end the call
+                    log.warning("Call %s: warning tone not played: %s", call.call_id, exc)
+            await asyncio.sleep(max(0.0, warn - (asyncio.get_running_loop().time() - warned)))
         else:
             await asyncio.sleep(seconds)
         if not call.ended:

@@ -444,6 +444,7 @@ class Config:
             if not isinstance(prefix, str) or not prefix.isdigit():
                 raise ConfigError(f"credit.deny_prefixes[{i}]: must be digits, got {prefix!r}")
         self._int("credit.warn_before_end", minimum=0)
+        self._bool("credit.warn_tone")
         self._str("credit.provisioning_secret", allow_empty=True)
 
     # -- access -----------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Credit:
         self.modes: Mapping[str, str] = dict(config["credit.modes"])
         self.postpaid_limit: int = config["credit.postpaid_limit"]
         self.warn_before_end: int = config["credit.warn_before_end"]
+        self.warn_tone: bool = config["credit.warn_tone"]
         self.secret: str = config["credit.provisioning_secret"]
         self.spend_per_day: int = config["limits.spend_per_day"]
         inbound = config["credit.inbound"]

@@ -152,9 +152,9 @@ async def test_sipp_pcap_audio_and_rfc2833_digits_reach_the_browser_side(
     assert call.relay is not None and call.relay.passthrough
     assert call.trunk_params is not None and call.trunk_params.codec.name == "PCMA"
     assert [d for k, d in events if k == "digit"] == [
-        {"leg": "trunk", "digit": "1"},
-        {"leg": "trunk", "digit": "9"},
-        {"leg": "trunk", "digit": "#"},
+        {"leg": "trunk", "digit": "1", "relayed": False},
+        {"leg": "trunk", "digit": "9", "relayed": False},
+        {"leg": "trunk", "digit": "#", "relayed": False},
     ]
     assert {h.payload_type for h in received} == {8, 101}
     heard = np.concatenate(frames[-30:]).astype(np.float64)

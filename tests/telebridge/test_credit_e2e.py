@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from tests.media.peers import dominant_frequency, rms_dbfs
 from tests.peers.matrix import (
     BridgeProcess,
     Client,
@@ -24,7 +26,7 @@ from tests.peers.matrix import (
     wait_until,
 )
 from tests.peers.smsc import NpmSmsc
-from tests.telebridge.calling import Sipp, open_dm, place_call, poll
+from tests.telebridge.calling import Sipp, call_events, open_dm, place_call, poll
 
 pytestmark = pytest.mark.synapse
 SECRET = "provisioning-secret-for-tests"
@@ -161,6 +163,13 @@ async def test_a_call_is_cut_when_the_credit_runs_out_and_charged_per_the_rate_t
     sipp = Sipp(tmp_path, "-sn", "uas", "-p", str(trunk_port))
     try:
         await place_call(alice, room_id, browser)
+        answer = (await poll(lambda: call_events(alice, room_id, "m.call.answer", phone), "the answer"))[0]
+        await browser.setRemoteDescription(
+            RTCSessionDescription(answer["content"]["answer"]["sdp"], "answer")
+        )
+        # The trunk (sipp without -rtp_echo) sends no audio: what the caller hears is the bridge's warning.
+        heard = await heard_frequencies(browser, seconds=6)
+        assert heard and all(abs(f - 440) < 15 for f in heard), f"the warning beeps, heard {heard}"
         assert await asyncio.to_thread(sipp.wait) == 0, "the bridge hung up with BYE"
         warned = await poll(
             lambda: [n for n in notices(alice, room_id, phone) if "runs out" in n], "the warning"
@@ -178,6 +187,29 @@ async def test_a_call_is_cut_when_the_credit_runs_out_and_charged_per_the_rate_t
         assert account["balance"] == 0, "4 units bought 4 seconds at 1 per second, and 4 were charged"
     finally:
         sipp.stop()
+
+
+async def heard_frequencies(pc: RTCPeerConnection, seconds: float) -> list[float]:
+    """The dominant frequency of each loud 100 ms of what the peer's remote track plays, until the call's
+    media stops or ``seconds`` pass."""
+    track = pc.getReceivers()[0].track
+    chunks: list[np.ndarray] = []
+    rate = 8000
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        try:
+            frame = await asyncio.wait_for(track.recv(), max(0.1, deadline - loop.time()))
+        except Exception:  # the call ended (MediaStreamError) or went quiet
+            break
+        rate = frame.sample_rate
+        chunks.append(frame.to_ndarray().reshape(-1)[:: len(frame.layout.channels)])
+    if not chunks:
+        return []
+    audio = np.concatenate(chunks).astype(np.float64)
+    step = rate // 10
+    windows = [audio[i : i + step] for i in range(0, len(audio) - step, step)]
+    return [dominant_frequency(w, rate) for w in windows if rms_dbfs(w) > -40]
 
 
 def bot_replies(client: Client, room_id: str) -> list[str]:
