@@ -82,7 +82,9 @@ async def test_inbound_call_from_a_sipp_style_offer_gets_answer_and_webrtc_offer
             if any(e.kind == "digit" for e in events):
                 break
             await asyncio.sleep(0.02)
-        assert [e.data for e in events if e.kind == "digit"] == [{"leg": "trunk", "digit": "9", "relayed": False}]
+        assert [e.data for e in events if e.kind == "digit"] == [
+            {"leg": "trunk", "digit": "9", "relayed": False}
+        ]
     finally:
         await browser.close()
         peer.close()
