@@ -477,7 +477,8 @@ def bridged_homeserver(
     CLI, homeserver started on it, bridge started before any client asks for protocols.
 
     ``federation`` makes the homeserver reachable by other Matrix servers (an identity server checking the
-    bridge's OpenID token): its server name becomes ``127.0.0.1:<port of its TLS federation listener>``."""
+    bridge's OpenID token): its server name becomes ``127.0.0.1:<port of its TLS federation listener>``.
+    ``{server_name}`` in an ``extra_env`` value stands for the server name (for Matrix IDs in config)."""
     (workdir / "bridge").mkdir(parents=True, exist_ok=True)
     (workdir / "synapse").mkdir(parents=True, exist_ok=True)
     federation_port = free_port() if federation else None
@@ -485,7 +486,7 @@ def bridged_homeserver(
     bridge = BridgeProcess(
         workdir / "bridge", database=f"sqlite:{workdir / 'bridge' / 'bridge.db'}", server_name=server_name
     )
-    bridge.extra_env = dict(extra_env)
+    bridge.extra_env = {key: value.replace("{server_name}", server_name) for key, value in extra_env.items()}
     bridge.generate()
     synapse = Synapse(workdir / "synapse", bridge.registration, server_name, federation_port)
     synapse.start()

@@ -17,7 +17,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from telebridge.identity import IdentityLookup, OpenIdToken, hashed_msisdn, lookup_hash
-from tests.peers.matrix import BridgeProcess, Client, Synapse, bridged_homeserver, free_port, q
+from tests.peers.matrix import BridgeProcess, Client, Synapse, bridged_homeserver, free_port, q, wait_until
+from tests.peers.smsc import NpmSmsc
 from tests.peers.sydent import Sydent, sydent_python, terms_url
 
 
@@ -40,12 +41,36 @@ def sydent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sydent]:
         server.stop()
 
 
+OWNED = "+447700900099"
+
+
+@pytest.fixture(scope="module")
+def smsc() -> Iterator[NpmSmsc]:
+    server = NpmSmsc()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def world(
-    tmp_path_factory: pytest.TempPathFactory, sydent: Sydent
+    tmp_path_factory: pytest.TempPathFactory, sydent: Sydent, smsc: NpmSmsc
 ) -> Iterator[tuple[Synapse, BridgeProcess]]:
-    """Synapse reachable over federation (sydent checks OpenID tokens with it) and a bridge using sydent."""
-    env = {"TELEBRIDGE_IDENTITY__SERVERS": f"[{sydent.url}]"}
+    """Synapse reachable over federation (sydent checks OpenID tokens with it) and a bridge using sydent,
+    with texts on (``OWNED`` belongs to ``@owner``)."""
+    env = {
+        "TELEBRIDGE_IDENTITY__SERVERS": f"[{sydent.url}]",
+        "TELEBRIDGE_SMS__ENABLED": "true",
+        "TELEBRIDGE_SMS__ORIGINATION": "vmn_pool",
+        "TELEBRIDGE_SMS__VMN_POOL": '["+447700900901"]',
+        "TELEBRIDGE_SMS__OWNED_NUMBERS": f'{{"{OWNED}": "@owner:{{server_name}}"}}',
+        "TELEBRIDGE_SMS__SMSCS": (
+            f"[{{name: npm, host: 127.0.0.1, port: {smsc.port}, system_id: {smsc.system_id},"
+            f" password: {smsc.password}}}]"
+        ),
+        "TELEBRIDGE_SMS__ROUTES": '[{prefix: "", smscs: [npm]}]',
+    }
     with bridged_homeserver(tmp_path_factory.mktemp("identity"), env, federation=True) as homeserver:
         yield homeserver
 
@@ -269,3 +294,34 @@ async def test_an_identity_server_that_never_answers_falls_back_to_the_virtual_u
             assert await lookup.lookup("+15005550006") is None
         finally:
             await lookup.close()
+
+
+@pytest.mark.synapse
+def test_a_text_from_a_number_sydent_knows_tells_the_owner_who_it_is(
+    world: tuple[Synapse, BridgeProcess], sydent: Sydent, smsc: NpmSmsc
+) -> None:
+    synapse, _ = world
+    owner = synapse.user("owner")
+    erin = synapse.register(f"erin{uuid.uuid4().hex[:8]}")
+    number = unique_number()
+    sydent.bind(number, erin.user_id)
+    smsc.deliver(number[1:], OWNED[1:], "Hi, it's Erin")
+
+    def invited() -> str | None:
+        sync = owner.call("GET", "/_matrix/client/v3/sync?timeout=0")
+        rooms = list(sync.get("rooms", {}).get("invite", {}))
+        return rooms[0] if rooms else None
+
+    room_id = wait_until(invited, what="the DM the text opens")
+    owner.call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/join", {})
+
+    def said() -> list[str]:
+        return [
+            e["content"]["body"]
+            for e in owner.messages(room_id)
+            if e["type"] == "m.room.message" and e["sender"].startswith("@_sip_")
+        ]
+
+    bodies = wait_until(lambda: len(said()) >= 2 and said(), what="the text and the notice")
+    assert "Hi, it's Erin" in bodies
+    assert f"{number} belongs to {erin.user_id} on Matrix; you can also message them there." in bodies
