@@ -78,6 +78,8 @@ class MediaConfig:
     opus_bitrate: int = 24000
     #: libopus encoder complexity 0-10: the transcoding path's main cost (see media/opus.py).
     opus_complexity: int = 5
+    #: Offer Matrix clients only TURN-relayed candidates (needs a TURN server in ``ice_servers``).
+    ice_relay_only: bool = False
 
     def rtc_ice_servers(self) -> list[RTCIceServer]:
         return [
@@ -123,6 +125,7 @@ class MediaCall:
             ice_servers=config.rtc_ice_servers(),
             max_packets_per_second=config.max_packets_per_second,
             connect_timeout=config.connect_timeout,
+            relay_only=config.ice_relay_only,
         )
         self.web.on_connected = lambda: self.on_event("connected", {"leg": "webrtc"})
         self.trunk: TrunkLeg | None = None

@@ -42,6 +42,7 @@ from aiortc import (
     RTCIceServer,
     RTCIceTransport,
 )
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from media.leg import LegCounters, RtcpSink, RtpSink, TokenBucket
 from media.rtp import Malformed, is_rtcp, parse_rtp
@@ -83,7 +84,11 @@ class WebRtcLeg:
         ice_servers: list[RTCIceServer] | None = None,
         max_packets_per_second: float = 400.0,
         connect_timeout: float = 30.0,
+        relay_only: bool = False,
     ) -> None:
+        """``relay_only``: offer only TURN-relayed candidates (RFC 8445 §5.1.1.2 leaves which candidates to
+        offer to policy; W3C ``iceTransportPolicy: "relay"``), so Matrix clients never learn the media
+        host's address and every packet passes the operator's TURN server."""
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.on_closed = on_closed
@@ -94,7 +99,11 @@ class WebRtcLeg:
         self.state = WebRtcState.NEW
         self.connect_timeout = connect_timeout
         self._bucket = TokenBucket(max_packets_per_second, max_packets_per_second / 4)
-        self._gatherer = RTCIceGatherer(iceServers=list(ice_servers or []))
+        self.relay_only = relay_only
+        self._gatherer = RTCIceGatherer(
+            iceServers=list(ice_servers or []),
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL,
+        )
         self._ice = RTCIceTransport(self._gatherer)
         self._certificate = shared_certificate()
         self._dtls = RTCDtlsTransport(self._ice, [self._certificate])
@@ -121,7 +130,7 @@ class WebRtcLeg:
         connection = self._ice._connection
         connection.ice_controlling = controlling
         candidates = await connection.get_component_candidates(
-            component=1, addresses=list(self.bind_addresses)
+            component=1, addresses=[] if self.relay_only else list(self.bind_addresses)
         )
         connection._local_candidates += candidates
         connection._local_candidates_start = True

@@ -215,6 +215,7 @@ class CallBridge:
                 rtp_port_max=high,
                 webrtc_bind_addresses=tuple(config["calls.webrtc_addresses"]),
                 ice_servers=list(config["calls.ice_servers"]),
+                ice_relay_only=config["calls.ice_relay_only"],
             ),
             workers=config["calls.media_workers"],
         )

@@ -386,6 +386,12 @@ class Config:
         for i, server in enumerate(self._list("calls.ice_servers")):
             if not isinstance(server, Mapping) or "urls" not in server:
                 raise ConfigError(f"calls.ice_servers[{i}]: must be a mapping with urls")
+        if self._bool("calls.ice_relay_only") and not any(
+            str(url).startswith(("turn:", "turns:"))
+            for server in self._list("calls.ice_servers")
+            for url in (server["urls"] if isinstance(server["urls"], list) else [server["urls"]])
+        ):
+            raise ConfigError("calls.ice_relay_only: needs a TURN server (turn: URL) in calls.ice_servers")
         self._int("calls.media_workers", minimum=0)
         self._int("calls.ring_timeout", minimum=5, maximum=600)
         self._int("calls.max_calls", minimum=1)

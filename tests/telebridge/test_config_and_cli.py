@@ -68,6 +68,10 @@ def _previous_key_shares_comment(lines: list[str], i: int) -> bool:
         ("homeserver:\n    domain: null\n", "homeserver.domain"),
         ("homeserver:\n    adress: http://x\n", "homeserver.adress"),
         ("metrics:\n    enabled: maybe\n", "metrics.enabled"),
+        (
+            "calls:\n    ice_servers: [{urls: 'stun:127.0.0.1'}]\n    ice_relay_only: true\n",
+            "calls.ice_relay_only",
+        ),
     ],
 )
 def test_a_wrong_value_is_reported_naming_its_key(tmp_path: Path, text: str, key: str) -> None:
