@@ -80,6 +80,9 @@ class MediaConfig:
     opus_complexity: int = 5
     #: Offer Matrix clients only TURN-relayed candidates (needs a TURN server in ``ice_servers``).
     ice_relay_only: bool = False
+    #: UDP ports for WebRTC host candidates (inclusive); 0/0 lets the OS choose.
+    webrtc_port_min: int = 0
+    webrtc_port_max: int = 0
 
     def rtc_ice_servers(self) -> list[RTCIceServer]:
         return [
@@ -126,6 +129,7 @@ class MediaCall:
             max_packets_per_second=config.max_packets_per_second,
             connect_timeout=config.connect_timeout,
             relay_only=config.ice_relay_only,
+            port_range=(config.webrtc_port_min, config.webrtc_port_max),
         )
         self.web.on_connected = lambda: self.on_event("connected", {"leg": "webrtc"})
         self.trunk: TrunkLeg | None = None

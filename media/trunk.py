@@ -36,6 +36,7 @@ class PortRange:
         if low and (low > high or low < 1024 or high > 65535):
             raise ValueError(f"bad RTP port range {low}-{high}")
         self.host = host
+        self.first = low
         self.low = low + (low & 1)
         self.high = high
 
@@ -58,6 +59,21 @@ class PortRange:
             except OSError:
                 rtp_sock.close()
         raise OSError(f"no free RTP port pair in {self.low}-{self.high} on {self.host}")
+
+    def bind_one(self) -> socket.socket:
+        """Bind any one port of the range (WebRTC multiplexes RTP and RTCP on one, RFC 5761); raises
+        OSError if none is free."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        if not self.low:
+            return self._bind(family, 0)
+        candidates = list(range(self.first, self.high + 1))
+        random.shuffle(candidates)
+        for port in candidates[:128]:
+            try:
+                return self._bind(family, port)
+            except OSError:
+                continue
+        raise OSError(f"no free WebRTC port in {self.low}-{self.high} on {self.host}")
 
     def _bind(self, family: int, port: int) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_DGRAM)

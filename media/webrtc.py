@@ -32,6 +32,8 @@ from typing import Any
 
 import pylibsrtp
 from aioice import Candidate
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import StunProtocol, server_reflexive_candidate
 from aiortc import (
     RTCCertificate,
     RTCDtlsFingerprint,
@@ -46,6 +48,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from media.leg import LegCounters, RtcpSink, RtpSink, TokenBucket
 from media.rtp import Malformed, is_rtcp, parse_rtp
+from media.trunk import PortRange
 from sdp import MediaDescription, SessionDescription
 
 __all__ = ["WebRtcLeg", "WebRtcState"]
@@ -85,11 +88,14 @@ class WebRtcLeg:
         max_packets_per_second: float = 400.0,
         connect_timeout: float = 30.0,
         relay_only: bool = False,
+        port_range: tuple[int, int] = (0, 0),
     ) -> None:
         """``relay_only``: offer only TURN-relayed candidates (RFC 8445 §5.1.1.2 leaves which candidates to
         offer to policy; W3C ``iceTransportPolicy: "relay"``), so Matrix clients never learn the media
-        host's address and every packet passes the operator's TURN server."""
+        host's address and every packet passes the operator's TURN server. ``port_range``: the UDP ports
+        host candidates bind to (inclusive; 0/0: any), for firewalls that open a fixed range."""
         self.on_rtp = on_rtp
+        self.port_range = port_range
         self.on_rtcp = on_rtcp
         self.on_closed = on_closed
         #: Called once ICE and DTLS are up and media flows through the tap.
@@ -129,12 +135,51 @@ class WebRtcLeg:
         """
         connection = self._ice._connection
         connection.ice_controlling = controlling
-        candidates = await connection.get_component_candidates(
-            component=1, addresses=[] if self.relay_only else list(self.bind_addresses)
-        )
+        if self.relay_only:
+            candidates = await connection.get_component_candidates(component=1, addresses=[])
+        elif self.port_range == (0, 0):
+            candidates = await connection.get_component_candidates(
+                component=1, addresses=list(self.bind_addresses)
+            )
+        else:
+            # aioice binds host candidates to port 0 only: bind them ourselves in the range, then let it add
+            # the relayed ones (TURN) as usual.
+            candidates = await self._host_candidates_in_range()
+            candidates += await connection.get_component_candidates(component=1, addresses=[])
         connection._local_candidates += candidates
         connection._local_candidates_start = True
         connection._local_candidates_end = True
+
+    async def _host_candidates_in_range(self) -> list[Candidate]:
+        """Host candidates (RFC 8445 §5.1.1.1) on our bind addresses, each on a port of ``port_range``, and
+        their server-reflexive twins when a STUN server is configured (§5.1.1.2)."""
+        connection = self._ice._connection
+        loop = asyncio.get_running_loop()
+        low, high = self.port_range
+        candidates: list[Candidate] = []
+        for address in self.bind_addresses:
+            sock = PortRange(address, low, high).bind_one()
+            _, protocol = await loop.create_datagram_endpoint(lambda: StunProtocol(connection), sock=sock)
+            host, port = sock.getsockname()[:2]
+            protocol.local_candidate = Candidate(
+                foundation=candidate_foundation("host", "udp", host),
+                component=1,
+                transport="udp",
+                priority=candidate_priority(1, "host"),
+                host=host,
+                port=port,
+                type="host",
+            )
+            connection._protocols.append(protocol)
+            candidates.append(protocol.local_candidate)
+            if connection.stun_server and ":" not in host:
+                try:
+                    async with asyncio.timeout(5):
+                        srflx, _ = await server_reflexive_candidate(protocol, connection.stun_server)
+                    candidates.append(srflx)
+                except (TimeoutError, OSError, ConnectionError) as exc:
+                    log.info("STUN query from %s:%d failed: %r", host, port, exc)
+        return candidates
 
     def local_attributes(self, setup: str) -> list[tuple[str, str | None]]:
         """ICE and DTLS attributes for our media section (RFC 8839 §5, RFC 8842 §5)."""

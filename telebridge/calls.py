@@ -216,6 +216,8 @@ class CallBridge:
                 webrtc_bind_addresses=tuple(config["calls.webrtc_addresses"]),
                 ice_servers=list(config["calls.ice_servers"]),
                 ice_relay_only=config["calls.ice_relay_only"],
+                webrtc_port_min=config["calls.webrtc_port_min"],
+                webrtc_port_max=config["calls.webrtc_port_max"],
             ),
             workers=config["calls.media_workers"],
         )

@@ -380,6 +380,9 @@ class Config:
         low, high = self._port("calls.rtp_port_min"), self._port("calls.rtp_port_max")
         if (low or high) and not (0 < low < high):
             raise ConfigError("calls.rtp_port_max: must be above calls.rtp_port_min (or both 0)")
+        low, high = self._port("calls.webrtc_port_min"), self._port("calls.webrtc_port_max")
+        if (low or high) and not (1024 <= low <= high):
+            raise ConfigError("calls.webrtc_port_max: must be at least calls.webrtc_port_min (or both 0)")
         addresses = self._list("calls.webrtc_addresses")
         if not addresses:
             raise ConfigError("calls.webrtc_addresses: needs at least one address")

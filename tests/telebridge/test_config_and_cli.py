@@ -68,6 +68,7 @@ def _previous_key_shares_comment(lines: list[str], i: int) -> bool:
         ("homeserver:\n    domain: null\n", "homeserver.domain"),
         ("homeserver:\n    adress: http://x\n", "homeserver.adress"),
         ("metrics:\n    enabled: maybe\n", "metrics.enabled"),
+        ("calls:\n    webrtc_port_min: 40000\n", "calls.webrtc_port_max"),
         (
             "calls:\n    ice_servers: [{urls: 'stun:127.0.0.1'}]\n    ice_relay_only: true\n",
             "calls.ice_relay_only",
