@@ -293,11 +293,22 @@ class CallBridge:
         if not parties:
             return
         puppet = parties[0]
+        existing = self.calls.get(call_id)
+        if (
+            existing is not None
+            and existing.room_id == event.room_id
+            and existing.matrix_user == event.sender
+        ):
+            log.info("Call %s: repeated m.call.invite ignored", call_id)
+            return
         offer = content.get("offer")
         sdp = offer.get("sdp") if isinstance(offer, dict) else None
         intent = self.virtual_users.intent_for(puppet)
         refuse = None
-        if not isinstance(sdp, str) or not sdp.strip():
+        if existing is not None:
+            # Call IDs are chosen by clients; one already live elsewhere must not take over that call.
+            refuse = ("unknown_error", "That call ID is already in use; please call again.")
+        elif not isinstance(sdp, str) or not sdp.strip():
             refuse = ("unknown_error", "The call invite had no offer the bridge could read.")
         elif portal.kind != "dm" or len(parties) != 1:
             refuse = ("unknown_error", "Calls to phones work only in a direct chat with one phone number.")

@@ -175,6 +175,41 @@ async def test_busy_trunk_ends_the_matrix_call_with_user_busy(
         sipp.stop()
 
 
+async def test_a_reused_call_id_neither_takes_over_nor_duplicates_a_live_call(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, bridge = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    mallory = await asyncio.to_thread(synapse.register, f"mallory{uuid.uuid4().hex[:8]}")
+    room_id, phone = await open_dm(alice, "+15005550103")
+    other_room, other_phone = await open_dm(mallory, "+15005550104")
+    sipp = Sipp(tmp_path, "-sn", "uas", "-p", str(trunk_port))
+    try:
+        call_id = await place_call(alice, room_id, browser)
+        await poll(lambda: call_events(alice, room_id, "m.call.answer", phone), "m.call.answer")
+        invite = [
+            e for e in call_events(alice, room_id, "m.call.invite") if e["content"]["call_id"] == call_id
+        ]
+        # The same invite again (a client retrying), then another user reusing the ID in their own DM.
+        await asyncio.to_thread(alice.send_event, room_id, "m.call.invite", invite[0]["content"])
+        await asyncio.to_thread(mallory.send_event, other_room, "m.call.invite", invite[0]["content"])
+        refused = await poll(
+            lambda: call_events(mallory, other_room, "m.call.hangup", other_phone), "mallory's refusal"
+        )
+        assert refused[0]["content"]["call_id"] == call_id
+        # Alice's call is still the bridge's: her hang-up reaches the trunk as a BYE.
+        await asyncio.to_thread(
+            alice.send_event,
+            room_id,
+            "m.call.hangup",
+            {"call_id": call_id, "party_id": "a", "version": "1", "reason": "user_hangup"},
+        )
+        assert await asyncio.to_thread(sipp.wait) == 0, "one call: INVITE, 200, ACK, BYE"
+        assert bridge.log_text().count(f"Call {call_id}: m.call.invite → INVITE") == 1
+    finally:
+        sipp.stop()
+
+
 async def test_call_in_a_group_room_is_refused_at_once(call_world: tuple[Synapse, BridgeProcess]) -> None:
     synapse, _ = call_world
     alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
