@@ -54,6 +54,7 @@ from tests.peers.matrix import BridgeProcess, Client, HttpError, Synapse, free_p
 from tests.telebridge.calling import free_even_port  # noqa: E402
 
 INVITE_RE = re.compile(r"Call (\S+): m\.call\.invite → INVITE in ([0-9.]+) ms")
+MEDIA_RE = re.compile(r"m\.call\.invite → INVITE in [0-9.]+ ms \(media leg ([0-9.]+) ms\)")
 ANSWER_RE = re.compile(r"Call (\S+): 200 OK → m\.call\.answer in ([0-9.]+) ms")
 ANSWER_HS_RE = re.compile(r"m\.call\.answer in [0-9.]+ ms \(\+ ([0-9.]+) ms for the homeserver")
 SETUPS_AT_ONCE = 8
@@ -298,6 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "invite_ms": [float(ms) for _, ms in INVITE_RE.findall(log)],
             "invite_pairs": [(call_id, float(ms)) for call_id, ms in INVITE_RE.findall(log)],
             "answer_ms": [float(ms) for _, ms in ANSWER_RE.findall(log)],
+            "media_ms": [float(ms) for ms in MEDIA_RE.findall(log)],
             "delivery_ms": homeserver_delivery(log, sent_at),
             "answer_hs_ms": [float(ms) for ms in ANSWER_HS_RE.findall(log)],
         }
@@ -372,6 +374,7 @@ def main() -> None:
     r = run(args)
     rows = [
         ("m.call.invite → INVITE (bridge)", r["invite_ms"]),
+        ("  of which the media leg (worker)", r["media_ms"]),
         ("200 OK → m.call.answer (bridge)", r["answer_ms"]),
         ("PUT /send → bridge (homeserver, baseline)", r["delivery_ms"]),
         ("m.call.answer accepted (homeserver)", r["answer_hs_ms"]),

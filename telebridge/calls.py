@@ -346,6 +346,7 @@ class CallBridge:
         self.calls[call_id] = call
         call.record(CallRecords.start(call_id, "outbound", event.sender, event.room_id, number))
         metrics.CALLS.labels("outbound", "started").inc()
+        media_started = time.perf_counter()
         try:
             setup = await self.media.create_outbound(str(sdp))
         except MediaError as e:
@@ -358,6 +359,7 @@ class CallBridge:
                 notice=f"The call's audio could not be set up ({e}).",
             )
             return
+        media_took = time.perf_counter() - media_started
         call.setup, call.media_id = setup, setup.call_id
         self.by_media[setup.call_id] = call
         call.codec = trunk_codec(setup.trunk_sdp)
@@ -366,7 +368,12 @@ class CallBridge:
         call.sip = await self.ua.call(f"sip:{target}@{self.trunk}", f"sip:{caller}@{host}", setup.trunk_sdp)
         took = time.perf_counter() - received
         metrics.CALL_SETUP.labels("invite").observe(took)
-        log.info("Call %s: m.call.invite → INVITE in %.1f ms", call_id, took * 1000)
+        log.info(
+            "Call %s: m.call.invite → INVITE in %.1f ms (media leg %.1f ms)",
+            call_id,
+            took * 1000,
+            media_took * 1000,
+        )
         call.record(CallRecords.set_sip_call_id(call_id, call.sip.call_id))
         lifetime = content.get("lifetime")
         ring = (

@@ -8,6 +8,7 @@ longer a portal. The bridge bot stays out of DMs: Element offers 1:1 calls only 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,7 +126,10 @@ class PortalHandler:
         await portal.add_party(target)
         if portal.kind == "dm" and len(await portal.parties()) > 1:
             await portal.set_kind("group")
-        if await self._room_is_encrypted(intent, room_id):
+        encrypted, _ = await asyncio.gather(
+            self._room_is_encrypted(intent, room_id), self._learn_power_levels(intent, room_id)
+        )
+        if encrypted:
             await portal.set_encrypted(True)
             await self.notice(intent, room_id, None, self._encrypted_text())
         log.info("%s joined %s (%s portal) on invite from %s", target, room_id, portal.kind, inviter)
@@ -244,6 +248,17 @@ class PortalHandler:
             "This room is encrypted, so the phone bridge cannot read it and nothing here reaches the phone. "
             "Start an unencrypted chat with this number instead."
         )
+
+    @staticmethod
+    async def _learn_power_levels(intent: IntentAPI, room_id: str) -> None:
+        """Cache the room's power levels and creator now. mautrix checks them before a virtual user's first
+        event in a room and fetches them then if it must: two homeserver round trips on the path of the
+        first text or the ``m.call.answer`` a caller is waiting for."""
+        try:
+            await intent.get_power_levels(RoomID(room_id), ignore_cache=True, ensure_joined=False)
+            await intent.get_state_event(RoomID(room_id), EventType.ROOM_CREATE, format="event")
+        except MatrixError as exc:
+            log.info("Power levels of %s not cached: %s", room_id, exc)
 
     @staticmethod
     async def _room_is_encrypted(intent: IntentAPI, room_id: str) -> bool:
