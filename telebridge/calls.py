@@ -63,7 +63,7 @@ from .credit import Credit
 from .db import CallRecords, Portal
 from .limits import SlidingWindow
 from .numbers import to_e164
-from .portal import VirtualUsers
+from .portal import VirtualUsers, learn_power_levels
 from .puppet import NotAVirtualUser, VirtualUserNamespace
 
 log = logging.getLogger("telebridge.calls")
@@ -693,6 +693,7 @@ class CallBridge:
         portal = await Portal.create(room_id, "dm", owner)
         await portal.add_party(puppet)
         metrics.PORTALS.inc()
+        await learn_power_levels(intent, room_id)  # before the m.call.invite the phone's caller waits on
         caller = self.namespace.party(puppet).number
         real = await self.who_is(caller) if self.who_is is not None else None
         if real is not None:

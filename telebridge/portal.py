@@ -67,6 +67,17 @@ class VirtualUsers:
         return intent
 
 
+async def learn_power_levels(intent: IntentAPI, room_id: str) -> None:
+    """Cache the room's power levels and creator now. mautrix checks them before a virtual user's first
+    event in a room and fetches them then if it must: two homeserver round trips on the path of the
+    first text or the ``m.call.answer`` a caller is waiting for."""
+    try:
+        await intent.get_power_levels(RoomID(room_id), ignore_cache=True, ensure_joined=False)
+        await intent.get_state_event(RoomID(room_id), EventType.ROOM_CREATE, format="event")
+    except MatrixError as exc:
+        log.info("Power levels of %s not cached: %s", room_id, exc)
+
+
 class PortalHandler:
     """Membership and messages in rooms that involve virtual users."""
 
@@ -127,7 +138,7 @@ class PortalHandler:
         if portal.kind == "dm" and len(await portal.parties()) > 1:
             await portal.set_kind("group")
         encrypted, _ = await asyncio.gather(
-            self._room_is_encrypted(intent, room_id), self._learn_power_levels(intent, room_id)
+            self._room_is_encrypted(intent, room_id), learn_power_levels(intent, room_id)
         )
         if encrypted:
             await portal.set_encrypted(True)
@@ -248,17 +259,6 @@ class PortalHandler:
             "This room is encrypted, so the phone bridge cannot read it and nothing here reaches the phone. "
             "Start an unencrypted chat with this number instead."
         )
-
-    @staticmethod
-    async def _learn_power_levels(intent: IntentAPI, room_id: str) -> None:
-        """Cache the room's power levels and creator now. mautrix checks them before a virtual user's first
-        event in a room and fetches them then if it must: two homeserver round trips on the path of the
-        first text or the ``m.call.answer`` a caller is waiting for."""
-        try:
-            await intent.get_power_levels(RoomID(room_id), ignore_cache=True, ensure_joined=False)
-            await intent.get_state_event(RoomID(room_id), EventType.ROOM_CREATE, format="event")
-        except MatrixError as exc:
-            log.info("Power levels of %s not cached: %s", room_id, exc)
 
     @staticmethod
     async def _room_is_encrypted(intent: IntentAPI, room_id: str) -> bool:
