@@ -76,7 +76,7 @@ class MediaConfig:
     connect_timeout: float = 30.0
     opus_bitrate: int = 24000
     #: libopus encoder complexity 0-10: the transcoding path's main cost (see media/opus.py).
-    opus_complexity: int = 5
+    opus_complexity: int = 1
 
     def rtc_ice_servers(self) -> list[RTCIceServer]:
         return [
