@@ -117,8 +117,8 @@ async def _our_call(
         transcoders = (None, None)
     web_params = MediaParameters(codec=web_codec, telephone_events=[te])
     relay = CallRelay(web_params, trunk_params, leg.send_rtp, trunk.send_rtp, None, transcoders)
-    leg.on_rtp = relay.from_web
-    trunk.on_rtp = relay.from_trunk
+    leg.on_rtp = relay.to_trunk.forward
+    trunk.on_rtp = relay.to_web.forward
     info = {
         "web_port": protocol.transport.get_extra_info("sockname")[1],
         "trunk_port": trunk.local_port,

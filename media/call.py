@@ -391,9 +391,9 @@ class MediaCall:
             trunk_ssrc=self.trunk_ssrc,
         )
         self.relay = relay
-        self.web.on_rtp = relay.from_web
+        self.web.on_rtp = relay.to_trunk.forward
         self.web.on_rtcp = relay.rtcp_from_web
-        self.trunk.on_rtp = relay.from_trunk
+        self.trunk.on_rtp = relay.to_web.forward
         self.trunk.on_rtcp = relay.rtcp_from_trunk
         log.info(
             "call %s media: webrtc %s/%d ⇄ trunk %s/%d (%s)",
