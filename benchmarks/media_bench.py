@@ -83,7 +83,7 @@ def _srtp(key: bytes, inbound: bool) -> Any:
 
 
 async def _our_call(
-    mode: str, gen_web: tuple[str, int], gen_trunk: tuple[str, int]
+    mode: str, gen_web: tuple[str, int], gen_trunk: tuple[str, int], complexity: int
 ) -> tuple[dict[str, Any], Any]:
     from media.relay import CallRelay
     from media.transcoder import Transcoder
@@ -107,15 +107,18 @@ async def _our_call(
     if mode == "transcode":
         web_codec = NegotiatedCodec("opus", 48000, 111, 111, 2)
         te = NegotiatedCodec("telephone-event", 48000, 110, 110)
-        transcoders: Any = (Transcoder("opus", "PCMU"), Transcoder("PCMU", "opus"))
+        transcoders: Any = (
+            Transcoder("opus", "PCMU", complexity=complexity),
+            Transcoder("PCMU", "opus", complexity=complexity),
+        )
     else:
         web_codec = NegotiatedCodec("PCMU", 8000, 0, 0)
         te = NegotiatedCodec("telephone-event", 8000, 126, 126)
         transcoders = (None, None)
     web_params = MediaParameters(codec=web_codec, telephone_events=[te])
     relay = CallRelay(web_params, trunk_params, leg.send_rtp, trunk.send_rtp, None, transcoders)
-    leg.on_rtp = relay.from_web
-    trunk.on_rtp = relay.from_trunk
+    leg.on_rtp = relay.to_trunk.forward
+    trunk.on_rtp = relay.to_web.forward
     info = {
         "web_port": protocol.transport.get_extra_info("sockname")[1],
         "trunk_port": trunk.local_port,
@@ -221,7 +224,9 @@ async def _relay_main(conn: Connection) -> None:
                 elif message["mode"] == "echo":
                     info, close = await _echo_call(i)
                 else:
-                    info, close = await _our_call(message["mode"], message["gen_web"], message["gen_trunk"])
+                    info, close = await _our_call(
+                        message["mode"], message["gen_web"], message["gen_trunk"], message["complexity"]
+                    )
                 infos.append(info)
                 closers.append(close)
             conn.send(infos)
@@ -325,7 +330,7 @@ def _payloads(mode: str) -> tuple[list[bytes], list[bytes], int, int]:
 
 
 def run_ours(
-    relay: RelayProcess | list[RelayProcess], mode: str, calls: int, seconds: float
+    relay: RelayProcess | list[RelayProcess], mode: str, calls: int, seconds: float, complexity: int = 5
 ) -> dict[str, Any]:
     """``calls`` calls split over the given relay processes, all driven at once by this generator."""
     relays = relay if isinstance(relay, list) else [relay]
@@ -338,6 +343,7 @@ def run_ours(
             calls=calls // len(relays),
             gen_web=web_sock.getsockname(),
             gen_trunk=trunk_sock.getsockname(),
+            complexity=complexity,
         )
     calls = len(infos)
     web_payload, trunk_payload, web_pt, web_step = _payloads(mode)
@@ -609,7 +615,25 @@ def main() -> None:
     parser.add_argument(
         "--p99-limit", type=float, default=20.0, help="a step also fails if p99 latency exceeds this (ms)"
     )
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=["baseline", "passthrough", "transcode", "workers"],
+        default=["baseline", "passthrough", "transcode", "workers"],
+        help="which rows to run (workers needs passthrough)",
+    )
+    parser.add_argument(
+        "--opus-complexity",
+        type=int,
+        default=None,
+        help="libopus encoder complexity (default: MediaConfig's)",
+    )
     args = parser.parse_args()
+    if args.opus_complexity is None:
+        from media.call import MediaConfig
+
+        args.opus_complexity = MediaConfig().opus_complexity
+    paths = set(args.paths)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     relay_cpu = cpus[0]
     gen_cpu = cpus[1] if len(cpus) > 1 else None
@@ -632,14 +656,27 @@ def main() -> None:
     relay = RelayProcess(relay_cpu, args.loop)
     try:
         # aiortc's jitter buffer holds ~80 ms by design: it gets 200 ms of p99 before it counts as queueing.
-        baseline, _ = search("aiortc", steps["baseline"], lambda n: run_baseline(relay, n, seconds), 200.0)
+        baseline = passthrough = transcode = None
+        if "baseline" in paths:
+            baseline, _ = search(
+                "aiortc", steps["baseline"], lambda n: run_baseline(relay, n, seconds), 200.0
+            )
         limit = args.p99_limit
-        passthrough, _ = search(
-            "passthrough", steps["passthrough"], lambda n: run_ours(relay, "passthrough", n, seconds), limit
-        )
-        transcode, _ = search(
-            "opus⇄pcmu", steps["transcode"], lambda n: run_ours(relay, "transcode", n, seconds), limit
-        )
+        if "passthrough" in paths:
+            passthrough, _ = search(
+                "passthrough",
+                steps["passthrough"],
+                lambda n: run_ours(relay, "passthrough", n, seconds),
+                limit,
+            )
+        if "transcode" in paths:
+            complexity = args.opus_complexity
+            transcode, _ = search(
+                "opus⇄pcmu",
+                steps["transcode"],
+                lambda n: run_ours(relay, "transcode", n, seconds, complexity),
+                limit,
+            )
         # The harness's own floor at those loads: the same traffic echoed straight back, no relay work.
         floors: dict[str, dict[str, Any]] = {}
         for name, best in (("passthrough", passthrough), ("transcode", transcode)):
@@ -652,7 +689,7 @@ def main() -> None:
         relay.stop()
     # N workers: one relay process per core, all driven at once; raise the total from one worker's best.
     scaling = None
-    if passthrough is not None and len(cpus) > 1:
+    if passthrough is not None and len(cpus) > 1 and "workers" in paths:
         relays = [RelayProcess(c, args.loop) for c in cpus]
         best = passthrough["calls"]
         totals = [best, best * 3 // 2, best * 2] if not args.quick else [best * 2]
@@ -691,6 +728,7 @@ def main() -> None:
         "harness_p99_ms": {name: floor["p99_ms"] for name, floor in floors.items()},
         "loss": 0.0,
         "workers": scaling,
+        "opus_complexity": args.opus_complexity,
     }
     if args.json:
         print(json.dumps(summary))

@@ -77,7 +77,7 @@ class MediaConfig:
     connect_timeout: float = 30.0
     opus_bitrate: int = 24000
     #: libopus encoder complexity 0-10: the transcoding path's main cost (see media/opus.py).
-    opus_complexity: int = 5
+    opus_complexity: int = 1
     #: Offer Matrix clients only TURN-relayed candidates (needs a TURN server in ``ice_servers``).
     ice_relay_only: bool = False
     #: UDP ports for WebRTC host candidates (inclusive); 0/0 lets the OS choose.
@@ -399,9 +399,9 @@ class MediaCall:
             trunk_ssrc=self.trunk_ssrc,
         )
         self.relay = relay
-        self.web.on_rtp = relay.from_web
+        self.web.on_rtp = relay.to_trunk.forward
         self.web.on_rtcp = relay.rtcp_from_web
-        self.trunk.on_rtp = relay.from_trunk
+        self.trunk.on_rtp = relay.to_web.forward
         self.trunk.on_rtcp = relay.rtcp_from_trunk
         log.info(
             "call %s media: webrtc %s/%d ⇄ trunk %s/%d (%s)",

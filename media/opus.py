@@ -7,13 +7,25 @@ offers libopus's own packet-loss concealment (``opus_decode`` with no data, whic
 decoder state) and in-band FEC recovery (RFC 7587 §3.1 — the next packet carries a low-rate copy of the
 lost one). If neither library can be loaded, :class:`OpusEncoder`/:class:`OpusDecoder` fall back to PyAV.
 
+Rates: towards a G.711 trunk the transcoder runs libopus at 8 kHz — the encoder takes the trunk's 8 kHz
+audio and the decoder writes 8 kHz (``opus_encoder_create(8000, …)``/``opus_decoder_create(8000, …)``;
+the RTP clock stays 48000, RFC 7587 §4.1). The encoder then codes narrow-band SILK (it knows nothing
+above 4 kHz exists), the decoder skips synthesis above 4 kHz, and our 48 ⇄ 8 kHz resampler is not needed.
+Measured with ``benchmarks/transcode_bench.py`` on espeak-ng speech, µs per 20 ms frame, the old 48 kHz
+chain (libopus at 48 kHz + our resampler) against the 8 kHz one in the same run: Opus→PCMU 56 → 29
+(1.9 times, whatever the complexity); PCMU→Opus at complexity 5: 166 → 81 (2.0 times), at 1: 103 → 38 (2.7).
+
 Settings: mono (RFC 7587 §6: one decoder downmixes a stereo sender), VoIP application (signal type left
-to libopus: forcing "voice" made encoding 3.5 times slower here for no PESQ gain),
-24 kb/s by default, complexity 5, in-band FEC on with an expected loss of 1 %. Complexity, measured here on
-speech through PCMU→Opus: 10 → 345 µs a frame, PESQ 4.11; 6 → 189 µs, 4.24; 5 → 139 µs, 4.06 — the encoder
-is most of the transcoding path's cost, so 5 is the default and ``MediaConfig.opus_complexity`` sets it. FEC spends bits of the primary encoding: on the PESQ test speech the
-PCMU→Opus path scores 4.43 without FEC, 4.11 at 1 %, 3.89 at 5 %; adapting the figure to the loss the
-browser reports in RTCP is the next step.
+to libopus: forcing "voice" made 48 kHz encoding 3.5 times slower here for no PESQ gain), 24 kb/s by
+default (narrow-band SILK settles at ~20 kb/s), DTX off, in-band FEC on with an expected loss of 1 %.
+Complexity is the encoder's main cost; PCMU→Opus PESQ (narrow-band, the PESQ test's speech) and µs per
+frame at 8 kHz: 0 → 4.08, 35 µs; 1 → 4.18, 38 µs; 3 → 4.25, 70 µs; 5 → 4.34, 81 µs; 10 → 4.38, 149 µs.
+Complexities 0-1 use SILK's single-state noise-shaping quantiser, 2 and up its delayed-decision one, hence
+the step. The default is 1 (``MediaConfig.opus_complexity``): already above what the 48 kHz chain scored at
+complexity 5 (4.06), at under half the cost; 5 buys +0.16 PESQ for twice the encoder time. FEC spends bits
+of the primary encoding (at 48 kHz the PCMU→Opus path scored 4.43 without FEC, 4.11 at 1 %, 3.89 at 5 %)
+and costs an extra quantiser pass (at 8 kHz, complexity 5: 58 µs without, 76 µs with); adapting the
+expected-loss figure to the loss the browser reports in RTCP is the next step.
 """
 
 from __future__ import annotations
@@ -33,18 +45,22 @@ __all__ = ["OpusDecoder", "OpusEncoder", "libopus"]
 log = logging.getLogger(__name__)
 Int16Array = npt.NDArray[np.int16]
 
-SAMPLE_RATE = 48000
-MAX_FRAME = 5760  # 120 ms at 48 kHz, the largest Opus frame
-#: Frame sizes opus_encode takes at 48 kHz (2.5 to 60 ms, RFC 6716 §2.1.4).
-FRAME_SIZES = frozenset((120, 240, 480, 960, 1920, 2880))
-TEN_MS = 480
+#: The RTP clock of Opus, whatever the audio bandwidth (RFC 7587 §4.1).
+RTP_CLOCK = 48000
+#: Sampling rates libopus encodes from and decodes to (RFC 6716 §2: it resamples internally).
+SAMPLE_RATES = frozenset((8000, 12000, 16000, 24000, 48000))
 _APPLICATION_VOIP = 2048
 _SET_BITRATE = 4002
 _SET_COMPLEXITY = 4010
 _SET_INBAND_FEC = 4012
 _SET_PACKET_LOSS_PERC = 4014
-_SET_SIGNAL = 4024
+_SET_DTX = 4016
 _GET_LOOKAHEAD = 4027
+
+
+def frame_sizes(rate: int) -> frozenset[int]:
+    """Frame sizes ``opus_encode`` takes at ``rate``: 2.5, 5, 10, 20, 40 and 60 ms (RFC 6716 §2.1.4)."""
+    return frozenset(rate // 400 * n for n in (1, 2, 4, 8, 16, 24))
 
 
 def _load() -> ctypes.CDLL | None:
@@ -116,16 +132,28 @@ def _ctl(encoder: int, request: int, value: int) -> None:
 
 
 class OpusEncoder:
-    """Mono 48 kHz frames (int16) in, Opus packets out."""
+    """Mono int16 frames at ``sample_rate`` in, Opus packets out.
 
-    def __init__(self, bitrate: int = 24000, complexity: int = 5) -> None:
+    ``sample_rate`` is the rate of the audio handed in, not the RTP clock (always 48000, RFC 7587 §4.1):
+    towards a G.711 trunk the transcoder gives 8 kHz audio straight from the trunk, and libopus, knowing
+    there is nothing above 4 kHz, codes narrow-band SILK — a fraction of the work of coding 48 kHz audio,
+    and no 8→48 kHz resampler of ours in front (measured in the module docstring).
+    """
+
+    def __init__(self, bitrate: int = 24000, complexity: int = 5, sample_rate: int = RTP_CLOCK) -> None:
+        if sample_rate not in SAMPLE_RATES:
+            raise ValueError(f"libopus does not encode from {sample_rate} Hz")
+        self.sample_rate = sample_rate
+        self._frame_sizes = frame_sizes(sample_rate)
+        self._ten_ms = sample_rate // 100
+        self._max_frame = sample_rate * 120 // 1000
         self._av = None
         self._handle = 0
         if libopus is None:
-            self._av = _AvEncoder(bitrate)
+            self._av = _AvEncoder(bitrate, sample_rate)
             return
         error = ctypes.c_int()
-        handle = libopus.opus_encoder_create(SAMPLE_RATE, 1, _APPLICATION_VOIP, ctypes.byref(error))
+        handle = libopus.opus_encoder_create(sample_rate, 1, _APPLICATION_VOIP, ctypes.byref(error))
         if error.value != 0 or not handle:
             raise RuntimeError(f"opus_encoder_create failed ({error.value})")
         self._handle = handle
@@ -135,15 +163,19 @@ class OpusEncoder:
             (_SET_COMPLEXITY, complexity),
             (_SET_INBAND_FEC, 1),
             (_SET_PACKET_LOSS_PERC, 1),
+            # One packet per frame, always: the transcoder gives each the input packet's sequence number
+            # (libopus's default, stated because DTX would break that numbering).
+            (_SET_DTX, 0),
         ):
             _ctl(handle, request, value)
         self._buffer = ctypes.create_string_buffer(1500)
 
     @property
     def lookahead(self) -> int:
-        """The encoder's algorithmic delay in samples at 48 kHz (OPUS_GET_LOOKAHEAD): 312 for VoIP."""
+        """The encoder's algorithmic delay in samples at ``sample_rate`` (OPUS_GET_LOOKAHEAD): 6.5 ms
+        for VoIP, i.e. 312 at 48 kHz, 52 at 8 kHz."""
         if libopus is None or not self._handle:
-            return 312
+            return self.sample_rate * 13 // 2000
         value = ctypes.c_int()
         libopus.opus_encoder_ctl(self._handle_arg, ctypes.c_int(_GET_LOOKAHEAD), ctypes.byref(value))
         return value.value
@@ -157,12 +189,13 @@ class OpusEncoder:
         assert libopus is not None
         pcm = np.ascontiguousarray(samples, dtype=np.int16)
         count = len(pcm)
-        if count in FRAME_SIZES:
+        if count in self._frame_sizes:
             return [self._encode_frame(pcm.ctypes.data, count)]
-        if count % TEN_MS or not 0 < count <= MAX_FRAME:
-            raise ValueError(f"no Opus framing for {count} samples")
+        ten_ms = self._ten_ms
+        if count % ten_ms or not 0 < count <= self._max_frame:
+            raise ValueError(f"no Opus framing for {count} samples at {self.sample_rate} Hz")
         frames = [
-            self._encode_frame(pcm.ctypes.data + 2 * offset, TEN_MS) for offset in range(0, count, TEN_MS)
+            self._encode_frame(pcm.ctypes.data + 2 * offset, ten_ms) for offset in range(0, count, ten_ms)
         ]
         repacketizer = libopus.opus_repacketizer_create()
         try:
@@ -191,21 +224,33 @@ class OpusEncoder:
 
 
 class OpusDecoder:
-    """Opus packets in, mono 48 kHz int16 out; :meth:`conceal` and :meth:`recover` fill a lost packet."""
+    """Opus packets in, mono int16 at ``sample_rate`` out; :meth:`conceal` and :meth:`recover` fill a
+    lost packet.
 
-    def __init__(self) -> None:
+    Decoding straight to 8 kHz for a G.711 trunk lets libopus skip what would be thrown away: CELT bands
+    above 4 kHz are zeroed before its inverse MDCT (an ideal low-pass, so no aliasing) and SILK
+    narrow-band needs no resampling; our 48→8 kHz decimator is not needed.
+    """
+
+    def __init__(self, sample_rate: int = RTP_CLOCK) -> None:
+        if sample_rate not in SAMPLE_RATES:
+            raise ValueError(f"libopus does not decode to {sample_rate} Hz")
+        self.sample_rate = sample_rate
+        #: Samples in a 20 ms frame at ``sample_rate`` (the usual packet, RFC 7587 §4.2).
+        self.frame_samples = sample_rate // 50
+        self._max_frame = sample_rate * 120 // 1000
         self._av = None
         self._handle = 0
         if libopus is None:
-            self._av = _AvDecoder()
+            self._av = _AvDecoder(sample_rate)
             return
         error = ctypes.c_int()
-        handle = libopus.opus_decoder_create(SAMPLE_RATE, 1, ctypes.byref(error))
+        handle = libopus.opus_decoder_create(sample_rate, 1, ctypes.byref(error))
         if error.value != 0 or not handle:
             raise RuntimeError(f"opus_decoder_create failed ({error.value})")
         self._handle = handle
         self._handle_arg = ctypes.c_void_p(handle)
-        self._pcm = np.zeros(MAX_FRAME, dtype=np.int16)
+        self._pcm = np.zeros(self._max_frame, dtype=np.int16)
         self._pcm_pointer = self._pcm.ctypes.data
 
     @property
@@ -225,16 +270,20 @@ class OpusDecoder:
     def decode(self, payload: bytes) -> Int16Array:
         if self._av is not None:
             return self._av.decode(payload)
-        return self._run(payload, MAX_FRAME, 0)
+        return self._run(payload, self._max_frame, 0)
 
-    def conceal(self, samples: int = 960) -> Int16Array:
-        """libopus packet-loss concealment for one missing frame of ``samples``."""
+    def conceal(self, samples: int | None = None) -> Int16Array:
+        """libopus packet-loss concealment for one missing frame of ``samples`` (at ``sample_rate``;
+        20 ms by default). libopus needs a multiple of 2.5 ms here."""
+        samples = self.frame_samples if samples is None else samples
         if self._av is not None:
             return np.zeros(samples, dtype=np.int16)
         return self._run(None, samples, 0)
 
-    def recover(self, next_payload: bytes, samples: int = 960) -> Int16Array:
-        """The frame before ``next_payload``, from the FEC data it carries (RFC 7587 §3.1)."""
+    def recover(self, next_payload: bytes, samples: int | None = None) -> Int16Array:
+        """The frame before ``next_payload``, from the FEC data it carries (RFC 7587 §3.1); ``samples``
+        is the lost frame's duration at ``sample_rate`` (20 ms by default)."""
+        samples = self.frame_samples if samples is None else samples
         if self._av is not None:
             return np.zeros(samples, dtype=np.int16)
         return self._run(next_payload, samples, 1)
@@ -246,13 +295,13 @@ class OpusDecoder:
 
 
 class _AvEncoder:
-    """PyAV (ffmpeg's libopus wrapper) fallback."""
+    """PyAV (ffmpeg's libopus wrapper) fallback; ffmpeg takes 8-48 kHz input as libopus does."""
 
-    def __init__(self, bitrate: int) -> None:
+    def __init__(self, bitrate: int, sample_rate: int) -> None:
         import av
 
         codec = av.CodecContext.create("libopus", "w")
-        codec.sample_rate = SAMPLE_RATE
+        codec.sample_rate = sample_rate
         codec.layout = "mono"
         codec.format = "s16"
         codec.bit_rate = bitrate
@@ -260,13 +309,14 @@ class _AvEncoder:
         codec.open()
         self._codec = codec
         self._pts = 0
-        self._time_base = fractions.Fraction(1, SAMPLE_RATE)
+        self._sample_rate = sample_rate
+        self._time_base = fractions.Fraction(1, sample_rate)
 
     def encode(self, samples: Int16Array) -> list[bytes]:
         from av.audio.frame import AudioFrame
 
         frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
+        frame.sample_rate = self._sample_rate
         frame.pts = self._pts
         frame.time_base = self._time_base
         self._pts += len(samples)
@@ -274,15 +324,23 @@ class _AvEncoder:
 
 
 class _AvDecoder:
-    def __init__(self) -> None:
+    """PyAV fallback. ffmpeg's libopus decoder always outputs 48 kHz, so 8 kHz output goes through our
+    own decimator (:mod:`media.resample`); other rates are not offered by the fallback."""
+
+    def __init__(self, sample_rate: int) -> None:
         import av
 
+        from media.resample import Decimator
+
+        if sample_rate not in (8000, RTP_CLOCK):
+            raise ValueError(f"the PyAV Opus fallback decodes to 8000 or 48000 Hz, not {sample_rate}")
         codec = av.CodecContext.create("libopus", "r")
-        codec.sample_rate = SAMPLE_RATE
+        codec.sample_rate = RTP_CLOCK
         codec.layout = "mono"
         codec.format = "s16"
         codec.open()
         self._codec = codec
+        self._decimate = Decimator().process if sample_rate == 8000 else None
 
     def decode(self, payload: bytes) -> Int16Array:
         import av
@@ -292,4 +350,5 @@ class _AvDecoder:
             return np.zeros(0, dtype=np.int16)
         out = [f.to_ndarray().reshape(-1) for f in frames]
         samples = np.concatenate(out) if len(out) > 1 else out[0]
-        return samples.astype(np.int16, copy=False)
+        samples = samples.astype(np.int16, copy=False)
+        return self._decimate(samples) if self._decimate is not None else samples

@@ -108,18 +108,18 @@ class MediaPath:
         return self.transcoder is None
 
     def forward(self, packet: bytearray, header: RtpHeader, now: float) -> None:
-        """The per-packet hot path."""
-        self.rx_rtcp.on_rtp_received(header.ssrc, header.sequence_number, header.timestamp, now)
+        """The per-packet hot path. The legs call it directly (``CallRelay.from_web``/``from_trunk`` are
+        the same thing one call further away); the header is unpacked once into locals, and audio in
+        passthrough goes straight to the rewriter and ``send`` without a helper call."""
+        _marker, pt, seq, ts, ssrc, start, end = header
+        self.rx_rtcp.on_rtp_received(ssrc, seq, ts, now)
         if self.injecting or self.muted:
             self.suppressed += 1
             return
-        pt = header.payload_type
         if pt == self.event_pt:
-            start = header.payload_start
-            self.detector.feed(header.timestamp, packet[start : header.payload_end])
+            self.detector.feed(ts, packet[start:end])
             if self.event_scale is not None:
                 scale = self.event_scale
-                end = header.payload_end
                 if end - start >= 4:
                     duration = (packet[start + 2] << 8) | packet[start + 3]
                     duration = min(duration * scale[0] // scale[1], 0xFFFF)
@@ -129,7 +129,10 @@ class MediaPath:
             for out in self.transcoder.transcode(packet, header, now):
                 self._emit(out, now)
             return
-        self._emit(packet, now)
+        rewriter = self.rewriter
+        if rewriter.rewrite(packet, now):
+            self.send(packet)
+            self.tx_rtcp.on_rtp_sent(rewriter.last_timestamp, len(packet) - 12, now)
 
     def _emit(self, packet: bytearray, now: float) -> None:
         rewriter = self.rewriter

@@ -41,7 +41,6 @@ class StreamRewriter:
         "_in_ssrc",
         "_last_in_seq",
         "_last_out_seq",
-        "_last_out_ts",
         "_last_time",
         "_out_base_ts",
         "_out_rate",
@@ -50,6 +49,7 @@ class StreamRewriter:
         "_started",
         "dropped_payload_type",
         "frame_samples",
+        "last_timestamp",
         "payload_types",
         "rewritten",
         "source_changes",
@@ -76,7 +76,8 @@ class StreamRewriter:
         self.frame_samples = frame_samples if frame_samples is not None else out_rate // 50
         # Random initial sequence and timestamp (RFC 3550 §5.1), as if a packet had just been sent.
         self._last_out_seq = (secrets.randbits(16) if initial_sequence is None else initial_sequence) - 1
-        self._last_out_ts = secrets.randbits(32) if initial_timestamp is None else initial_timestamp
+        #: Timestamp of the newest packet sent (by sequence number): where a new source continues from.
+        self.last_timestamp = secrets.randbits(32) if initial_timestamp is None else initial_timestamp
         self._in_ssrc = -1
         self._in_base_ts = 0
         self._out_base_ts = 0
@@ -122,7 +123,7 @@ class StreamRewriter:
         # Track the newest packet sent (by sequence), which the next source continues from.
         if ((out_seq - self._last_out_seq) & 0xFFFF) < _HALF_SEQ:
             self._last_out_seq = out_seq
-            self._last_out_ts = out_ts
+            self.last_timestamp = out_ts
             self._last_time = now
         _pack_into(packet, 0, first, marker | out_pt, out_seq, out_ts, self.ssrc)
         self.rewritten += 1
@@ -138,17 +139,13 @@ class StreamRewriter:
             self._started = True
         self._in_ssrc = ssrc
         self._in_base_ts = ts
-        self._out_base_ts = (self._last_out_ts + advance) & 0xFFFFFFFF
+        self._out_base_ts = (self.last_timestamp + advance) & 0xFFFFFFFF
         self._seq_offset = (self._last_out_seq + 1 - seq) & 0xFFFF
         self._last_in_seq = seq
 
     @property
     def last_sequence(self) -> int:
         return self._last_out_seq & 0xFFFF
-
-    @property
-    def last_timestamp(self) -> int:
-        return self._last_out_ts
 
     def next_timestamp(self, now: float) -> tuple[int, int]:
         """Sequence number and timestamp for a packet we originate now (injected DTMF, PLC) in this stream.
@@ -158,9 +155,9 @@ class StreamRewriter:
         by a source change (which :meth:`restart` forces).
         """
         seq = (self._last_out_seq + 1) & 0xFFFF
-        ts = (self._last_out_ts + max(round((now - self._last_time) * self._out_rate), 0)) & 0xFFFFFFFF
+        ts = (self.last_timestamp + max(round((now - self._last_time) * self._out_rate), 0)) & 0xFFFFFFFF
         self._last_out_seq = seq
-        self._last_out_ts = ts
+        self.last_timestamp = ts
         self._last_time = now
         return seq, ts
 

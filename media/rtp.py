@@ -80,11 +80,25 @@ def payload_offset(data: bytes | bytearray | memoryview) -> int | Malformed:
     return offset
 
 
+_tuple_new = tuple.__new__
+_unpack_header = RTP_HEADER.unpack_from
+
+
 def parse_rtp(data: bytes | bytearray | memoryview) -> RtpHeader | Malformed:
-    """Validate and read an RTP packet's header (RFC 3550 §5.1, §A.1). Never raises."""
+    """Validate and read an RTP packet's header (RFC 3550 §5.1, §A.1). Never raises.
+
+    Per packet on every call, so the usual packet — version 2, no padding, extension or CSRCs (first
+    byte 0x80) — takes a short path, and the header tuple is built with ``tuple.__new__`` (a NamedTuple's
+    own ``__new__`` is a Python function: one more frame per packet).
+    """
     size = len(data)
     if size > MAX_PACKET_SIZE:
         return Malformed.TOO_LONG
+    if size >= RTP_MIN_SIZE and data[0] == 0x80:
+        first, second, seq, ts, ssrc = _unpack_header(data, 0)
+        if 192 <= second <= 223:
+            return Malformed.RTCP
+        return _tuple_new(RtpHeader, (second > 127, second & 0x7F, seq, ts, ssrc, RTP_MIN_SIZE, size))
     offset = payload_offset(data)
     if isinstance(offset, Malformed):
         return offset

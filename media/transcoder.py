@@ -1,17 +1,23 @@
-"""The transcoding path: Opus 48 kHz ⇄ G.711 8 kHz (and µ-law ⇄ A-law), one packet in, packets out.
+"""The transcoding path: Opus ⇄ G.711 (and µ-law ⇄ A-law), one packet in, packets out.
 
 Used only when the legs could not agree on a codec. Each direction has its own :class:`Transcoder` with
-its own decoder, resampler and encoder state. Output packets keep the input's sequence number and
-timestamp (in the *input* clock); the stream rewriter then maps them onto the outgoing stream and scales
-the timestamp, exactly as for passthrough, so DTMF events and audio share one numbering.
+its own decoder and encoder state. Output packets keep the input's sequence number and timestamp (in the
+*input* clock); the stream rewriter then maps them onto the outgoing stream and scales the timestamp,
+exactly as for passthrough, so DTMF events and audio share one numbering.
 
-Opus: libopus (see :mod:`media.opus`), mono, VoIP application, 20 ms frames, 24 kb/s by default, in-band
+The audio between decoder and encoder stays at 8 kHz, the G.711 leg's rate: libopus decodes straight to
+8 kHz and encodes straight from it (its API takes 8-48 kHz; the RTP clock stays 48000 regardless, RFC
+7587 §4.1). That spares our 48 kHz resampler both ways and lets libopus code narrow-band SILK, several
+times cheaper than coding a 48 kHz signal that has nothing above 4 kHz (figures in :mod:`media.opus`).
+
+Opus: libopus (see :mod:`media.opus`), mono, VoIP application, 20 ms frames, 24 kb/s and complexity 1 by
+default (the measured trade-off is in :mod:`media.opus`), in-band
 FEC on. G.711: the numpy tables of :mod:`media.g711`.
 
 Packet-loss concealment: a gap of up to ``MAX_CONCEALED`` packets in the input is filled so the encoder
-and resampler see continuous audio; the generated packets take the missing sequence numbers (nothing else
-will), longer gaps are left as gaps. From Opus, libopus conceals (its PLC) and recovers the packet just
-before the one that arrived from that packet's FEC data; from G.711 the last frame is repeated, halved in
+sees continuous audio; the generated packets take the missing sequence numbers (nothing else will), longer
+gaps are left as gaps. From Opus, libopus conceals (its PLC) and recovers the packet just before the one
+that arrived from that packet's FEC data, both at 8 kHz; from G.711 the last frame is repeated, halved in
 level for each missing packet, so the far end hears a fade rather than a click.
 """
 
@@ -26,7 +32,6 @@ import numpy.typing as npt
 
 from media import g711
 from media.opus import OpusDecoder, OpusEncoder
-from media.resample import Decimator, Interpolator
 from media.rtp import RTP_HEADER, RtpHeader
 
 __all__ = ["OpusDecoder", "OpusEncoder", "Transcoder"]  # the Opus classes live in media.opus
@@ -38,17 +43,21 @@ RATES = {"pcmu": 8000, "pcma": 8000, "opus": 48000}
 
 
 class Transcoder:
-    """One direction: decode ``source`` → resample → encode ``target`` (codec names as in SDP)."""
+    """One direction: decode ``source`` → encode ``target`` (codec names as in SDP), at 8 kHz between."""
 
-    def __init__(self, source: str, target: str, *, bitrate: int = 24000, complexity: int = 5) -> None:
+    def __init__(self, source: str, target: str, *, bitrate: int = 24000, complexity: int = 1) -> None:
         src, dst = source.lower(), target.lower()
-        if src not in RATES or dst not in RATES:
+        if src not in RATES or dst not in RATES or RATES[src] == RATES[dst] != 8000:
             raise ValueError(f"cannot transcode {source} to {target}")
         self.source, self.target = src, dst
+        #: The rate of the audio between decoder and encoder: the G.711 side's.
+        self.pcm_rate = min(RATES[src], RATES[dst])
+        #: Input RTP clock ticks per PCM sample (6 for Opus in, 1 for G.711 in).
+        self._ticks_per_sample = RATES[src] // self.pcm_rate
         self._decode: Callable[[bytes], Int16Array]
         self._opus: OpusDecoder | None = None
         if src == "opus":
-            self._opus = OpusDecoder()
+            self._opus = OpusDecoder(self.pcm_rate)
             self._decode = self._opus.decode
         elif src == "pcmu":
             self._decode = g711.ulaw_decode
@@ -56,16 +65,11 @@ class Transcoder:
             self._decode = g711.alaw_decode
         self._encode: Callable[[Int16Array], list[bytes]]
         if dst == "opus":
-            self._encode = OpusEncoder(bitrate, complexity).encode
+            self._encode = OpusEncoder(bitrate, complexity, self.pcm_rate).encode
         elif dst == "pcmu":
             self._encode = lambda s: [g711.ulaw_encode(s)]
         else:
             self._encode = lambda s: [g711.alaw_encode(s)]
-        self._resample: Callable[[Int16Array], Int16Array] | None = None
-        if RATES[src] > RATES[dst]:
-            self._resample = Decimator().process
-        elif RATES[src] < RATES[dst]:
-            self._resample = Interpolator().process
         self._pending: deque[tuple[int, int, bool]] = deque()
         self._last_seq: int | None = None
         self._last_ts = 0
@@ -109,7 +113,7 @@ class Transcoder:
             pcm = self._decode(bytes(packet[header.payload_start : header.payload_end]))
             if len(pcm):
                 self._last_frame = pcm
-                self._frame_ts = len(pcm)
+                self._frame_ts = len(pcm) * self._ticks_per_sample
                 self._push(out, pcm, seq, header.timestamp, header.marker, header)
         except Exception:  # a payload the codecs refuse (odd sizes, garbage): dropped and counted
             self.codec_errors += 1
@@ -122,8 +126,6 @@ class Transcoder:
         self, out: list[bytearray], pcm: Int16Array, seq: int, ts: int, marker: bool, header: RtpHeader
     ) -> None:
         """Encode one frame; the packet keeps the input's payload type and SSRC for the rewriter."""
-        if self._resample is not None:
-            pcm = self._resample(pcm)
         self._pending.append((seq, ts, marker))
         pt = header.payload_type
         for payload in self._encode(pcm):

@@ -12,8 +12,16 @@ the relay synchronously — no queue, no task switch; anything else (DTLS alerts
 aiortc. On the nominated pair's socket the same test runs even earlier, in place of aioice's
 ``StunProtocol.datagram_received`` (which would first try to parse every media packet as STUN and catch
 the failure). Sending protects with the same sessions and writes to the nominated pair's UDP transport
-directly. ``tests/media/test_webrtc_tap.py`` checks every private name this relies on, so an aiortc
-or aioice upgrade that moves them fails loudly there.
+directly. ``tests/media/test_webrtc_tap.py`` checks every private name this relies on, so an aiortc,
+aioice or pylibsrtp upgrade that moves them fails loudly there.
+
+**SRTP per packet.** pylibsrtp's ``Session.protect``/``unprotect`` take ``bytes`` and, per packet, go
+through two Python frames, allocate an ``int *``, copy the packet into their buffer and copy the result
+out. The tap calls libsrtp's ``srtp_unprotect``/``srtp_protect`` through pylibsrtp's own cffi binding
+instead, on the session pylibsrtp created: received packets are unprotected in place in the ``bytearray``
+the relay rewrites anyway (one copy of the datagram instead of three), and outgoing ones are protected in
+one preallocated buffer per leg (one copy in, the ``bytes`` to send out). Measured with
+``benchmarks/relay_callgrind.py`` (see ``benchmarks/README.md``).
 
 ICE: host candidates on the configured bind addresses only (aioice would skip 127.0.0.1 and use every
 interface), STUN/TURN only when configured. Consent expiry (RFC 7675, ~30 s) or ICE failure ends the leg
@@ -45,9 +53,10 @@ from aiortc import (
     RTCIceTransport,
 )
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from pylibsrtp import _binding as _srtp_binding
 
 from media.leg import LegCounters, RtcpSink, RtpSink, TokenBucket
-from media.rtp import Malformed, is_rtcp, parse_rtp
+from media.rtp import MAX_PACKET_SIZE, Malformed, is_rtcp, parse_rtp
 from media.trunk import PortRange
 from sdp import MediaDescription, SessionDescription
 
@@ -56,6 +65,12 @@ __all__ = ["WebRtcLeg", "WebRtcState"]
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 _certificate: RTCCertificate | None = None
+_ffi = _srtp_binding.ffi
+_from_buffer = _ffi.from_buffer
+_srtp_protect = _srtp_binding.lib.srtp_protect
+_srtp_unprotect = _srtp_binding.lib.srtp_unprotect
+#: Room libsrtp may add after an RTP packet (auth tag + MKI), as pylibsrtp reserves it.
+_TRAILER = pylibsrtp.SRTP_MAX_TRAILER_LEN
 
 
 def shared_certificate() -> RTCCertificate:
@@ -115,6 +130,11 @@ class WebRtcLeg:
         self._dtls = RTCDtlsTransport(self._ice, [self._certificate])
         self._rx: pylibsrtp.Session | None = None
         self._tx: pylibsrtp.Session | None = None
+        self._rx_context: Any = None  # the srtp_t inside self._rx / self._tx (see module doc)
+        self._tx_context: Any = None
+        self._size = _ffi.new("int *")
+        self._out = _ffi.new("char[]", MAX_PACKET_SIZE + _TRAILER)
+        self._out_view = _ffi.buffer(self._out)
         self._send: Callable[[bytes, Any], None] | None = None
         self._remote_addr: tuple[str, int] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -288,8 +308,7 @@ class WebRtcLeg:
         Called once DTLS is done; the benchmark calls it directly with keys of its own.
         """
         connection = self._ice._connection
-        self._rx = rx
-        self._tx = tx
+        self.use_srtp(rx, tx)
         self._remote_addr = remote_addr
         self._send = protocol.transport.sendto
         self._original_data_received = connection.data_received
@@ -307,6 +326,13 @@ class WebRtcLeg:
 
         protocol.datagram_received = datagram_received
         self.state = WebRtcState.CONNECTED
+
+    def use_srtp(self, rx: pylibsrtp.Session | None, tx: pylibsrtp.Session | None) -> None:
+        """The SRTP sessions to unprotect and protect with (kept: they own the libsrtp contexts)."""
+        self._rx = rx
+        self._tx = tx
+        self._rx_context = rx._srtp[0] if rx is not None else None
+        self._tx_context = tx._srtp[0] if tx is not None else None
 
     def _ice_state_changed(self) -> None:
         if self._ice.state in ("failed", "closed") and self.state is WebRtcState.CONNECTED:
@@ -343,36 +369,49 @@ class WebRtcLeg:
         if not self._bucket.allow(now):
             counters.flood_dropped += 1
             return
-        rx = self._rx
-        assert rx is not None
-        try:
-            if is_rtcp(data):
+        if is_rtcp(data):
+            rx = self._rx
+            assert rx is not None
+            try:
                 clear = rx.unprotect_rtcp(data)
-                counters.rtcp_received += 1
-                if self.on_rtcp is not None:
-                    self.on_rtcp(clear, now)
+            except pylibsrtp.Error:
+                counters.unauthenticated += 1
                 return
-            clear = rx.unprotect(data)
-        except pylibsrtp.Error:
+            counters.rtcp_received += 1
+            if self.on_rtcp is not None:
+                self.on_rtcp(clear, now)
+            return
+        # In place, in the bytearray the relay will rewrite (libsrtp checks the header and the length).
+        packet = bytearray(data)
+        size = self._size
+        size[0] = len(packet)
+        if _srtp_unprotect(self._rx_context, _from_buffer(packet), size):
             counters.unauthenticated += 1
             return
-        header = parse_rtp(clear)
+        del packet[size[0] :]
+        header = parse_rtp(packet)
         if isinstance(header, Malformed):
             counters.malformed += 1
             return
         counters.rtp_received += 1
-        self.on_rtp(bytearray(clear), header, now)
+        self.on_rtp(packet, header, now)
 
     def send_rtp(self, packet: bytes | bytearray) -> None:
         send = self._send
         if send is None:
             return
-        assert self._tx is not None
-        try:
-            send(self._tx.protect(bytes(packet)), self._remote_addr)
-        except pylibsrtp.Error:
+        count = len(packet)
+        if count > MAX_PACKET_SIZE:
             self.counters.send_errors += 1
             return
+        size = self._size
+        size[0] = count
+        view = self._out_view
+        view[0:count] = packet
+        if _srtp_protect(self._tx_context, self._out, size):
+            self.counters.send_errors += 1
+            return
+        send(view[0 : size[0]], self._remote_addr)
         self.counters.sent += 1
 
     def send_rtcp(self, data: bytes) -> None:

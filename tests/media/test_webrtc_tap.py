@@ -43,6 +43,35 @@ def test_aioice_private_names_used_by_the_tap_exist() -> None:
     assert isinstance(CandidatePair.remote_addr, property)
 
 
+def test_pylibsrtp_private_names_used_by_the_tap_exist_and_work_in_place() -> None:
+    """The tap calls libsrtp through pylibsrtp's cffi binding on the session's own context (see
+    media/webrtc.py); the result must be what pylibsrtp's public API gives."""
+    import os
+
+    from pylibsrtp import Policy, Session, _binding
+
+    key = os.urandom(30)
+
+    def session(direction: int) -> Session:
+        return Session(Policy(key=key, ssrc_type=direction))
+
+    packet = bytes(build_rtp(0, 1, 160, 0x1234, bytes(range(160))))
+    protected = session(Policy.SSRC_ANY_OUTBOUND).protect(packet)
+    assert isinstance(pylibsrtp.SRTP_MAX_TRAILER_LEN, int)
+    size = _binding.ffi.new("int *")
+    out = _binding.ffi.new("char[]", 1500 + pylibsrtp.SRTP_MAX_TRAILER_LEN)
+    _binding.ffi.buffer(out)[0 : len(packet)] = packet
+    size[0] = len(packet)
+    sender = session(Policy.SSRC_ANY_OUTBOUND)  # kept alive: it owns (and frees) the libsrtp context
+    assert _binding.lib.srtp_protect(sender._srtp[0], out, size) == 0
+    assert _binding.ffi.buffer(out)[0 : size[0]] == protected
+    in_place = bytearray(protected)
+    size[0] = len(in_place)
+    receiver = session(Policy.SSRC_ANY_INBOUND)
+    assert _binding.lib.srtp_unprotect(receiver._srtp[0], _binding.ffi.from_buffer(in_place), size) == 0
+    assert bytes(in_place[: size[0]]) == packet
+
+
 async def test_aiortc_private_names_used_by_the_tap_exist() -> None:
     gatherer = RTCIceGatherer(iceServers=[])
     ice = RTCIceTransport(gatherer)

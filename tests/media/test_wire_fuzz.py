@@ -72,7 +72,7 @@ def test_webrtc_datagrams_never_raise_and_forgeries_are_counted(packets: list[by
     sent: list[bytes] = []
     relay = CallRelay(params("PCMU", 8000, 0, 126), params("PCMU", 8000, 0, 101), sent.append, sent.append)
     leg = WebRtcLeg(relay.from_web, relay.rtcp_from_web)
-    leg._rx = srtp(os.urandom(30), inbound=True)
+    leg.use_srtp(srtp(os.urandom(30), inbound=True), None)
     leg._original_data_received = lambda data, component: None
     for data in packets:
         leg._datagram(data, 1)
@@ -102,7 +102,7 @@ def test_authentic_but_odd_packets_from_the_browser_never_raise(
     )
     relay = CallRelay(web, params("PCMU", 8000, 0, 101), sent.append, sent.append, None, transcoders)
     leg = WebRtcLeg(relay.from_web, relay.rtcp_from_web)
-    leg._rx = srtp(key, inbound=True)
+    leg.use_srtp(srtp(key, inbound=True), None)
     leg._original_data_received = lambda data, component: None
     types = (111, 110, 13, 96) if mode == "transcode" else (0, 126, 13, 96)
     for i, (ts, payload) in enumerate(items):
