@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         check_registration(config, args.registration)
     except ConfigError as e:
         return fail(f"configuration error: {e}")
+    except OSError as e:  # a config or registration file that cannot be written (no such folder, no rights)
+        where = f" {e.filename}" if e.filename else ""
+        return fail(f"cannot write{where}: {e.strerror or e}")
     setup_logging(config["logging.level"])
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:

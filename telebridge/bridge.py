@@ -200,7 +200,18 @@ class Bridge:
             await self.db.stop()
 
     async def _check_homeserver(self, attempts: int = 30) -> None:
-        """Ping the homeserver at start-up (AS API ping, Matrix 1.7) and say clearly what is wrong."""
+        """Ping the homeserver at start-up (AS API ping, Matrix 1.7) and say clearly what is wrong.
+
+        This loop does its own retrying, so mautrix's (three retries per request, each logged as a warning,
+        half a minute before our one clear line) is off until the check passes."""
+        api = self.az.intent.api
+        retries, api.default_retry_count = api.default_retry_count, 0
+        try:
+            await self._check_homeserver_attempts(attempts)
+        finally:
+            api.default_retry_count = retries
+
+    async def _check_homeserver_attempts(self, attempts: int) -> None:
         delay = 1.0
         for _ in range(attempts):
             try:

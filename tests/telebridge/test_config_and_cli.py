@@ -10,7 +10,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from telebridge.config import Config, ConfigError, example_config_text
-from tests.peers.matrix import REPO
+from tests.peers.matrix import REPO, BridgeProcess, wait_until
 
 
 def run_cli(
@@ -101,6 +101,15 @@ def test_bad_config_stops_startup_with_one_line_and_no_traceback(tmp_path: Path)
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("generate", [[], ["-g"]])
+def test_files_that_cannot_be_written_are_one_clear_line(tmp_path: Path, generate: list[str]) -> None:
+    result = run_cli(tmp_path, "-c", "missing/config.yaml", "-r", "registration.yaml", *generate)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "cannot write" in result.stderr and "missing/config.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_invalid_yaml_is_one_clear_line(tmp_path: Path) -> None:
     write(tmp_path, "homeserver: [unclosed\n")
     result = run_cli(tmp_path, "-c", "config.yaml")
@@ -148,3 +157,18 @@ def test_port_already_in_use_is_one_clear_line(tmp_path: Path) -> None:
         result = run_cli(tmp_path, "-c", "config.yaml", "-r", "registration.yaml", env=env)
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreachable_homeserver_is_reported_at_once_in_one_line_per_attempt(tmp_path: Path) -> None:
+    bridge = BridgeProcess(
+        tmp_path, database=f"sqlite:{tmp_path / 'bridge.db'}", homeserver_url="http://127.0.0.1:1"
+    )
+    bridge.generate()
+    bridge.start()
+    try:
+        wait_until(lambda: "Cannot reach the homeserver" in bridge.log_text(), timeout=10, what="the error")
+    finally:
+        bridge.stop()
+    log = bridge.log_text()
+    assert "Cannot reach the homeserver at http://127.0.0.1:1" in log
+    assert "retrying" not in log, "no retry warnings from the HTTP client before our own line"
