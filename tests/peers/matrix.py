@@ -342,6 +342,12 @@ class Client:
         resp = self.call("PUT", f"/_matrix/client/v3/rooms/{q(room_id)}/send/{event_type}/{txn}", content)
         return str(resp["event_id"])
 
+    def first_invite(self) -> str | None:
+        """A room this user is invited to (``/sync``), if any: how a bridge-made DM shows up."""
+        sync = self.call("GET", "/_matrix/client/v3/sync?timeout=0")
+        rooms = list(sync.get("rooms", {}).get("invite", {}))
+        return rooms[0] if rooms else None
+
     def joined_members(self, room_id: str) -> set[str]:
         return set(self.call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/joined_members")["joined"])
 

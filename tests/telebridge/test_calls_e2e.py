@@ -259,13 +259,7 @@ async def test_inbound_call_rings_the_owner_and_the_first_of_two_devices_to_answ
         f"127.0.0.1:{sip_port}",
     )
     try:
-
-        def invited() -> str | None:
-            sync = callee.call("GET", "/_matrix/client/v3/sync?timeout=0")
-            rooms = list(sync.get("rooms", {}).get("invite", {}))
-            return rooms[0] if rooms else None
-
-        room_id = await poll(invited, "the DM invite from the caller's virtual user")
+        room_id = await poll(callee.first_invite, "the DM invite from the caller's virtual user")
         await asyncio.to_thread(
             callee.call, "POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/join", {}
         )

@@ -307,12 +307,7 @@ def test_a_text_from_a_number_sydent_knows_tells_the_owner_who_it_is(
     sydent.bind(number, erin.user_id)
     smsc.deliver(number[1:], OWNED[1:], "Hi, it's Erin")
 
-    def invited() -> str | None:
-        sync = owner.call("GET", "/_matrix/client/v3/sync?timeout=0")
-        rooms = list(sync.get("rooms", {}).get("invite", {}))
-        return rooms[0] if rooms else None
-
-    room_id = wait_until(invited, what="the DM the text opens")
+    room_id = wait_until(owner.first_invite, what="the DM the text opens")
     owner.call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/join", {})
 
     def said() -> list[str]:
