@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -176,6 +177,17 @@ class BridgedCall:
         self.writes.append(asyncio.ensure_future(write))
 
 
+def media_workers(setting: int | str) -> int:
+    """``calls.media_workers``: ``auto`` is one per CPU core this process may run on (the relay is
+    CPU-bound and each worker has its own GIL)."""
+    if setting == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
+    return int(setting)
+
+
 class CallBridge:
     def __init__(
         self,
@@ -219,7 +231,7 @@ class CallBridge:
                 webrtc_port_min=config["calls.webrtc_port_min"],
                 webrtc_port_max=config["calls.webrtc_port_max"],
             ),
-            workers=config["calls.media_workers"],
+            workers=media_workers(config["calls.media_workers"]),
         )
         credentials = []
         if config["calls.trunk_username"]:

@@ -395,7 +395,8 @@ class Config:
             for url in (server["urls"] if isinstance(server["urls"], list) else [server["urls"]])
         ):
             raise ConfigError("calls.ice_relay_only: needs a TURN server (turn: URL) in calls.ice_servers")
-        self._int("calls.media_workers", minimum=0)
+        if self._value("calls.media_workers") != "auto":
+            self._int("calls.media_workers", minimum=0)
         self._int("calls.ring_timeout", minimum=5, maximum=600)
         self._int("calls.max_calls", minimum=1)
         self._int("calls.max_calls_per_user", minimum=1)

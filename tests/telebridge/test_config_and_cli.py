@@ -69,6 +69,7 @@ def _previous_key_shares_comment(lines: list[str], i: int) -> bool:
         ("homeserver:\n    adress: http://x\n", "homeserver.adress"),
         ("metrics:\n    enabled: maybe\n", "metrics.enabled"),
         ("calls:\n    webrtc_port_min: 40000\n", "calls.webrtc_port_max"),
+        ("calls:\n    media_workers: many\n", "calls.media_workers"),
         (
             "calls:\n    ice_servers: [{urls: 'stun:127.0.0.1'}]\n    ice_relay_only: true\n",
             "calls.ice_relay_only",
@@ -172,3 +173,13 @@ def test_an_unreachable_homeserver_is_reported_at_once_in_one_line_per_attempt(t
     log = bridge.log_text()
     assert "Cannot reach the homeserver at http://127.0.0.1:1" in log
     assert "retrying" not in log, "no retry warnings from the HTTP client before our own line"
+
+
+def test_media_workers_auto_is_one_per_core_this_process_may_use() -> None:
+    import os
+
+    from telebridge.calls import media_workers
+
+    assert media_workers("auto") == len(os.sched_getaffinity(0))
+    assert media_workers(0) == 0 and media_workers(3) == 3
+    assert Config.load(None, environ={})["calls.media_workers"] == "auto"
