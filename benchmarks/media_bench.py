@@ -602,7 +602,7 @@ def _row(r: dict[str, Any]) -> str:
     return (
         f"{r['path']:<14}{r['calls']:>6}{r['lost']:>8}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
         f"{r['relay_cpu'] * 100:>9.0f}%{r['generator_cpu'] * 100:>8.0f}%{r['us_per_packet']:>9.1f}"
-        f"{r['lag_ms']:>9.1f}"
+        f"{r['lag_ms']:>9.1f}{r['gc_ms']:>8.1f}"
     )
 
 
@@ -621,6 +621,9 @@ def main() -> None:
         choices=["baseline", "passthrough", "transcode", "workers"],
         default=["baseline", "passthrough", "transcode", "workers"],
         help="which rows to run (workers needs passthrough)",
+    )
+    parser.add_argument(
+        "--calls", type=int, nargs="+", default=None, help="the steps (calls) to try, for every path chosen"
     )
     parser.add_argument(
         "--opus-complexity",
@@ -647,11 +650,13 @@ def main() -> None:
             "passthrough": [100, 150, 200, 250, 300, 350, 400, 500, 600, 700, 800],
             "transcode": [10, 20, 30, 40, 50, 60, 80, 100, 125, 150],
         }
+    if args.calls:
+        steps = dict.fromkeys(steps, sorted(args.calls))
     print(
         f"relay on CPU {relay_cpu}, generator on CPU {gen_cpu}, {seconds:.0f} s per step, 20 ms packets both ways"
     )
     print(
-        f"{'path':<14}{'calls':>6}{'lost':>8}{'p50 ms':>9}{'p99 ms':>9}{'relay':>10}{'gen':>9}{'µs/pkt':>9}{'lag ms':>9}"
+        f"{'path':<14}{'calls':>6}{'lost':>8}{'p50 ms':>9}{'p99 ms':>9}{'relay':>10}{'gen':>9}{'µs/pkt':>9}{'lag ms':>9}{'gc ms':>8}"
     )
     relay = RelayProcess(relay_cpu, args.loop)
     try:
