@@ -436,6 +436,10 @@ class MediaCall:
             if relay is None:
                 continue
             to_web, to_trunk = relay.rtcp_reports(time.monotonic())
+            # The browser's receiver reports say how much of our Opus it loses: FEC follows (RFC 7587 §3.1).
+            adapt = getattr(relay.to_web.transcoder, "adapt_to_loss", None)
+            if adapt is not None:
+                adapt(relay.web_rtcp.stats.remote_fraction_lost)
             self.web.send_rtcp(to_web)
             if self.trunk is not None:
                 self.trunk.send_rtcp(to_trunk)
