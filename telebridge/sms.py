@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import asyncpg
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
 from mautrix.types import EventID, MessageEvent, RoomCreatePreset, RoomID, UserID
@@ -37,6 +35,7 @@ from . import metrics
 from .config import Config
 from .credit import Credit
 from .db import OptOuts, Portal, SmsInbox, SmsOutbox, SmsReceipts, VmnAllocations
+from .db.group_commit import UNIQUE_VIOLATIONS
 from .db.sms import OutboxOrigin, PoolExhausted, StoredReceipt, StoredText
 from .formatting import NotRelayable, sms_text
 from .limits import SlidingWindow
@@ -45,7 +44,6 @@ from .portal import VirtualUsers
 from .puppet import VirtualUserNamespace
 
 log = logging.getLogger("telebridge.sms")
-UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.UniqueViolationError)
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START_WORDS = frozenset({"START", "UNSTOP", "YES"})
@@ -198,7 +196,7 @@ class SmsBridge:
             metrics.SMS.labels("out", "opted_out").inc()
             return
         try:
-            source = await self._source_for(side, phone, portal.kind)
+            source = await self._source_for(side, phone, portal.kind, event.room_id, party)
         except PoolExhausted as e:
             await say(
                 f"Not sent: no number is free to text {number} from this chat ({e}). Ask the operator to grow the pool.",
@@ -243,16 +241,17 @@ class SmsBridge:
         metrics.SMS.labels("out", "queued").inc()
         metrics.SMS_SEGMENTS.labels("out").inc(segments)
 
-    async def _source_for(self, side: str, phone: str, kind: str) -> str:
+    async def _source_for(self, side: str, phone: str, kind: str, room_id: str, party: str) -> str:
+        """The number this side texts ``phone`` from; a new pair is stored with the room it is for."""
         if self.origination == "short_code":
             return self.short_code
         existing = await VmnAllocations.for_side(side, phone)
         if existing is not None:
             return existing
         own = self.owned_by_user.get(side) if kind == "dm" else None
-        if own is not None and await VmnAllocations.assign(own, phone, side):
+        if own is not None and await VmnAllocations.assign(own, phone, side, room_id, party):
             return own
-        return await VmnAllocations.allocate(side, phone, self.pool)
+        return await VmnAllocations.allocate(side, phone, self.pool, room_id, party)
 
     # -- InboundSink (durable on return) -------------------------------------------------------------
 

@@ -66,6 +66,7 @@ def init(db: Database) -> None:
     writes = GroupCommit(db)  # one writer for the whole database: durable writes share commits
     TransactionLog.writes = writes
     SmsOutbox.writes = writes
+    VmnAllocations.writes = writes
     Portal.forget_all()
     OptOuts.forget_all()
     VmnAllocations.forget_all()

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from mautrix.util.async_db import Database
 
 log = logging.getLogger("telebridge.db")
 
 Statement = tuple[str, Sequence[Any]]
+
+#: What a commit raises when a row it inserts exists already, on either backend.
+UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.UniqueViolationError)
 
 
 class GroupCommit:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -13,7 +14,7 @@ from mautrix.util.async_db import Database
 from smpp.outbox import OutboundMessage, OutboxState
 from smpp.reassembly import Part, PartKey
 
-from .group_commit import GroupCommit
+from .group_commit import UNIQUE_VIOLATIONS, GroupCommit
 
 
 def _now() -> int:
@@ -349,88 +350,148 @@ class VmnAllocations:
     """The seed's VMN pool: each {Matrix side, phone} pair holds a pool number no other pair with the same
     phone holds, so a reply from that phone to that number identifies exactly one side.
 
-    Allocations never change once made, so lookups are cached in memory."""
+    Allocations never change once made and only this process makes them, so each phone's pairs are read
+    once and then kept in memory. New pairs and room changes go through the group commit: a first text to
+    200 phones shares a few commits instead of taking 400 of its own. Allocations for one phone take turns
+    (a lock per phone), so the in-memory pairs decide them without a read after each write; the unique
+    constraints still refuse a pair that another writer made, and the phone's pairs are then read again."""
 
     db: ClassVar[Database]
+    writes: ClassVar[GroupCommit]
     _by_side: ClassVar[dict[tuple[str, str], str]] = {}
+    _by_phone: ClassVar[dict[str, dict[str, str]]] = {}  # phone → {vmn: side}, every pair once read
     _rooms: ClassVar[dict[tuple[str, str], tuple[str, str]]] = {}
+    _locks: ClassVar[dict[str, asyncio.Lock]] = {}
 
     @classmethod
     def forget_all(cls) -> None:
         cls._by_side.clear()
+        cls._by_phone.clear()
         cls._rooms.clear()
+        cls._locks.clear()
+
+    @classmethod
+    async def _pairs(cls, phone: str) -> dict[str, str]:
+        """Every {vmn: side} pair of ``phone``, with the last room of each, read from the database once."""
+        pairs = cls._by_phone.get(phone)
+        if pairs is not None:
+            return pairs
+        rows = await cls.db.fetch(
+            "SELECT vmn, side, room_id, puppet_mxid FROM vmn_allocation WHERE phone=$1", phone
+        )
+        pairs = cls._by_phone.get(phone)  # another task may have read them meanwhile
+        if pairs is not None:
+            return pairs
+        pairs = cls._by_phone[phone] = {}
+        for row in rows:
+            pairs[row["vmn"]] = row["side"]
+            cls._by_side[(row["side"], phone)] = row["vmn"]
+            if row["room_id"] is not None:
+                cls._rooms[(row["vmn"], phone)] = (row["room_id"], row["puppet_mxid"])
+        return pairs
 
     @classmethod
     async def for_side(cls, side: str, phone: str) -> str | None:
         cached = cls._by_side.get((side, phone))
         if cached is not None:
             return cached
-        vmn = await cls.db.fetchval("SELECT vmn FROM vmn_allocation WHERE side=$1 AND phone=$2", side, phone)
-        if vmn is not None:
-            cls._by_side[(side, phone)] = vmn
-        return vmn
+        await cls._pairs(phone)
+        return cls._by_side.get((side, phone))
 
     @classmethod
     async def side_for(cls, vmn: str, phone: str) -> str | None:
-        return await cls.db.fetchval("SELECT side FROM vmn_allocation WHERE vmn=$1 AND phone=$2", vmn, phone)
+        return (await cls._pairs(phone)).get(vmn)
 
     @classmethod
     async def conversation(cls, vmn: str, phone: str) -> tuple[str, str | None, str | None] | None:
         """(side, last room, last virtual user) of the pair a reply from ``phone`` to ``vmn`` belongs to."""
-        row = await cls.db.fetchrow(
-            "SELECT side, room_id, puppet_mxid FROM vmn_allocation WHERE vmn=$1 AND phone=$2", vmn, phone
-        )
-        return (row["side"], row["room_id"], row["puppet_mxid"]) if row else None
+        side = (await cls._pairs(phone)).get(vmn)
+        if side is None:
+            return None
+        room_id, puppet_mxid = cls._rooms.get((vmn, phone), (None, None))
+        return side, room_id, puppet_mxid
 
     @classmethod
-    async def assign(cls, vmn: str, phone: str, side: str) -> bool:
+    async def _insert(
+        cls, vmn: str, phone: str, side: str, room_id: str | None, puppet_mxid: str | None
+    ) -> bool:
+        """Pair ``vmn`` with (side, phone), durably; False (and the pairs read again) if the database
+        already holds either pair. Call with the phone's lock held."""
+        try:
+            await cls.writes.commit(
+                [
+                    (
+                        "INSERT INTO vmn_allocation (vmn, phone, side, room_id, puppet_mxid, created_at) "
+                        "VALUES ($1, $2, $3, $4, $5, $6)",
+                        (vmn, phone, side, room_id, puppet_mxid, _now()),
+                    )
+                ]
+            )
+        except UNIQUE_VIOLATIONS:
+            cls._by_phone.pop(phone, None)
+            await cls._pairs(phone)
+            return False
+        pairs = cls._by_phone.get(phone)
+        if pairs is not None:  # not read yet: the next read finds the new row
+            pairs[vmn] = side
+        cls._by_side[(side, phone)] = vmn
+        if room_id is not None and puppet_mxid is not None:
+            cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
+        return True
+
+    @classmethod
+    async def assign(
+        cls, vmn: str, phone: str, side: str, room_id: str | None = None, puppet_mxid: str | None = None
+    ) -> bool:
         """Pair a number the side owns with ``phone``; False if another side already holds that pair."""
-        await cls.db.execute(
-            "INSERT INTO vmn_allocation (vmn, phone, side, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            vmn,
-            phone,
-            side,
-            _now(),
-        )
-        return await cls.side_for(vmn, phone) == side
+        async with cls._locks.setdefault(phone, asyncio.Lock()):
+            holder = (await cls._pairs(phone)).get(vmn)
+            if holder is None and (side, phone) not in cls._by_side:
+                await cls._insert(vmn, phone, side, room_id, puppet_mxid)
+                holder = (await cls._pairs(phone)).get(vmn)
+            return holder == side
 
     @classmethod
     async def remember_room(cls, vmn: str, phone: str, room_id: str, puppet_mxid: str) -> None:
         """Where the pair last talked, so the reply lands in that room as that virtual user."""
         if cls._rooms.get((vmn, phone)) == (room_id, puppet_mxid):
             return
-        cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
-        await cls.db.execute(
-            "UPDATE vmn_allocation SET room_id=$3, puppet_mxid=$4 WHERE vmn=$1 AND phone=$2",
-            vmn,
-            phone,
-            room_id,
-            puppet_mxid,
+        await cls.writes.commit(
+            [
+                (
+                    "UPDATE vmn_allocation SET room_id=$3, puppet_mxid=$4 WHERE vmn=$1 AND phone=$2",
+                    (vmn, phone, room_id, puppet_mxid),
+                )
+            ]
         )
+        cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
 
     @classmethod
-    async def allocate(cls, side: str, phone: str, pool: list[str]) -> str:
-        """Sticky: the same pair always gets the same number. Unique constraints settle races."""
-        existing = await cls.for_side(side, phone)
+    async def allocate(
+        cls,
+        side: str,
+        phone: str,
+        pool: list[str],
+        room_id: str | None = None,
+        puppet_mxid: str | None = None,
+    ) -> str:
+        """Sticky: the same pair always gets the same number; the first free pool number otherwise, stored
+        with the room it is for (``room_id``, ``puppet_mxid``) so no second write follows."""
+        existing = cls._by_side.get((side, phone))
         if existing is not None:
             return existing
-        taken = {
-            row["vmn"] for row in await cls.db.fetch("SELECT vmn FROM vmn_allocation WHERE phone=$1", phone)
-        }
-        for vmn in pool:
-            if vmn in taken:
-                continue
-            await cls.db.execute(
-                "INSERT INTO vmn_allocation (vmn, phone, side, created_at) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT DO NOTHING",
-                vmn,
-                phone,
-                side,
-                _now(),
-            )
-            winner = await cls.for_side(side, phone)
-            if winner is not None:
-                return winner
+        async with cls._locks.setdefault(phone, asyncio.Lock()):
+            for vmn in pool:
+                existing = await cls.for_side(side, phone)
+                if existing is not None:
+                    return existing
+                if vmn not in await cls._pairs(phone) and await cls._insert(
+                    vmn, phone, side, room_id, puppet_mxid
+                ):
+                    return vmn
+            existing = await cls.for_side(side, phone)
+            if existing is not None:
+                return existing
         raise PoolExhausted(f"all {len(pool)} pool numbers already talk to {phone} for other chats")
 
 

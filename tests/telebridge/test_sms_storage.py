@@ -67,6 +67,16 @@ async def test_concurrent_allocations_for_one_phone_never_share_a_number(databas
     assert sorted(got) == sorted(pool)
 
 
+async def test_a_new_pair_is_stored_with_its_room_and_found_after_a_restart(database: object) -> None:
+    pool = ["+447700900001"]
+    vmn = await db.VmnAllocations.allocate("@alice:hs", "+1999", pool, "!dm:hs", "@_sip_1999:hs")
+    db.VmnAllocations.forget_all()  # a restart: nothing in memory
+    assert await db.VmnAllocations.conversation(vmn, "+1999") == ("@alice:hs", "!dm:hs", "@_sip_1999:hs")
+    assert await db.VmnAllocations.for_side("@alice:hs", "+1999") == vmn
+    with pytest.raises(PoolExhausted):
+        await db.VmnAllocations.allocate("@bob:hs", "+1999", pool)
+
+
 async def test_inbox_and_receipts_are_kept_until_handled(database: object) -> None:
     await db.SmsInbox.store("smsc-a", "+1666", "+1555", "hello", 2, (2,))
     [stored] = await db.SmsInbox.unposted()
