@@ -188,6 +188,7 @@ class Gateway:
         n = count_segments(message.text, policy)
         if n > policy.max_segments:
             raise TooManySegmentsError(n, policy.max_segments)
+        message.segments = n  # stored with the message; a single PDU never writes it again
         await self.outbox.enqueue(message)
         self._schedule(message)
         return n
@@ -255,7 +256,11 @@ class Gateway:
                 m.segments = count_segments(m.text, policy)  # one PDU, billed as several SMS
             else:
                 m.segments = len(segments)
-            await self._durably(partial(self.outbox.mark_submitting, m.id, m.reference, m.segments))
+            if len(segments) > 1:
+                # The reference must be stored before the first part leaves, so that a resume resends
+                # the missing parts under it and the handset still joins them. A single PDU carries no
+                # reference: it goes from PENDING to SUBMITTED, one commit fewer before its submit.
+                await self._durably(partial(self.outbox.mark_submitting, m.id, m.reference, m.segments))
             m.state = OutboxState.SUBMITTING
         for seg in segments:
             if seg.index in m.parts:
