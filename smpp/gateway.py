@@ -184,14 +184,25 @@ class Gateway:
 
         Raises TooManySegmentsError or NoRouteError before anything is stored or sent.
         """
+        n = self.check(message)
+        await self.outbox.enqueue(message)
+        self._schedule(message)
+        return n
+
+    def check(self, message: OutboundMessage) -> int:
+        """What `send` checks before storing: the segment count (also set on *message*, to be stored
+        with it), or TooManySegmentsError / NoRouteError."""
         policy = self.router.route_for(message.destination).segment_policy
         n = count_segments(message.text, policy)
         if n > policy.max_segments:
             raise TooManySegmentsError(n, policy.max_segments)
-        message.segments = n  # stored with the message; a single PDU never writes it again
-        await self.outbox.enqueue(message)
-        self._schedule(message)
+        message.segments = n  # a single PDU never writes its count again
         return n
+
+    def queue_stored(self, message: OutboundMessage) -> None:
+        """Queue a `check`ed message that the caller stored in the outbox itself (in a database
+        transaction with other writes of its own); `send` is `check`, store, `queue_stored`."""
+        self._schedule(message)
 
     def _schedule(self, message: OutboundMessage) -> None:
         key = message.conversation

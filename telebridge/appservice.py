@@ -128,8 +128,10 @@ class BridgeAppService(AppService):
     async def _on_transaction(self, request: web.Request) -> web.Response:
         """AS API "Pushing events". Processed once per txn_id, even across restarts; events in order.
 
-        Only after every event has been handled (an SMS stored in the outbox, say) is the txn recorded and
-        200 returned. If that fails the homeserver gets a 500 and retries the same transaction.
+        Only after every event has been handled is the txn recorded and 200 returned; the durable writes
+        the events leave (SMS outbox rows) are committed with the record, in one commit
+        (``TransactionLog.process``). If that fails the homeserver gets a 500 and retries the same
+        transaction.
         """
         txn_id = request.match_info["txn_id"]
         try:
@@ -145,8 +147,8 @@ class BridgeAppService(AppService):
                 metrics.TRANSACTIONS.labels("duplicate").inc()
                 log.debug("Transaction %s already processed", txn_id)
                 return web.json_response({})
-            await self._dispatch_all(body.get("events", []))
-            await TransactionLog.record(txn_id)
+            events = body.get("events", [])
+            await TransactionLog.process(txn_id, lambda: self._dispatch_all(events))
         metrics.TRANSACTIONS.labels("ok").inc()
         return web.json_response({})
 

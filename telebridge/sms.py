@@ -1,7 +1,8 @@
 """Text messaging between portals and phones, over ``smpp.gateway.Gateway``.
 
 Matrix → phone: a message in a portal becomes one SMS per phone party, stored in the durable outbox
-(``db.SmsOutbox``) before the homeserver's transaction is acknowledged; the gateway drains the outbox.
+(``db.SmsOutbox``) in the same commit as the homeserver's transaction record, before that transaction is
+acknowledged, and queued on the gateway once stored; the gateway drains the outbox.
 Phone → Matrix: the gateway hands us reassembled texts and receipts; we store them (``db.SmsInbox``,
 ``db.SmsReceipts``) before the SMSC gets its response, then post them to the right room from the store,
 so a crash between the two loses nothing — the store is drained again on start.
@@ -18,6 +19,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from mautrix.appservice import IntentAPI
@@ -34,7 +36,7 @@ from smpp.session import BindMode, SessionConfig
 from . import metrics
 from .config import Config
 from .credit import Credit
-from .db import OptOuts, Portal, SmsInbox, SmsOutbox, SmsReceipts, VmnAllocations
+from .db import OptOuts, Portal, SmsInbox, SmsOutbox, SmsReceipts, TransactionLog, VmnAllocations
 from .db.group_commit import UNIQUE_VIOLATIONS
 from .db.sms import OutboxOrigin, PoolExhausted, StoredReceipt, StoredText
 from .formatting import NotRelayable, sms_text
@@ -223,9 +225,15 @@ class SmsBridge:
                 if refusal is not None:
                     await say(f"Not sent: {refusal}")
                     return
-        self.outbox.attach_origin(message_id, OutboxOrigin(event.room_id, event.event_id, party))
+        origin = OutboxOrigin(event.room_id, event.event_id, party)
+        pending = TransactionLog.pending()
         try:
-            segments = await self.gateway.send(message)
+            if pending is not None:  # stored with the appservice transaction's record, then queued
+                self.gateway.check(message)
+                pending.add(self.outbox.enqueue_statements(message, origin), partial(self._queued, message))
+                return
+            self.outbox.attach_origin(message_id, origin)
+            await self.gateway.send(message)
         except UNIQUE_VIOLATIONS:
             return  # a transaction retried after a crash: this message is already in the outbox
         except (TooManySegmentsError, NoRouteError) as e:
@@ -238,8 +246,17 @@ class SmsBridge:
                 await say(f"Not sent: there is no SMS route to {number}.")
                 metrics.SMS.labels("out", "no_route").inc()
             return
+        self._count_queued(message)
+
+    def _queued(self, message: OutboundMessage) -> None:
+        """``message`` is stored (with its appservice transaction): hand it to the gateway."""
+        self.gateway.queue_stored(message)
+        self._count_queued(message)
+
+    @staticmethod
+    def _count_queued(message: OutboundMessage) -> None:
         metrics.SMS.labels("out", "queued").inc()
-        metrics.SMS_SEGMENTS.labels("out").inc(segments)
+        metrics.SMS_SEGMENTS.labels("out").inc(message.segments)
 
     async def _source_for(self, side: str, phone: str, kind: str, room_id: str, party: str) -> str:
         """The number this side texts ``phone`` from; a new pair is stored with the room it is for."""

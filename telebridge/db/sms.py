@@ -14,7 +14,7 @@ from mautrix.util.async_db import Database
 from smpp.outbox import OutboundMessage, OutboxState
 from smpp.reassembly import Part, PartKey
 
-from .group_commit import UNIQUE_VIOLATIONS, GroupCommit
+from .group_commit import UNIQUE_VIOLATIONS, GroupCommit, Statement
 
 
 def _now() -> int:
@@ -54,31 +54,33 @@ class SmsOutbox:
         self._origins[message_id] = origin
 
     async def enqueue(self, message: OutboundMessage) -> None:
-        origin = self._origins.pop(message.id, None)
-        now = _now()
-        await self.writes.commit(
-            [
+        await self.writes.commit(self.enqueue_statements(message, self._origins.pop(message.id, None)))
+
+    @staticmethod
+    def enqueue_statements(message: OutboundMessage, origin: OutboxOrigin | None) -> list[Statement]:
+        """What :meth:`enqueue` writes, for a caller that commits it with writes of its own (an appservice
+        transaction's record). A row with the same ``id`` makes the commit fail with a unique violation."""
+        return [
+            (
+                "INSERT INTO sms_outbox (id, room_id, event_id, puppet_mxid, source, destination, text, "
+                "registered_delivery, state, reference, segments, created_at, updated_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
                 (
-                    "INSERT INTO sms_outbox (id, room_id, event_id, puppet_mxid, source, destination, text, "
-                    "registered_delivery, state, reference, segments, created_at, updated_at) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
-                    (
-                        message.id,
-                        origin.room_id if origin else None,
-                        origin.event_id if origin else None,
-                        origin.puppet_mxid if origin else None,
-                        message.source,
-                        message.destination,
-                        message.text,
-                        message.registered_delivery,
-                        message.state.value,
-                        message.reference,
-                        message.segments,
-                        now,
-                    ),
-                )
-            ]
-        )
+                    message.id,
+                    origin.room_id if origin else None,
+                    origin.event_id if origin else None,
+                    origin.puppet_mxid if origin else None,
+                    message.source,
+                    message.destination,
+                    message.text,
+                    message.registered_delivery,
+                    message.state.value,
+                    message.reference,
+                    message.segments,
+                    _now(),
+                ),
+            )
+        ]
 
     async def load_pending(self) -> list[OutboundMessage]:
         rows = await self.db.fetch(

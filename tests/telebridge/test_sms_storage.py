@@ -115,3 +115,63 @@ async def test_inbound_parts_survive_until_the_message_is_complete(database: obj
     assert await store.load_parts() == [("smsc-a", part)]
     await store.drop_parts(("1666", "1555", 9, 2))
     assert await store.load_parts() == []
+
+
+def text(message_id: str) -> OutboundMessage:
+    return OutboundMessage(id=message_id, source="+1555", destination="+1666", text=message_id)
+
+
+async def test_a_transactions_outbox_rows_are_stored_with_its_record_and_queued_after(
+    database: object,
+) -> None:
+    queued: list[str] = []
+
+    async def handle() -> None:
+        pending = db.TransactionLog.pending()
+        assert pending is not None
+        for message_id in ("a1", "a2"):
+            assert queued == [], "nothing is queued before the commit"
+            pending.add(
+                db.SmsOutbox.enqueue_statements(text(message_id), None), lambda m=message_id: queued.append(m)
+            )
+
+    await db.TransactionLog.process("txn-a", handle)
+    assert queued == ["a1", "a2"]
+    assert await db.TransactionLog.seen("txn-a")
+    assert [m.id for m in await db.SmsOutbox().load_pending()] == ["a1", "a2"]
+    assert db.TransactionLog.pending() is None, "outside a transaction, writers commit their own"
+
+
+async def test_a_transaction_that_cannot_be_stored_leaves_nothing_behind(database: object) -> None:
+    queued: list[str] = []
+
+    async def handle() -> None:
+        pending = db.TransactionLog.pending()
+        assert pending is not None
+        pending.add(db.SmsOutbox.enqueue_statements(text("b1"), None), lambda: queued.append("b1"))
+        pending.add([("INSERT INTO no_such_table (x) VALUES ($1)", (1,))], lambda: queued.append("bad"))
+
+    with pytest.raises(Exception):  # noqa: B017 - each backend names a missing table its own way
+        await db.TransactionLog.process("txn-b", handle)
+    assert queued == []
+    assert not await db.TransactionLog.seen("txn-b"), "the homeserver will retry it"
+    assert await db.SmsOutbox().load_pending() == []
+
+
+async def test_an_event_stored_before_its_record_is_not_queued_twice_on_retry(database: object) -> None:
+    """An older bridge stored the outbox row and crashed before the record: the retry stores the rest."""
+    await db.SmsOutbox().enqueue(text("c1"))
+    queued: list[str] = []
+
+    async def handle() -> None:
+        pending = db.TransactionLog.pending()
+        assert pending is not None
+        for message_id in ("c1", "c2"):
+            pending.add(
+                db.SmsOutbox.enqueue_statements(text(message_id), None), lambda m=message_id: queued.append(m)
+            )
+
+    await db.TransactionLog.process("txn-c", handle)
+    assert queued == ["c2"], "c1 was resumed from the outbox at start-up, not queued again"
+    assert await db.TransactionLog.seen("txn-c")
+    assert [m.id for m in await db.SmsOutbox().load_pending()] == ["c1", "c2"]
