@@ -38,12 +38,21 @@ class Portal:
         cached = cls._cache.get(room_id)
         if cached is not None:
             return cached
-        row = await cls.db.fetchrow(
-            "SELECT room_id, kind, creator, encrypted, created_at FROM portal WHERE room_id=$1", room_id
+        # The parties come in the same query: the first message in a room needs both, and one read
+        # instead of two halves what a burst of first messages (after a restart) queues on the pool.
+        rows = await cls.db.fetch(
+            "SELECT p.room_id, p.kind, p.creator, p.encrypted, p.created_at, pp.puppet_mxid FROM portal p "
+            "LEFT JOIN portal_party pp ON pp.room_id = p.room_id WHERE p.room_id=$1 "
+            "ORDER BY pp.joined_at, pp.puppet_mxid",
+            room_id,
         )
-        if row is None:
+        if not rows:
             return None
-        portal = cls._from_row(row)
+        cached = cls._cache.get(room_id)  # another task read it meanwhile: keep one object per room
+        if cached is not None:
+            return cached
+        portal = cls._from_row(rows[0])
+        portal._parties = [row["puppet_mxid"] for row in rows if row["puppet_mxid"] is not None]
         cls._cache[room_id] = portal
         return portal
 

@@ -352,44 +352,49 @@ class VmnAllocations:
     """The seed's VMN pool: each {Matrix side, phone} pair holds a pool number no other pair with the same
     phone holds, so a reply from that phone to that number identifies exactly one side.
 
-    Allocations never change once made and only this process makes them, so each phone's pairs are read
-    once and then kept in memory. New pairs and room changes go through the group commit: a first text to
-    200 phones shares a few commits instead of taking 400 of its own. Allocations for one phone take turns
-    (a lock per phone), so the in-memory pairs decide them without a read after each write; the unique
-    constraints still refuse a pair that another writer made, and the phone's pairs are then read again."""
+    Allocations never change once made and only this class writes them, so the whole table is read once
+    (one query, a row per conversation) and then decided in memory: a phone not in it has no pairs, and a
+    first text to it needs no read. New pairs and room changes go through the group commit: a first text
+    to 200 phones shares a few commits instead of taking 400 of its own. Allocations for one phone take
+    turns (a lock per phone), so no read follows a write; the unique constraints still refuse a pair that
+    another writer made, and the table is then read again."""
 
     db: ClassVar[Database]
     writes: ClassVar[GroupCommit]
     _by_side: ClassVar[dict[tuple[str, str], str]] = {}
-    _by_phone: ClassVar[dict[str, dict[str, str]]] = {}  # phone → {vmn: side}, every pair once read
+    _by_phone: ClassVar[dict[str, dict[str, str]] | None] = None  # phone → {vmn: side}, once read
     _rooms: ClassVar[dict[tuple[str, str], tuple[str, str]]] = {}
     _locks: ClassVar[dict[str, asyncio.Lock]] = {}
 
     @classmethod
     def forget_all(cls) -> None:
-        cls._by_side.clear()
-        cls._by_phone.clear()
-        cls._rooms.clear()
+        cls._forget_pairs()
         cls._locks.clear()
 
     @classmethod
+    def _forget_pairs(cls) -> None:
+        """Read the table again on next use (the locks stay: a task may be holding one)."""
+        cls._by_side.clear()
+        cls._by_phone = None
+        cls._rooms.clear()
+
+    @classmethod
     async def _pairs(cls, phone: str) -> dict[str, str]:
-        """Every {vmn: side} pair of ``phone``, with the last room of each, read from the database once."""
-        pairs = cls._by_phone.get(phone)
-        if pairs is not None:
-            return pairs
-        rows = await cls.db.fetch(
-            "SELECT vmn, side, room_id, puppet_mxid FROM vmn_allocation WHERE phone=$1", phone
-        )
-        pairs = cls._by_phone.get(phone)  # another task may have read them meanwhile
-        if pairs is not None:
-            return pairs
-        pairs = cls._by_phone[phone] = {}
-        for row in rows:
-            pairs[row["vmn"]] = row["side"]
-            cls._by_side[(row["side"], phone)] = row["vmn"]
-            if row["room_id"] is not None:
-                cls._rooms[(row["vmn"], phone)] = (row["room_id"], row["puppet_mxid"])
+        """Every {vmn: side} pair of ``phone`` (the table is read on first use)."""
+        by_phone = cls._by_phone
+        if by_phone is None:
+            rows = await cls.db.fetch("SELECT vmn, phone, side, room_id, puppet_mxid FROM vmn_allocation")
+            by_phone = cls._by_phone  # another task may have read it meanwhile
+            if by_phone is None:
+                by_phone = cls._by_phone = {}
+                for row in rows:
+                    by_phone.setdefault(row["phone"], {})[row["vmn"]] = row["side"]
+                    cls._by_side[(row["side"], row["phone"])] = row["vmn"]
+                    if row["room_id"] is not None:
+                        cls._rooms[(row["vmn"], row["phone"])] = (row["room_id"], row["puppet_mxid"])
+        pairs = by_phone.get(phone)
+        if pairs is None:
+            pairs = by_phone[phone] = {}
         return pairs
 
     @classmethod
@@ -430,12 +435,10 @@ class VmnAllocations:
                 ]
             )
         except UNIQUE_VIOLATIONS:
-            cls._by_phone.pop(phone, None)
+            cls._forget_pairs()
             await cls._pairs(phone)
             return False
-        pairs = cls._by_phone.get(phone)
-        if pairs is not None:  # not read yet: the next read finds the new row
-            pairs[vmn] = side
+        (await cls._pairs(phone))[vmn] = side
         cls._by_side[(side, phone)] = vmn
         if room_id is not None and puppet_mxid is not None:
             cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -75,6 +76,20 @@ async def test_a_new_pair_is_stored_with_its_room_and_found_after_a_restart(data
     assert await db.VmnAllocations.for_side("@alice:hs", "+1999") == vmn
     with pytest.raises(PoolExhausted):
         await db.VmnAllocations.allocate("@bob:hs", "+1999", pool)
+
+
+async def test_a_pair_another_writer_made_is_respected(database: Any) -> None:
+    """The pairs are kept in memory once read; a row written behind the cache's back still wins."""
+    pool = ["+447700900001", "+447700900002"]
+    assert await db.VmnAllocations.for_side("@alice:hs", "+1444") is None  # the table is now in memory
+    await database.execute(
+        "INSERT INTO vmn_allocation (vmn, phone, side, created_at) VALUES ($1, $2, $3, 0)",
+        pool[0],
+        "+1444",
+        "@mallory:hs",
+    )
+    assert await db.VmnAllocations.allocate("@alice:hs", "+1444", pool) == pool[1]
+    assert await db.VmnAllocations.side_for(pool[0], "+1444") == "@mallory:hs"
 
 
 async def test_inbox_and_receipts_are_kept_until_handled(database: object) -> None:
