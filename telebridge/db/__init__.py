@@ -67,6 +67,7 @@ def init(db: Database) -> None:
     TransactionLog.writes = writes
     SmsOutbox.writes = writes
     VmnAllocations.writes = writes
+    Ledger.writes = writes
     Portal.forget_all()
     OptOuts.forget_all()
     VmnAllocations.forget_all()

@@ -4,16 +4,21 @@ Every change is one database transaction that first inserts a ledger entry under
 if the key exists the change was already applied and nothing happens (a retried top-up or charge counts
 once). Spending is two-step: ``reserve`` holds an amount only if the account can afford it (the guarded
 UPDATE is atomic, so two concurrent spends with credit for one cannot both pass), then ``settle`` turns
-the hold into the real charge (which may be smaller) or ``release`` drops it.
+the hold into the real charge (which may be smaller) or ``release`` drops it. Settling is the one
+change that goes through the group commit (one per text sent, so it is the frequent one): its statements
+are guarded by the settle entry's key rather than by a read in Python (``Ledger.settle``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from mautrix.util.async_db import Database
+
+from .group_commit import GroupCommit
 
 
 def _now() -> int:
@@ -43,6 +48,8 @@ class Entry:
 
 class Ledger:
     db: ClassVar[Database]
+    writes: ClassVar[GroupCommit]
+    _settling: ClassVar[dict[str, asyncio.Future[None]]] = {}
 
     @classmethod
     async def account(cls, user_id: str) -> Account:
@@ -182,42 +189,47 @@ class Ledger:
 
     @classmethod
     async def settle(cls, key: str, charge: int | None, description: str | None = None) -> None:
-        """Turn the hold under ``key`` into a charge of ``charge`` (None: the held amount; 0: release)."""
-        conn: Any
-        async with cls.db.acquire() as conn, conn.transaction():
-            # Write first: a SQLite transaction that reads and then writes fails at once ("database is
-            # locked") if another connection committed in between; starting with a write takes the lock
-            # (waiting for it) before anything is read.
-            await conn.execute(
-                "UPDATE credit_account SET reserved = reserved WHERE user_id = "
-                "(SELECT user_id FROM credit_entry WHERE idempotency_key=$1)",
-                key,
+        """Turn the hold under ``key`` into a charge of ``charge`` (None: the held amount; 0: release).
+
+        Two statements through the group commit, so a text's settlement shares the commit of other
+        writes instead of taking a transaction (and an fsync) of its own. Both read what they need in SQL
+        and are guarded by the settle entry's idempotency key, so they apply once, however often they
+        run: the account changes only while no settle entry exists, and the entry is inserted right
+        after, in the same transaction. Settles of one key take turns here, so two of them are never in
+        one batch, where the group commit runs all updates before all inserts."""
+        while (earlier := cls._settling.get(key)) is not None:
+            await earlier
+        done = asyncio.get_running_loop().create_future()
+        cls._settling[key] = done
+        try:
+            await cls.writes.commit(
+                [
+                    (_SETTLE_ACCOUNT, (key, charge)),
+                    (_SETTLE_ENTRY, (key, charge, description, _now())),
+                ]
             )
-            row = await conn.fetchrow(
-                "SELECT user_id, amount, reference FROM credit_entry WHERE idempotency_key=$1 AND kind='reserve'",
-                key,
-            )
-            if row is None:
-                return
-            held = row["amount"]
-            amount = held if charge is None else charge
-            kind = "charge" if amount else "release"
-            if not await cls._entry(
-                conn,
-                row["user_id"],
-                kind,
-                -amount,
-                key + ":settle",
-                row["reference"],
-                description,
-            ):
-                return
-            await conn.execute(
-                "UPDATE credit_account SET reserved = reserved - $2, balance = balance - $3 WHERE user_id=$1",
-                row["user_id"],
-                held,
-                amount,
-            )
+        finally:
+            del cls._settling[key]
+            done.set_result(None)
+
+
+#: The hold's amount comes off ``reserved``, the charge off ``balance``; nothing once settled.
+_SETTLE_ACCOUNT = (
+    "UPDATE credit_account SET "
+    "reserved = reserved - (SELECT r.amount FROM credit_entry r WHERE r.idempotency_key=$1 AND r.kind='reserve'), "
+    "balance = balance - COALESCE($2, (SELECT r.amount FROM credit_entry r "
+    "WHERE r.idempotency_key=$1 AND r.kind='reserve')) "
+    "WHERE user_id = (SELECT r.user_id FROM credit_entry r WHERE r.idempotency_key=$1 AND r.kind='reserve') "
+    "AND NOT EXISTS (SELECT 1 FROM credit_entry s WHERE s.idempotency_key = $1 || ':settle')"
+)
+#: The settle entry (a charge, or a release when nothing is charged), under the key ``<hold>:settle``.
+_SETTLE_ENTRY = (
+    "INSERT INTO credit_entry (user_id, kind, amount, idempotency_key, reference, description, created_at) "
+    "SELECT r.user_id, CASE WHEN COALESCE($2, r.amount) <> 0 THEN 'charge' ELSE 'release' END, "
+    "-COALESCE($2, r.amount), $1 || ':settle', r.reference, $3, $4 "
+    "FROM credit_entry r WHERE r.idempotency_key=$1 AND r.kind='reserve' "
+    "ON CONFLICT (idempotency_key) DO NOTHING"
+)
 
 
 class _Refused(Exception):

@@ -91,6 +91,20 @@ async def test_settle_charges_what_happened_and_release_gives_back(ledger: str) 
     assert await db.Ledger.try_reserve("@d:hs", 100, "postpaid", floor=50), "postpaid may go below zero"
 
 
+async def test_settles_sharing_commits_apply_once_each(ledger: str) -> None:
+    """Settlements go through the group commit: many at once share commits, repeats of a key count once."""
+    await db.Ledger.top_up("@s:hs", 1000, "t")
+    for i in range(20):
+        assert await db.Ledger.try_reserve("@s:hs", 10, f"sms:{i}", floor=0)
+    await asyncio.gather(
+        *(db.Ledger.settle(f"sms:{i}", None if i % 2 else 0) for i in range(20) for _ in range(3))
+    )
+    account = await db.Ledger.account("@s:hs")
+    assert (account.balance, account.reserved) == (1000 - 10 * 10, 0), "10 charged, 10 released, once each"
+    kinds = [e.kind for e in await db.Ledger.history("@s:hs", 100)]
+    assert (kinds.count("charge"), kinds.count("release")) == (10, 10)
+
+
 async def test_a_restart_in_the_middle_of_a_charge_loses_nothing(database_url: str) -> None:
     database = db.create_database(database_url)
     db.init(database)
