@@ -72,3 +72,4 @@ def init(db: Database) -> None:
     OptOuts.forget_all()
     VmnAllocations.forget_all()
     TransactionLog.forget_all()
+    Ledger.forget_all()

@@ -105,6 +105,26 @@ async def test_settles_sharing_commits_apply_once_each(ledger: str) -> None:
     assert (kinds.count("charge"), kinds.count("release")) == (10, 10)
 
 
+async def test_a_hold_asked_for_again_answers_as_before_whatever_the_credit_now(ledger: str) -> None:
+    """Holds are decided in memory; a retried key still finds its earlier hold, once."""
+    await db.Ledger.top_up("@r:hs", 10, "t")
+    assert await db.Ledger.try_reserve("@r:hs", 10, "sms:once", floor=0)
+    assert await db.Ledger.try_reserve("@r:hs", 10, "sms:once", floor=0), (
+        "held before, though nothing is left"
+    )
+    assert not await db.Ledger.try_reserve("@r:hs", 10, "sms:other", floor=0)
+    assert (await db.Ledger.account("@r:hs")).reserved == 10
+    await db.Ledger.top_up("@r:hs", 5, "t2")
+    await db.Ledger.charge("@r:hs", 5, "in-sms:1", "+1666", "text received")
+    assert not await db.Ledger.try_reserve("@r:hs", 6, "sms:third", floor=0), "the charge used the top-up"
+    await db.Ledger.top_up("@r:hs", 6, "t3")
+    assert await db.Ledger.try_reserve("@r:hs", 6, "sms:third", floor=0)
+    await db.Ledger.settle("sms:once", None)
+    await db.Ledger.settle("sms:third", 0)
+    account = await db.Ledger.account("@r:hs")
+    assert (account.balance, account.reserved) == (10 + 5 - 5 + 6 - 10, 0)
+
+
 async def test_a_restart_in_the_middle_of_a_charge_loses_nothing(database_url: str) -> None:
     database = db.create_database(database_url)
     db.init(database)
@@ -207,6 +227,59 @@ def test_no_interleaving_of_concurrent_spends_overdraws(
             assert all(ok or amount > balance - held for amount, ok in zip(spends, results, strict=True)), (
                 "a spend is refused only when what was left could not cover it"
             )
+        finally:
+            await database.stop()
+
+    asyncio.run(run())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    balance=st.integers(min_value=0, max_value=200),
+    operations=st.lists(
+        st.tuples(st.sampled_from(["hold", "top_up", "charge"]), st.integers(min_value=1, max_value=80)),
+        min_size=1,
+        max_size=25,
+    ),
+    settle_every=st.integers(min_value=1, max_value=4),
+)
+def test_what_memory_allows_matches_the_ledger_whatever_runs_at_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    balance: int,
+    operations: list[tuple[str, int]],
+    settle_every: int,
+) -> None:
+    """Holds, settlements, top-ups and charges all at once: no hold overdraws what the ledger shows at the
+    end, and the in-memory account agrees with the stored one."""
+
+    async def run() -> None:
+        database = db.create_database(f"sqlite:{tmp_path_factory.mktemp('ledger') / 'l.db'}")
+        db.init(database)
+        await database.start()
+        try:
+            await db.Ledger.top_up("@q:hs", balance, "t")
+
+            async def one(i: int, kind: str, amount: int) -> int:
+                if kind == "top_up":
+                    await db.Ledger.top_up("@q:hs", amount, f"t{i}")
+                    return 0
+                if kind == "charge":
+                    await db.Ledger.charge("@q:hs", amount, f"c{i}", None, None)
+                    return 0
+                if not await db.Ledger.try_reserve("@q:hs", amount, f"h{i}", floor=0):
+                    return 0
+                if i % settle_every == 0:
+                    await db.Ledger.settle(f"h{i}", amount // 2)
+                    return 0
+                return amount
+
+            still_held = await asyncio.gather(*(one(i, k, a) for i, (k, a) in enumerate(operations)))
+            account = await db.Ledger.account("@q:hs")
+            assert account.reserved == sum(still_held)
+            charged_in = sum(a for k, a in operations if k == "charge")
+            assert account.available >= -charged_in, "only incoming charges may take it below zero"
+            known = db.Ledger._known["@q:hs"]
+            assert (known.balance, known.reserved) == (account.balance, account.reserved)
         finally:
             await database.stop()
 
