@@ -22,6 +22,7 @@ from aiohttp import web
 from . import metrics
 from .config import Config
 from .db import Ledger
+from .db.txn import PendingWrites
 from .rating import NoRate, Rate, RateTable, denied
 
 log = logging.getLogger("telebridge.credit")
@@ -82,8 +83,11 @@ class Credit:
 
     # -- texts --------------------------------------------------------------------------------------
 
-    async def authorise_sms(self, user_id: str, e164: str, segments: int, key: str) -> str | None:
-        """Reserve the text's cost; the refusal to show the sender, or None when it may go."""
+    async def authorise_sms(
+        self, user_id: str, e164: str, segments: int, key: str, pending: PendingWrites | None = None
+    ) -> str | None:
+        """Reserve the text's cost; the refusal to show the sender, or None when it may go. With ``pending``
+        the hold is stored with that appservice transaction (``Ledger.reserve``)."""
         if denied(e164, self.deny, self.allow):
             self._refuse("sms", "denied")
             return f"texts to {e164} are blocked on this bridge."
@@ -96,7 +100,7 @@ class Credit:
         if await self.over_daily_limit(user_id, cost):
             self._refuse("sms", "daily_limit")
             return f"it would take you over the daily spending limit of {self.money(self.spend_per_day)}."
-        if await Ledger.try_reserve(user_id, cost, key, self.floor_for(user_id), reference=e164):
+        if await Ledger.try_reserve(user_id, cost, key, self.floor_for(user_id), e164, pending):
             return None
         account = await Ledger.account(user_id)
         self._refuse("sms", "no_credit")

@@ -221,7 +221,9 @@ class SmsBridge:
             except NoRouteError:
                 segments = 0  # gateway.send below refuses it with the usual notice
             if segments:
-                refusal = await self.credit.authorise_sms(payer, phone, segments, f"sms:{message_id}")
+                refusal = await self.credit.authorise_sms(
+                    payer, phone, segments, f"sms:{message_id}", TransactionLog.pending()
+                )
                 if refusal is not None:
                     await say(f"Not sent: {refusal}")
                     return
@@ -268,7 +270,7 @@ class SmsBridge:
         own = self.owned_by_user.get(side) if kind == "dm" else None
         if own is not None and await VmnAllocations.assign(own, phone, side, room_id, party):
             return own
-        return await VmnAllocations.allocate(side, phone, self.pool, room_id, party)
+        return await VmnAllocations.allocate(side, phone, self.pool, room_id, party, TransactionLog.pending())
 
     # -- InboundSink (durable on return) -------------------------------------------------------------
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from mautrix.util.async_db import Database
 
-from .group_commit import UNIQUE_VIOLATIONS, GroupCommit
+from .group_commit import UNIQUE_VIOLATIONS, GroupCommit, Statement
+from .txn import PendingWrites
 
 
 def _now() -> int:
@@ -211,7 +213,13 @@ class Ledger:
 
     @classmethod
     async def reserve(
-        cls, user_id: str, amount: int, key: str, floor: int | None, reference: str | None = None
+        cls,
+        user_id: str,
+        amount: int,
+        key: str,
+        floor: int | None,
+        reference: str | None = None,
+        pending: PendingWrites | None = None,
     ) -> bool:
         """Hold ``amount`` if ``balance - reserved - amount`` stays at or above ``-floor`` (``floor`` None:
         no limit). True if held now or under this key before.
@@ -219,31 +227,37 @@ class Ledger:
         Decided in memory, where the check and the hold happen with nothing in between, so two spends at
         once with credit for one cannot both pass; the hold is then written through the group commit (a
         text's hold shares its commit with other writes). A key used before makes that write fail: the
-        hold is taken back and the earlier one answers."""
+        hold is taken back and the earlier one answers.
+
+        With ``pending`` (the appservice transaction of the text it pays for), the hold is written with
+        that transaction's commit, together with the text's outbox row, and taken back if that commit
+        fails (a hold under a key used before is taken back too: the earlier one stands). Until then
+        such a repeated hold counts twice here, which can only refuse a text, never overdraw; it needs a
+        transaction that repeats an event whose hold was stored without the transaction's record."""
         known = await cls._account_here(user_id)
         if floor is not None and known.balance - known.reserved - amount < -floor:
             if await cls._held_before(key):
                 return True
             raise _Refused()
         known.reserved += amount  # counts from before the commit
+        statements: list[Statement] = [
+            ("INSERT INTO credit_account (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING", (user_id,)),
+            (
+                "INSERT INTO credit_entry (user_id, kind, amount, idempotency_key, reference, description, "
+                "created_at) VALUES ($1, 'reserve', $2, $3, $4, NULL, $5)",
+                (user_id, amount, key, reference, _now()),
+            ),
+            ("UPDATE credit_account SET reserved = reserved + $2 WHERE user_id=$1", (user_id, amount)),
+        ]
+        if pending is not None:
+
+            def take_back() -> None:
+                known.reserved -= amount
+
+            pending.add(statements, partial(cls._holds.__setitem__, key, (user_id, amount)), take_back)
+            return True
         try:
-            await cls.writes.commit(
-                [
-                    (
-                        "INSERT INTO credit_account (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
-                        (user_id,),
-                    ),
-                    (
-                        "INSERT INTO credit_entry (user_id, kind, amount, idempotency_key, reference, description, "
-                        "created_at) VALUES ($1, 'reserve', $2, $3, $4, NULL, $5)",
-                        (user_id, amount, key, reference, _now()),
-                    ),
-                    (
-                        "UPDATE credit_account SET reserved = reserved + $2 WHERE user_id=$1",
-                        (user_id, amount),
-                    ),
-                ]
-            )
+            await cls.writes.commit(statements)
         except UNIQUE_VIOLATIONS:
             known.reserved -= amount
             return await cls._held_before(key)
@@ -263,11 +277,17 @@ class Ledger:
 
     @classmethod
     async def try_reserve(
-        cls, user_id: str, amount: int, key: str, floor: int | None, reference: str | None = None
+        cls,
+        user_id: str,
+        amount: int,
+        key: str,
+        floor: int | None,
+        reference: str | None = None,
+        pending: PendingWrites | None = None,
     ) -> bool:
         """:meth:`reserve`, False (and nothing recorded) when the account cannot afford it."""
         try:
-            return await cls.reserve(user_id, amount, key, floor, reference)
+            return await cls.reserve(user_id, amount, key, floor, reference, pending)
         except _Refused:
             return False
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from mautrix.util.async_db import Database
@@ -15,6 +16,7 @@ from smpp.outbox import OutboundMessage, OutboxState
 from smpp.reassembly import Part, PartKey
 
 from .group_commit import UNIQUE_VIOLATIONS, GroupCommit, Statement
+from .txn import PendingWrites
 
 
 def _now() -> int:
@@ -425,24 +427,43 @@ class VmnAllocations:
         """Pair ``vmn`` with (side, phone), durably; False (and the pairs read again) if the database
         already holds either pair. Call with the phone's lock held."""
         try:
-            await cls.writes.commit(
-                [
-                    (
-                        "INSERT INTO vmn_allocation (vmn, phone, side, room_id, puppet_mxid, created_at) "
-                        "VALUES ($1, $2, $3, $4, $5, $6)",
-                        (vmn, phone, side, room_id, puppet_mxid, _now()),
-                    )
-                ]
-            )
+            await cls.writes.commit([cls._insert_statement(vmn, phone, side, room_id, puppet_mxid)])
         except UNIQUE_VIOLATIONS:
             cls._forget_pairs()
             await cls._pairs(phone)
             return False
-        (await cls._pairs(phone))[vmn] = side
+        await cls._pairs(phone)
+        cls._claim(vmn, phone, side, room_id, puppet_mxid)
+        return True
+
+    @staticmethod
+    def _insert_statement(
+        vmn: str, phone: str, side: str, room_id: str | None, puppet_mxid: str | None
+    ) -> Statement:
+        return (
+            "INSERT INTO vmn_allocation (vmn, phone, side, room_id, puppet_mxid, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            (vmn, phone, side, room_id, puppet_mxid, _now()),
+        )
+
+    @classmethod
+    def _claim(cls, vmn: str, phone: str, side: str, room_id: str | None, puppet_mxid: str | None) -> None:
+        """The pair in memory (the phone's pairs read already)."""
+        assert cls._by_phone is not None
+        cls._by_phone.setdefault(phone, {})[vmn] = side
         cls._by_side[(side, phone)] = vmn
         if room_id is not None and puppet_mxid is not None:
             cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
-        return True
+
+    @classmethod
+    def _unclaim(cls, vmn: str, phone: str, side: str) -> None:
+        """Take back a pair whose write was not stored (its appservice transaction failed)."""
+        pairs = cls._by_phone.get(phone) if cls._by_phone is not None else None
+        if pairs is not None and pairs.get(vmn) == side:
+            del pairs[vmn]
+        if cls._by_side.get((side, phone)) == vmn:
+            del cls._by_side[(side, phone)]
+        cls._rooms.pop((vmn, phone), None)
 
     @classmethod
     async def assign(
@@ -479,9 +500,15 @@ class VmnAllocations:
         pool: list[str],
         room_id: str | None = None,
         puppet_mxid: str | None = None,
+        pending: PendingWrites | None = None,
     ) -> str:
         """Sticky: the same pair always gets the same number; the first free pool number otherwise, stored
-        with the room it is for (``room_id``, ``puppet_mxid``) so no second write follows."""
+        with the room it is for (``room_id``, ``puppet_mxid``) so no second write follows.
+
+        With ``pending`` (the appservice transaction whose text needs the number), the pair is written
+        with that transaction's commit, where the text that leaves from it is stored too: it holds in
+        memory from now on (the next transaction waits for this one) and is taken back if that commit
+        fails."""
         existing = cls._by_side.get((side, phone))
         if existing is not None:
             return existing
@@ -490,9 +517,16 @@ class VmnAllocations:
                 existing = await cls.for_side(side, phone)
                 if existing is not None:
                     return existing
-                if vmn not in await cls._pairs(phone) and await cls._insert(
-                    vmn, phone, side, room_id, puppet_mxid
-                ):
+                if vmn in await cls._pairs(phone):
+                    continue
+                if pending is not None:
+                    cls._claim(vmn, phone, side, room_id, puppet_mxid)
+                    pending.add(
+                        [cls._insert_statement(vmn, phone, side, room_id, puppet_mxid)],
+                        dropped=partial(cls._unclaim, vmn, phone, side),
+                    )
+                    return vmn
+                if await cls._insert(vmn, phone, side, room_id, puppet_mxid):
                     return vmn
             existing = await cls.for_side(side, phone)
             if existing is not None:

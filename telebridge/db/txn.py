@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import ClassVar
 
 from mautrix.util.async_db import Database
@@ -28,21 +29,39 @@ RECENT = 4096
 _RECORD = "INSERT INTO as_transaction (txn_id, processed_at) VALUES ($1, $2) ON CONFLICT (txn_id) DO NOTHING"
 
 
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    statements: Sequence[Statement]
+    stored: Callable[[], None]
+    dropped: Callable[[], None]
+
+
 class PendingWrites:
     """Writes the events of the transaction being processed leave for its commit, each with what to do
-    once it is stored (queue the SMS for sending, say). Handlers find it with
-    :meth:`TransactionLog.pending`, so the event sink's signature stays the one mautrix defines."""
+    once it is stored (queue the SMS for sending, say) or once it is known it will not be (take back what
+    was counted in memory ahead of the commit). Handlers find it with :meth:`TransactionLog.pending`, so
+    the event sink's signature stays the one mautrix defines."""
 
     def __init__(self) -> None:
-        self.items: list[tuple[Sequence[Statement], Callable[[], None]]] = []
+        self.items: list[_Write] = []
         self.open = True
 
-    def add(self, statements: Sequence[Statement], stored: Callable[[], None]) -> None:
-        """Commit ``statements`` with the transaction's record, then call ``stored``. If the record's commit
-        fails, ``stored`` is never called and the homeserver retries the whole transaction."""
+    def add(
+        self,
+        statements: Sequence[Statement],
+        stored: Callable[[], None] = _nothing,
+        dropped: Callable[[], None] = _nothing,
+    ) -> None:
+        """Commit ``statements`` with the transaction's record, then call ``stored``. If the commit fails,
+        ``dropped`` is called instead and the homeserver retries the whole transaction; if the statements
+        insert a row that exists already (stored by an earlier try), ``dropped`` too."""
         if not self.open:
             raise RuntimeError("the transaction's writes were already committed")
-        self.items.append((statements, stored))
+        self.items.append(_Write(statements, stored, dropped))
 
 
 _pending: ContextVar[PendingWrites | None] = ContextVar("telebridge_pending_writes", default=None)
@@ -91,26 +110,35 @@ class TransactionLog:
             _pending.reset(token)
         record: Statement = (_RECORD, (txn_id, int(time.time() * 1000)))
         try:
-            await cls.writes.commit([s for statements, _ in pending.items for s in statements] + [record])
+            await cls.writes.commit([s for write in pending.items for s in write.statements] + [record])
         except UNIQUE_VIOLATIONS:
             # A row one of these events writes exists already: the homeserver sent the event before, or
             # an older bridge stored it and crashed before the record. Store the others one by one.
             log.warning("Transaction %s repeats writes already stored; storing its events one by one", txn_id)
-            await cls._one_by_one(pending)
+            await cls._one_by_one(pending.items)
             await cls.writes.commit([record])
+        except BaseException:
+            for write in pending.items:
+                write.dropped()
+            raise
         else:
-            for _, stored in pending.items:
-                stored()
+            for write in pending.items:
+                write.stored()
         await cls._remember(txn_id)
 
     @classmethod
-    async def _one_by_one(cls, pending: PendingWrites) -> None:
-        for statements, stored in pending.items:
+    async def _one_by_one(cls, writes: list[_Write]) -> None:
+        for i, write in enumerate(writes):
             try:
-                await cls.writes.commit(statements)
+                await cls.writes.commit(write.statements)
             except UNIQUE_VIOLATIONS:
-                continue  # stored before, and queued (or sent) since
-            stored()
+                write.dropped()  # stored before, and queued (or sent) since
+                continue
+            except BaseException:
+                for rest in writes[i:]:
+                    rest.dropped()
+                raise
+            write.stored()
 
     @classmethod
     async def record(cls, txn_id: str) -> None:

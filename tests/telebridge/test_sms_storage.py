@@ -144,6 +144,7 @@ async def test_a_transactions_outbox_rows_are_stored_with_its_record_and_queued_
     async def handle() -> None:
         pending = db.TransactionLog.pending()
         assert pending is not None
+        await db.VmnAllocations.allocate("@alice:hs", "+1777", ["+447700900001"], "!dm:hs", "@p:hs", pending)
         for message_id in ("a1", "a2"):
             assert queued == [], "nothing is queued before the commit"
             pending.add(
@@ -155,14 +156,22 @@ async def test_a_transactions_outbox_rows_are_stored_with_its_record_and_queued_
     assert await db.TransactionLog.seen("txn-a")
     assert [m.id for m in await db.SmsOutbox().load_pending()] == ["a1", "a2"]
     assert db.TransactionLog.pending() is None, "outside a transaction, writers commit their own"
+    db.VmnAllocations.forget_all()
+    assert await db.VmnAllocations.conversation("+447700900001", "+1777") == ("@alice:hs", "!dm:hs", "@p:hs")
 
 
 async def test_a_transaction_that_cannot_be_stored_leaves_nothing_behind(database: object) -> None:
     queued: list[str] = []
 
+    await db.Ledger.top_up("@alice:hs", 10, "t")
+
     async def handle() -> None:
         pending = db.TransactionLog.pending()
         assert pending is not None
+        vmn = await db.VmnAllocations.allocate("@alice:hs", "+1666", ["+447700900001"], pending=pending)
+        assert vmn == "+447700900001"
+        assert await db.Ledger.try_reserve("@alice:hs", 10, "sms:b1", floor=0, pending=pending)
+        assert not await db.Ledger.try_reserve("@alice:hs", 1, "sms:b2", floor=0), "held from now on"
         pending.add(db.SmsOutbox.enqueue_statements(text("b1"), None), lambda: queued.append("b1"))
         pending.add([("INSERT INTO no_such_table (x) VALUES ($1)", (1,))], lambda: queued.append("bad"))
 
@@ -171,22 +180,32 @@ async def test_a_transaction_that_cannot_be_stored_leaves_nothing_behind(databas
     assert queued == []
     assert not await db.TransactionLog.seen("txn-b"), "the homeserver will retry it"
     assert await db.SmsOutbox().load_pending() == []
+    assert await db.VmnAllocations.for_side("@alice:hs", "+1666") is None, "the pair was taken back"
+    assert (await db.Ledger.account("@alice:hs")).reserved == 0
+    assert await db.Ledger.try_reserve("@alice:hs", 10, "sms:b3", floor=0), "so was the hold"
 
 
 async def test_an_event_stored_before_its_record_is_not_queued_twice_on_retry(database: object) -> None:
-    """An older bridge stored the outbox row and crashed before the record: the retry stores the rest."""
+    """An older bridge stored the outbox row and its hold and crashed before the record: the retry stores
+    the rest, and the hold counts once."""
     await db.SmsOutbox().enqueue(text("c1"))
+    await db.Ledger.top_up("@alice:hs", 20, "t")
+    assert await db.Ledger.try_reserve("@alice:hs", 4, "sms:c1", floor=0)
     queued: list[str] = []
 
     async def handle() -> None:
         pending = db.TransactionLog.pending()
         assert pending is not None
         for message_id in ("c1", "c2"):
+            assert await db.Ledger.try_reserve("@alice:hs", 4, f"sms:{message_id}", floor=0, pending=pending)
             pending.add(
                 db.SmsOutbox.enqueue_statements(text(message_id), None), lambda m=message_id: queued.append(m)
             )
 
     await db.TransactionLog.process("txn-c", handle)
     assert queued == ["c2"], "c1 was resumed from the outbox at start-up, not queued again"
+    assert (await db.Ledger.account("@alice:hs")).reserved == 8
+    assert await db.Ledger.try_reserve("@alice:hs", 12, "sms:c3", floor=0), "memory counts each hold once"
+    assert not await db.Ledger.try_reserve("@alice:hs", 1, "sms:c4", floor=0)
     assert await db.TransactionLog.seen("txn-c")
     assert [m.id for m in await db.SmsOutbox().load_pending()] == ["c1", "c2"]
