@@ -48,6 +48,10 @@ class EventSink(Protocol):
 
     async def handle_event(self, event: Event) -> None: ...
 
+    async def prefetch_rooms(self, room_ids: list[str]) -> None:
+        """Called with a transaction's rooms before its events: what they need can be read in one go."""
+        ...
+
     async def query_user(self, user_id: str) -> bool: ...
 
     async def lookup_user(self, user_id: str) -> None: ...
@@ -238,6 +242,10 @@ class BridgeAppService(AppService):
         for raw in events:
             room = raw.get("room_id") if isinstance(raw, dict) else None
             by_room.setdefault(room if isinstance(room, str) else "", []).append(raw)
+        try:
+            await self.sink.prefetch_rooms([room for room in by_room if room])
+        except Exception:  # each event's handler reads what it needs itself
+            log.exception("Reading the rooms of a transaction ahead failed")
 
         async def in_order(room_events: list[Any]) -> None:
             for raw in room_events:
