@@ -119,13 +119,17 @@ class Ledger:
 
     @classmethod
     async def spent_since(cls, user_id: str, since_ms: int) -> int:
-        """Charged since ``since_ms``, plus what is held right now (it is about to be spent)."""
+        """Charged since ``since_ms``, plus what is held right now (it is about to be spent). The holds
+        come from memory, which counts those still waiting for their appservice transaction's commit:
+        two texts of one transaction see each other (a settlement in flight may count twice, never
+        zero times)."""
+        held = (await cls._account_here(user_id)).reserved
         charged = await cls.db.fetchval(
             "SELECT COALESCE(SUM(-amount), 0) FROM credit_entry WHERE user_id=$1 AND kind='charge' AND created_at >= $2",
             user_id,
             since_ms,
         )
-        return int(charged or 0) + (await cls.account(user_id)).reserved
+        return int(charged or 0) + held
 
     @classmethod
     async def history(cls, user_id: str, limit: int = 20) -> list[Entry]:

@@ -166,6 +166,17 @@ async def test_spend_in_the_last_day_counts_charges_and_holds(ledger: str) -> No
     assert await db.Ledger.spent_since("@f:hs", 0) == 50
 
 
+async def test_spend_in_the_last_day_counts_holds_still_waiting_for_their_commit(ledger: str) -> None:
+    """Two texts of one appservice transaction: the second's daily-limit check sees the first's hold."""
+    from telebridge.db.txn import PendingWrites
+
+    await db.Ledger.top_up("@f2:hs", 100, "t")
+    pending = PendingWrites()
+    assert await db.Ledger.try_reserve("@f2:hs", 30, "sms:x", floor=0, pending=pending)
+    assert await db.Ledger.spent_since("@f2:hs", 0) == 30
+    assert (await db.Ledger.account("@f2:hs")).reserved == 0, "not stored yet"
+
+
 async def test_incoming_traffic_is_charged_even_below_zero_and_once(ledger: str) -> None:
     await db.Ledger.charge("@g:hs", 5, "in-sms:1", "+1666", "text received")
     await db.Ledger.charge("@g:hs", 5, "in-sms:1", "+1666", "text received")
