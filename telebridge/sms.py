@@ -215,39 +215,31 @@ class SmsBridge:
             registered_delivery=self.receipts_wanted,
         )
         payer = event.sender if not self.namespace.is_in_namespace(event.sender) else portal.creator
-        if self.credit is not None:
-            try:
-                segments = self.gateway.count_segments(phone, text)
-            except NoRouteError:
-                segments = 0  # gateway.send below refuses it with the usual notice
-            if segments:
-                refusal = await self.credit.authorise_sms(
-                    payer, phone, segments, f"sms:{message_id}", TransactionLog.pending()
-                )
-                if refusal is not None:
-                    await say(f"Not sent: {refusal}")
-                    return
-        origin = OutboxOrigin(event.room_id, event.event_id, party)
-        pending = TransactionLog.pending()
         try:
-            if pending is not None:  # stored with the appservice transaction's record, then queued
-                self.gateway.check(message)
-                pending.add(self.outbox.enqueue_statements(message, origin), partial(self._queued, message))
+            segments = self.gateway.check(message)  # before any credit is held for it
+        except TooManySegmentsError as e:
+            await say(f"Not sent: too long for SMS — {e}.")
+            metrics.SMS.labels("out", "too_long").inc()
+            return
+        except NoRouteError:
+            await say(f"Not sent: there is no SMS route to {number}.")
+            metrics.SMS.labels("out", "no_route").inc()
+            return
+        pending = TransactionLog.pending()
+        if self.credit is not None:
+            refusal = await self.credit.authorise_sms(payer, phone, segments, f"sms:{message_id}", pending)
+            if refusal is not None:
+                await say(f"Not sent: {refusal}")
                 return
-            self.outbox.attach_origin(message_id, origin)
+        origin = OutboxOrigin(event.room_id, event.event_id, party)
+        if pending is not None:  # stored with the appservice transaction's record, then queued
+            pending.add(self.outbox.enqueue_statements(message, origin), partial(self._queued, message))
+            return
+        self.outbox.attach_origin(message_id, origin)
+        try:
             await self.gateway.send(message)
         except UNIQUE_VIOLATIONS:
             return  # a transaction retried after a crash: this message is already in the outbox
-        except (TooManySegmentsError, NoRouteError) as e:
-            if self.credit is not None:
-                await self.credit.settle_sms(f"sms:{message_id}", sent=False)
-            if isinstance(e, TooManySegmentsError):
-                await say(f"Not sent: too long for SMS — {e}.")
-                metrics.SMS.labels("out", "too_long").inc()
-            else:
-                await say(f"Not sent: there is no SMS route to {number}.")
-                metrics.SMS.labels("out", "no_route").inc()
-            return
         self._count_queued(message)
 
     def _queued(self, message: OutboundMessage) -> None:
