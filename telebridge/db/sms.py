@@ -367,11 +367,13 @@ class VmnAllocations:
     _by_phone: ClassVar[dict[str, dict[str, str]] | None] = None  # phone → {vmn: side}, once read
     _rooms: ClassVar[dict[tuple[str, str], tuple[str, str]]] = {}
     _locks: ClassVar[dict[str, asyncio.Lock]] = {}
+    _unstored: ClassVar[dict[tuple[str, str], list[Any]]] = {}  # pairs waiting for their transaction
 
     @classmethod
     def forget_all(cls) -> None:
         cls._forget_pairs()
         cls._locks.clear()
+        cls._unstored.clear()
 
     @classmethod
     def _forget_pairs(cls) -> None:
@@ -439,11 +441,14 @@ class VmnAllocations:
     @staticmethod
     def _insert_statement(
         vmn: str, phone: str, side: str, room_id: str | None, puppet_mxid: str | None
-    ) -> Statement:
+    ) -> tuple[str, list[Any]]:
+        """The pair's row; its arguments are a list so that a room change before the row is stored can go
+        into it (an UPDATE in the same commit could run before the INSERT: the group commit groups
+        statements by their text)."""
         return (
             "INSERT INTO vmn_allocation (vmn, phone, side, room_id, puppet_mxid, created_at) "
             "VALUES ($1, $2, $3, $4, $5, $6)",
-            (vmn, phone, side, room_id, puppet_mxid, _now()),
+            [vmn, phone, side, room_id, puppet_mxid, _now()],
         )
 
     @classmethod
@@ -456,6 +461,10 @@ class VmnAllocations:
             cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
 
     @classmethod
+    def _stored(cls, vmn: str, phone: str) -> None:
+        cls._unstored.pop((vmn, phone), None)
+
+    @classmethod
     def _unclaim(cls, vmn: str, phone: str, side: str) -> None:
         """Take back a pair whose write was not stored (its appservice transaction failed)."""
         pairs = cls._by_phone.get(phone) if cls._by_phone is not None else None
@@ -464,6 +473,7 @@ class VmnAllocations:
         if cls._by_side.get((side, phone)) == vmn:
             del cls._by_side[(side, phone)]
         cls._rooms.pop((vmn, phone), None)
+        cls._unstored.pop((vmn, phone), None)
 
     @classmethod
     async def assign(
@@ -481,6 +491,11 @@ class VmnAllocations:
     async def remember_room(cls, vmn: str, phone: str, room_id: str, puppet_mxid: str) -> None:
         """Where the pair last talked, so the reply lands in that room as that virtual user."""
         if cls._rooms.get((vmn, phone)) == (room_id, puppet_mxid):
+            return
+        unstored = cls._unstored.get((vmn, phone))
+        if unstored is not None:  # the pair's row waits for its transaction's commit: it takes the room
+            unstored[3:5] = [room_id, puppet_mxid]
+            cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
             return
         await cls.writes.commit(
             [
@@ -521,8 +536,11 @@ class VmnAllocations:
                     continue
                 if pending is not None:
                     cls._claim(vmn, phone, side, room_id, puppet_mxid)
+                    query, args = cls._insert_statement(vmn, phone, side, room_id, puppet_mxid)
+                    cls._unstored[(vmn, phone)] = args
                     pending.add(
-                        [cls._insert_statement(vmn, phone, side, room_id, puppet_mxid)],
+                        [(query, args)],
+                        stored=partial(cls._stored, vmn, phone),
                         dropped=partial(cls._unclaim, vmn, phone, side),
                     )
                     return vmn

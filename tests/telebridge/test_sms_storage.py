@@ -160,6 +160,23 @@ async def test_a_transactions_outbox_rows_are_stored_with_its_record_and_queued_
     assert await db.VmnAllocations.conversation("+447700900001", "+1777") == ("@alice:hs", "!dm:hs", "@p:hs")
 
 
+async def test_a_pair_made_and_moved_in_one_transaction_is_stored_with_its_last_room(
+    database: object,
+) -> None:
+    """The same user texts one phone from two rooms in one transaction: the reply goes to the second."""
+
+    async def handle() -> None:
+        pending = db.TransactionLog.pending()
+        vmn = await db.VmnAllocations.allocate(
+            "@bob:hs", "+1888", ["+447700900001"], "!one:hs", "@p:hs", pending
+        )
+        await db.VmnAllocations.remember_room(vmn, "+1888", "!two:hs", "@p:hs")
+
+    await db.TransactionLog.process("txn-moved", handle)
+    db.VmnAllocations.forget_all()  # a restart
+    assert await db.VmnAllocations.conversation("+447700900001", "+1888") == ("@bob:hs", "!two:hs", "@p:hs")
+
+
 async def test_a_transaction_that_cannot_be_stored_leaves_nothing_behind(database: object) -> None:
     queued: list[str] = []
 
