@@ -81,9 +81,11 @@ class GroupCommit:
 
     async def _run(self, statements: Sequence[Statement]) -> None:
         """One transaction; statements with the same text go as one ``executemany`` (one thread hop for
-        SQLite, one round trip for PostgreSQL). Reordering across units is safe: a caller awaits each
-        commit before its next write, so one batch never holds two writes to the same outbox row that
-        depend on each other's order."""
+        SQLite, one round trip for PostgreSQL), in the order each text first appears. Reordering across
+        units is safe: a caller awaits each commit before its next write, so one batch never holds two
+        writes to the same row that depend on each other's order. A unit that gathers many callers'
+        writes (an appservice transaction's, ``txn.PendingWrites``) keeps to that too: a row it inserts
+        is not also updated in it (``VmnAllocations.remember_room`` changes the pending row instead)."""
         grouped: dict[str, list[Sequence[Any]]] = {}
         for query, args in statements:
             grouped.setdefault(query, []).append(args)
