@@ -84,8 +84,10 @@ class GroupCommit:
         SQLite, one round trip for PostgreSQL), in the order each text first appears. Reordering across
         units is safe: a caller awaits each commit before its next write, so one batch never holds two
         writes to the same row that depend on each other's order. A unit that gathers many callers'
-        writes (an appservice transaction's, ``txn.PendingWrites``) keeps to that too: a row it inserts
-        is not also updated in it (``VmnAllocations.remember_room`` changes the pending row instead)."""
+        writes (an appservice transaction's, ``txn.PendingWrites``) must keep such pairs in the order of
+        their texts' first appearance: a credit hold's ``INSERT … credit_account`` always comes before its
+        ``UPDATE`` in every unit, so it runs first; a new VMN pair's row takes a later room change itself
+        (``VmnAllocations.remember_room``) rather than an ``UPDATE`` that could run before the insert."""
         grouped: dict[str, list[Sequence[Any]]] = {}
         for query, args in statements:
             grouped.setdefault(query, []).append(args)
