@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from aiohttp import web
 from . import metrics
 from .config import Config
 from .db import Ledger
+from .db.group_commit import Statement
 from .db.txn import PendingWrites
 from .rating import NoRate, Rate, RateTable, denied
 
@@ -109,8 +110,9 @@ class Credit:
             f"{segments} part{'s' if segments != 1 else ''}). Ask the bridge operator to top up your account."
         )
 
-    async def settle_sms(self, key: str, sent: bool) -> None:
-        await Ledger.settle(key, None if sent else 0, "text sent" if sent else "text not sent")
+    async def settle_sms(self, key: str, sent: bool, also: Sequence[Statement] = ()) -> None:
+        """Charge the text's hold (sent) or release it, in one commit with ``also`` (its outbox status)."""
+        await Ledger.settle(key, None if sent else 0, "text sent" if sent else "text not sent", also)
 
     # -- calls --------------------------------------------------------------------------------------
 

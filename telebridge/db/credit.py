@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
@@ -296,8 +297,11 @@ class Ledger:
             return False
 
     @classmethod
-    async def settle(cls, key: str, charge: int | None, description: str | None = None) -> None:
-        """Turn the hold under ``key`` into a charge of ``charge`` (None: the held amount; 0: release).
+    async def settle(
+        cls, key: str, charge: int | None, description: str | None = None, also: Sequence[Statement] = ()
+    ) -> None:
+        """Turn the hold under ``key`` into a charge of ``charge`` (None: the held amount; 0: release), in
+        one commit with the statements ``also`` (the text's final status: both are stored or neither).
 
         Two statements through the group commit, so a text's settlement shares the commit of other
         writes instead of taking a transaction (and an fsync) of its own. Both read what they need in SQL
@@ -310,13 +314,15 @@ class Ledger:
         done = asyncio.get_running_loop().create_future()
         cls._settling[key] = done
         try:
-            await cls._settle(key, charge, description)
+            await cls._settle(key, charge, description, also)
         finally:
             del cls._settling[key]
             done.set_result(None)
 
     @classmethod
-    async def _settle(cls, key: str, charge: int | None, description: str | None) -> None:
+    async def _settle(
+        cls, key: str, charge: int | None, description: str | None, also: Sequence[Statement]
+    ) -> None:
         hold = cls._holds.pop(key, None)
         if hold is None:  # held by an earlier run of the bridge (settled at start-up), or settled already
             row = await cls.db.fetchrow(
@@ -325,6 +331,8 @@ class Ledger:
                 key,
             )
             if row is None:
+                if also:
+                    await cls.writes.commit(also)
                 return
             hold = (row["user_id"], row["amount"])
         user_id, held = hold
@@ -334,6 +342,7 @@ class Ledger:
         try:
             await cls.writes.commit(
                 [
+                    *also,
                     (_SETTLE_ACCOUNT, (key, charge)),
                     (_SETTLE_ENTRY, (key, charge, description, _now())),
                 ]

@@ -138,23 +138,30 @@ class SmsOutbox:
         )
 
     async def mark_submitted(self, message_id: str) -> None:
-        await self.writes.commit(
-            [("UPDATE sms_outbox SET state='submitted', updated_at=$2 WHERE id=$1", (message_id, _now()))]
+        await self._final(
+            message_id,
+            True,
+            [("UPDATE sms_outbox SET state='submitted', updated_at=$2 WHERE id=$1", (message_id, _now()))],
         )
-        if self.credit is not None:
-            await self.credit.settle_sms(f"sms:{message_id}", sent=True)
 
     async def mark_failed(self, message_id: str, reason: str, status: int | None) -> None:
-        await self.writes.commit(
+        await self._final(
+            message_id,
+            False,
             [
                 (
                     "UPDATE sms_outbox SET state='failed', error=$2, status=$3, updated_at=$4 WHERE id=$1",
                     (message_id, reason, status, _now()),
                 )
-            ]
+            ],
         )
+
+    async def _final(self, message_id: str, sent: bool, statements: list[Statement]) -> None:
+        """A text's final status, committed with the settlement of its credit hold when credit is on."""
         if self.credit is not None:
-            await self.credit.settle_sms(f"sms:{message_id}", sent=False)
+            await self.credit.settle_sms(f"sms:{message_id}", sent, also=statements)
+        else:
+            await self.writes.commit(statements)
 
     async def set_receipt(self, message_id: str, outcome: str) -> None:
         await self.db.execute(

@@ -125,6 +125,20 @@ async def test_a_hold_asked_for_again_answers_as_before_whatever_the_credit_now(
     assert (account.balance, account.reserved) == (10 + 5 - 5 + 6 - 10, 0)
 
 
+async def test_a_settlement_and_the_statements_given_with_it_are_one_commit(ledger: str) -> None:
+    await db.Ledger.top_up("@u:hs", 100, "t")
+    assert await db.Ledger.try_reserve("@u:hs", 10, "sms:m1", floor=0)
+    bad = [("INSERT INTO no_such_table (x) VALUES ($1)", (1,))]
+    with pytest.raises(Exception):  # noqa: B017 - each backend names a missing table its own way
+        await db.Ledger.settle("sms:m1", None, "text sent", also=bad)
+    account = await db.Ledger.account("@u:hs")
+    assert (account.balance, account.reserved) == (100, 10), "neither was stored"
+    await db.Ledger.settle("sms:m1", None, "text sent")  # the gateway tries again
+    account = await db.Ledger.account("@u:hs")
+    assert (account.balance, account.reserved) == (90, 0)
+    assert await db.Ledger.try_reserve("@u:hs", 90, "sms:m2", floor=0), "memory agrees"
+
+
 async def test_a_restart_in_the_middle_of_a_charge_loses_nothing(database_url: str) -> None:
     database = db.create_database(database_url)
     db.init(database)
