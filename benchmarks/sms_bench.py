@@ -13,8 +13,9 @@ stamped when that write is issued, after the SMSC's acceptance of the part has b
 itself commits with the next group commit.
 
 Rows (same run): SQLite and PostgreSQL, window 64, as fast as the bridge takes them and at an offered 2000
-messages/s (the latency goal is for that load); SQLite with window 1 as the baseline. ``--credit`` adds a
-row per database with prepaid credit on (every sender topped up through the provisioning API first).
+messages/s (the latency goal is for that load); SQLite with window 1 as the baseline. ``--credit`` adds the
+same two rows per database with prepaid credit on (every sender topped up through the provisioning API
+first).
 With ``--json`` the last line is one JSON object: ``parts_per_s``, ``p99_ms``, ``lost`` (SQLite, window 64)
 and every row under ``rows``.
 """
@@ -202,53 +203,33 @@ async def run_row(
 
 
 def run_rows(args: argparse.Namespace) -> list[Row]:
+    """The rows in order: SQLite first (the JSON's headline row is the first, the baseline the third)."""
+    n, deadline = args.messages, args.deadline
+    # (name, window, messages, offered rate or 0 for as fast as acknowledged, credit on)
+    sqlite_rows = [
+        ("sqlite w64", 64, n, 0.0, False),
+        ("sqlite w64 @2000/s", 64, n, 2000.0, False),
+        ("sqlite w1 (baseline)", 1, max(200, n // 10), 0.0, False),
+    ]
+    postgres_rows = [("postgres w64", 64, n, 0.0, False), ("postgres w64 @2000/s", 64, n, 2000.0, False)]
+    if args.credit:
+        sqlite_rows += [
+            ("sqlite w64 credit", 64, n, 0.0, True),
+            ("sqlite credit @2000/s", 64, n, 2000.0, True),
+        ]
+        postgres_rows += [
+            ("postgres w64 credit", 64, n, 0.0, True),
+            ("postgres credit @2000/s", 64, n, 2000.0, True),
+        ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(
-            asyncio.run(run_row("sqlite w64", f"sqlite:{tmp}/a.db", 64, args.messages, args.deadline))
-        )
-        rows.append(
-            asyncio.run(
-                run_row(
-                    "sqlite w64 @2000/s", f"sqlite:{tmp}/c.db", 64, args.messages, args.deadline, rate=2000.0
-                )
-            )
-        )
-        baseline_messages = max(200, args.messages // 10)
-        rows.append(
-            asyncio.run(
-                run_row("sqlite w1 (baseline)", f"sqlite:{tmp}/b.db", 1, baseline_messages, args.deadline)
-            )
-        )
-        if args.credit:
-            rows.append(
-                asyncio.run(
-                    run_row(
-                        "sqlite w64 credit",
-                        f"sqlite:{tmp}/d.db",
-                        64,
-                        args.messages,
-                        args.deadline,
-                        credit=True,
-                    )
-                )
-            )
+        for i, (name, window, messages, rate, credit) in enumerate(sqlite_rows):
+            url = f"sqlite:{tmp}/{i}.db"
+            rows.append(asyncio.run(run_row(name, url, window, messages, deadline, rate, credit)))
     if postgres.available():
-        with postgres.fresh_database() as url:
-            rows.append(asyncio.run(run_row("postgres w64", url, 64, args.messages, args.deadline)))
-        with postgres.fresh_database() as url:
-            rows.append(
-                asyncio.run(
-                    run_row("postgres w64 @2000/s", url, 64, args.messages, args.deadline, rate=2000.0)
-                )
-            )
-        if args.credit:
+        for name, window, messages, rate, credit in postgres_rows:
             with postgres.fresh_database() as url:
-                rows.append(
-                    asyncio.run(
-                        run_row("postgres w64 credit", url, 64, args.messages, args.deadline, credit=True)
-                    )
-                )
+                rows.append(asyncio.run(run_row(name, url, window, messages, deadline, rate, credit)))
     return rows
 
 
