@@ -200,6 +200,8 @@ async def test_a_transaction_that_cannot_be_stored_leaves_nothing_behind(databas
     assert await db.VmnAllocations.for_side("@alice:hs", "+1666") is None, "the pair was taken back"
     assert (await db.Ledger.account("@alice:hs")).reserved == 0
     assert await db.Ledger.try_reserve("@alice:hs", 10, "sms:b3", floor=0), "so was the hold"
+    await db.TransactionLog.record("txn-after")  # the writer goes on after a failed commit
+    assert await db.TransactionLog.seen("txn-after")
 
 
 async def test_an_event_stored_before_its_record_is_not_queued_twice_on_retry(database: object) -> None:
