@@ -184,13 +184,25 @@ class Gateway:
 
         Raises TooManySegmentsError or NoRouteError before anything is stored or sent.
         """
+        n = self.check(message)
+        await self.outbox.enqueue(message)
+        self._schedule(message)
+        return n
+
+    def check(self, message: OutboundMessage) -> int:
+        """What `send` checks before storing: the segment count (also set on *message*, to be stored
+        with it), or TooManySegmentsError / NoRouteError."""
         policy = self.router.route_for(message.destination).segment_policy
         n = count_segments(message.text, policy)
         if n > policy.max_segments:
             raise TooManySegmentsError(n, policy.max_segments)
-        await self.outbox.enqueue(message)
-        self._schedule(message)
+        message.segments = n  # a single PDU never writes its count again
         return n
+
+    def queue_stored(self, message: OutboundMessage) -> None:
+        """Queue a `check`ed message that the caller stored in the outbox itself (in a database
+        transaction with other writes of its own); `send` is `check`, store, `queue_stored`."""
+        self._schedule(message)
 
     def _schedule(self, message: OutboundMessage) -> None:
         key = message.conversation
@@ -255,7 +267,11 @@ class Gateway:
                 m.segments = count_segments(m.text, policy)  # one PDU, billed as several SMS
             else:
                 m.segments = len(segments)
-            await self._durably(partial(self.outbox.mark_submitting, m.id, m.reference, m.segments))
+            if len(segments) > 1:
+                # The reference must be stored before the first part leaves, so that a resume resends
+                # the missing parts under it and the handset still joins them. A single PDU carries no
+                # reference: it goes from PENDING to SUBMITTED, one commit fewer before its submit.
+                await self._durably(partial(self.outbox.mark_submitting, m.id, m.reference, m.segments))
             m.state = OutboxState.SUBMITTING
         for seg in segments:
             if seg.index in m.parts:

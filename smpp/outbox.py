@@ -19,8 +19,8 @@ from typing import Protocol
 
 
 class OutboxState(enum.Enum):
-    PENDING = "pending"  # stored, nothing accepted yet
-    SUBMITTING = "submitting"  # reference fixed, some parts may be accepted
+    PENDING = "pending"  # stored, nothing accepted yet (a single PDU stays so until SUBMITTED)
+    SUBMITTING = "submitting"  # several parts: reference fixed, some parts may be accepted
     SUBMITTED = "submitted"  # every part accepted by an SMSC (receipts come later)
     FAILED = "failed"  # refused for good; the reason says why
 

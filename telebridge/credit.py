@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ from aiohttp import web
 from . import metrics
 from .config import Config
 from .db import Ledger
+from .db.group_commit import Statement
+from .db.txn import PendingWrites
 from .rating import NoRate, Rate, RateTable, denied
 
 log = logging.getLogger("telebridge.credit")
@@ -83,8 +85,11 @@ class Credit:
 
     # -- texts --------------------------------------------------------------------------------------
 
-    async def authorise_sms(self, user_id: str, e164: str, segments: int, key: str) -> str | None:
-        """Reserve the text's cost; the refusal to show the sender, or None when it may go."""
+    async def authorise_sms(
+        self, user_id: str, e164: str, segments: int, key: str, pending: PendingWrites | None = None
+    ) -> str | None:
+        """Reserve the text's cost; the refusal to show the sender, or None when it may go. With ``pending``
+        the hold is stored with that appservice transaction (``Ledger.reserve``)."""
         if denied(e164, self.deny, self.allow):
             self._refuse("sms", "denied")
             return f"texts to {e164} are blocked on this bridge."
@@ -97,7 +102,7 @@ class Credit:
         if await self.over_daily_limit(user_id, cost):
             self._refuse("sms", "daily_limit")
             return f"it would take you over the daily spending limit of {self.money(self.spend_per_day)}."
-        if await Ledger.try_reserve(user_id, cost, key, self.floor_for(user_id), reference=e164):
+        if await Ledger.try_reserve(user_id, cost, key, self.floor_for(user_id), e164, pending):
             return None
         account = await Ledger.account(user_id)
         self._refuse("sms", "no_credit")
@@ -106,8 +111,9 @@ class Credit:
             f"{segments} part{'s' if segments != 1 else ''}). Ask the bridge operator to top up your account."
         )
 
-    async def settle_sms(self, key: str, sent: bool) -> None:
-        await Ledger.settle(key, None if sent else 0, "text sent" if sent else "text not sent")
+    async def settle_sms(self, key: str, sent: bool, also: Sequence[Statement] = ()) -> None:
+        """Charge the text's hold (sent) or release it, in one commit with ``also`` (its outbox status)."""
+        await Ledger.settle(key, None if sent else 0, "text sent" if sent else "text not sent", also)
 
     # -- calls --------------------------------------------------------------------------------------
 

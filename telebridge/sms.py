@@ -1,7 +1,8 @@
 """Text messaging between portals and phones, over ``smpp.gateway.Gateway``.
 
 Matrix → phone: a message in a portal becomes one SMS per phone party, stored in the durable outbox
-(``db.SmsOutbox``) before the homeserver's transaction is acknowledged; the gateway drains the outbox.
+(``db.SmsOutbox``) in the same commit as the homeserver's transaction record, before that transaction is
+acknowledged, and queued on the gateway once stored; the gateway drains the outbox.
 Phone → Matrix: the gateway hands us reassembled texts and receipts; we store them (``db.SmsInbox``,
 ``db.SmsReceipts``) before the SMSC gets its response, then post them to the right room from the store,
 so a crash between the two loses nothing — the store is drained again on start.
@@ -14,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
-import asyncpg
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
 from mautrix.types import EventID, MessageEvent, RoomCreatePreset, RoomID, UserID
@@ -36,7 +36,8 @@ from smpp.session import BindMode, SessionConfig
 from . import metrics
 from .config import Config
 from .credit import Credit
-from .db import OptOuts, Portal, SmsInbox, SmsOutbox, SmsReceipts, VmnAllocations
+from .db import OptOuts, Portal, SmsInbox, SmsOutbox, SmsReceipts, TransactionLog, VmnAllocations
+from .db.group_commit import UNIQUE_VIOLATIONS
 from .db.sms import OutboxOrigin, PoolExhausted, StoredReceipt, StoredText
 from .formatting import NotRelayable, sms_text
 from .limits import SlidingWindow
@@ -45,7 +46,6 @@ from .portal import VirtualUsers
 from .puppet import VirtualUserNamespace
 
 log = logging.getLogger("telebridge.sms")
-UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.UniqueViolationError)
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START_WORDS = frozenset({"START", "UNSTOP", "YES"})
@@ -198,7 +198,7 @@ class SmsBridge:
             metrics.SMS.labels("out", "opted_out").inc()
             return
         try:
-            source = await self._source_for(side, phone, portal.kind)
+            source = await self._source_for(side, phone, portal.kind, event.room_id, party)
         except PoolExhausted as e:
             await say(
                 f"Not sent: no number is free to text {number} from this chat ({e}). Ask the operator to grow the pool.",
@@ -215,44 +215,54 @@ class SmsBridge:
             registered_delivery=self.receipts_wanted,
         )
         payer = event.sender if not self.namespace.is_in_namespace(event.sender) else portal.creator
-        if self.credit is not None:
-            try:
-                segments = self.gateway.count_segments(phone, text)
-            except NoRouteError:
-                segments = 0  # gateway.send below refuses it with the usual notice
-            if segments:
-                refusal = await self.credit.authorise_sms(payer, phone, segments, f"sms:{message_id}")
-                if refusal is not None:
-                    await say(f"Not sent: {refusal}")
-                    return
-        self.outbox.attach_origin(message_id, OutboxOrigin(event.room_id, event.event_id, party))
         try:
-            segments = await self.gateway.send(message)
+            segments = self.gateway.check(message)  # before any credit is held for it
+        except TooManySegmentsError as e:
+            await say(f"Not sent: too long for SMS — {e}.")
+            metrics.SMS.labels("out", "too_long").inc()
+            return
+        except NoRouteError:
+            await say(f"Not sent: there is no SMS route to {number}.")
+            metrics.SMS.labels("out", "no_route").inc()
+            return
+        pending = TransactionLog.pending()
+        if self.credit is not None:
+            refusal = await self.credit.authorise_sms(payer, phone, segments, f"sms:{message_id}", pending)
+            if refusal is not None:
+                await say(f"Not sent: {refusal}")
+                return
+        origin = OutboxOrigin(event.room_id, event.event_id, party)
+        if pending is not None:  # stored with the appservice transaction's record, then queued
+            pending.add(self.outbox.enqueue_statements(message, origin), partial(self._queued, message))
+            return
+        self.outbox.attach_origin(message_id, origin)
+        try:
+            await self.gateway.send(message)
         except UNIQUE_VIOLATIONS:
             return  # a transaction retried after a crash: this message is already in the outbox
-        except (TooManySegmentsError, NoRouteError) as e:
-            if self.credit is not None:
-                await self.credit.settle_sms(f"sms:{message_id}", sent=False)
-            if isinstance(e, TooManySegmentsError):
-                await say(f"Not sent: too long for SMS — {e}.")
-                metrics.SMS.labels("out", "too_long").inc()
-            else:
-                await say(f"Not sent: there is no SMS route to {number}.")
-                metrics.SMS.labels("out", "no_route").inc()
-            return
-        metrics.SMS.labels("out", "queued").inc()
-        metrics.SMS_SEGMENTS.labels("out").inc(segments)
+        self._count_queued(message)
 
-    async def _source_for(self, side: str, phone: str, kind: str) -> str:
+    def _queued(self, message: OutboundMessage) -> None:
+        """``message`` is stored (with its appservice transaction): hand it to the gateway."""
+        self.gateway.queue_stored(message)
+        self._count_queued(message)
+
+    @staticmethod
+    def _count_queued(message: OutboundMessage) -> None:
+        metrics.SMS.labels("out", "queued").inc()
+        metrics.SMS_SEGMENTS.labels("out").inc(message.segments)
+
+    async def _source_for(self, side: str, phone: str, kind: str, room_id: str, party: str) -> str:
+        """The number this side texts ``phone`` from; a new pair is stored with the room it is for."""
         if self.origination == "short_code":
             return self.short_code
         existing = await VmnAllocations.for_side(side, phone)
         if existing is not None:
             return existing
         own = self.owned_by_user.get(side) if kind == "dm" else None
-        if own is not None and await VmnAllocations.assign(own, phone, side):
+        if own is not None and await VmnAllocations.assign(own, phone, side, room_id, party):
             return own
-        return await VmnAllocations.allocate(side, phone, self.pool)
+        return await VmnAllocations.allocate(side, phone, self.pool, room_id, party, TransactionLog.pending())
 
     # -- InboundSink (durable on return) -------------------------------------------------------------
 

@@ -66,7 +66,10 @@ def init(db: Database) -> None:
     writes = GroupCommit(db)  # one writer for the whole database: durable writes share commits
     TransactionLog.writes = writes
     SmsOutbox.writes = writes
+    VmnAllocations.writes = writes
+    Ledger.writes = writes
     Portal.forget_all()
     OptOuts.forget_all()
     VmnAllocations.forget_all()
     TransactionLog.forget_all()
+    Ledger.forget_all()

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from mautrix.util.async_db import Database
 
 log = logging.getLogger("telebridge.db")
 
 Statement = tuple[str, Sequence[Any]]
+
+#: What a commit raises when a row it inserts exists already, on either backend.
+UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.UniqueViolationError)
 
 
 class GroupCommit:
@@ -51,39 +56,53 @@ class GroupCommit:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
-                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                await self._write(batch)
+            if not self._queue:
+                continue
+            # One connection for as long as there is work: on PostgreSQL each connection prepares each
+            # statement once, and a writer that moved between pool connections paid that on each of them
+            # (commits twice as long for the first few hundred texts after a start). Given back when the
+            # queue is empty (so the pool can close) or after a failed commit (the connection may be bad).
+            conn: Any
+            async with self.db.acquire() as conn:
+                while self._queue:
+                    batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                    if not await self._write(conn, batch):
+                        break
 
-    async def _write(self, batch: list[tuple[Sequence[Statement], asyncio.Future[None]]]) -> None:
+    async def _write(self, conn: Any, batch: list[tuple[Sequence[Statement], asyncio.Future[None]]]) -> bool:
+        """Commit ``batch``; False if its combined commit failed."""
         try:
-            await self._run([s for unit, _ in batch for s in unit])
+            await self._run(conn, [s for unit, _ in batch for s in unit])
         except Exception as e:
             if len(batch) == 1:
                 self._settle(batch[0][1], e)
-                return
+                return False
             log.warning("A group commit of %d units failed; retrying them one by one", len(batch))
             for unit, future in batch:
                 try:
-                    await self._run(unit)
+                    await self._run(conn, unit)
                 except Exception as one:
                     self._settle(future, one)
                 else:
                     self._settle(future)
-            return
+            return False
         for _, future in batch:
             self._settle(future)
+        return True
 
-    async def _run(self, statements: Sequence[Statement]) -> None:
+    async def _run(self, conn: Any, statements: Sequence[Statement]) -> None:
         """One transaction; statements with the same text go as one ``executemany`` (one thread hop for
-        SQLite, one round trip for PostgreSQL). Reordering across units is safe: a caller awaits each
-        commit before its next write, so one batch never holds two writes to the same outbox row that
-        depend on each other's order."""
+        SQLite, one round trip for PostgreSQL), in the order each text first appears. Reordering across
+        units is safe: a caller awaits each commit before its next write, so one batch never holds two
+        writes to the same row that depend on each other's order. A unit that gathers many callers'
+        writes (an appservice transaction's, ``txn.PendingWrites``) must keep such pairs in the order of
+        their texts' first appearance: a credit hold's ``INSERT … credit_account`` always comes before its
+        ``UPDATE`` in every unit, so it runs first; a new VMN pair's row takes a later room change itself
+        (``VmnAllocations.remember_room``) rather than an ``UPDATE`` that could run before the insert."""
         grouped: dict[str, list[Sequence[Any]]] = {}
         for query, args in statements:
             grouped.setdefault(query, []).append(args)
-        conn: Any
-        async with self.db.acquire() as conn, conn.transaction():
+        async with conn.transaction():
             for query, arg_lists in grouped.items():
                 if len(arg_lists) == 1:
                     await conn.execute(query, *arg_lists[0])

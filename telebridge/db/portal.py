@@ -38,12 +38,45 @@ class Portal:
         cached = cls._cache.get(room_id)
         if cached is not None:
             return cached
-        row = await cls.db.fetchrow(
-            "SELECT room_id, kind, creator, encrypted, created_at FROM portal WHERE room_id=$1", room_id
+        # The parties come in the same query: the first message in a room needs both, and one read
+        # instead of two halves what a burst of first messages (after a restart) queues on the pool.
+        rows = await cls.db.fetch(
+            "SELECT p.room_id, p.kind, p.creator, p.encrypted, p.created_at, pp.puppet_mxid FROM portal p "
+            "LEFT JOIN portal_party pp ON pp.room_id = p.room_id WHERE p.room_id=$1 "
+            "ORDER BY pp.joined_at, pp.puppet_mxid",
+            room_id,
         )
-        if row is None:
-            return None
-        portal = cls._from_row(row)
+        return cls._remember(list(rows)) if rows else None
+
+    @classmethod
+    async def get_many(cls, room_ids: list[str]) -> None:
+        """Read the portals among ``room_ids`` that are not in memory yet, with their parties, in one
+        query per 500 rooms (rooms that are no portal stay unknown: :meth:`get` reads them again)."""
+        missing = [room_id for room_id in room_ids if room_id not in cls._cache]
+        for first in range(0, len(missing), 500):
+            chunk = missing[first : first + 500]
+            placeholders = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+            rows = await cls.db.fetch(
+                "SELECT p.room_id, p.kind, p.creator, p.encrypted, p.created_at, pp.puppet_mxid FROM portal p "
+                "LEFT JOIN portal_party pp ON pp.room_id = p.room_id "
+                f"WHERE p.room_id IN ({placeholders}) ORDER BY p.room_id, pp.joined_at, pp.puppet_mxid",
+                *chunk,
+            )
+            by_room: dict[str, list[Any]] = {}
+            for row in rows:
+                by_room.setdefault(row["room_id"], []).append(row)
+            for room_rows in by_room.values():
+                cls._remember(room_rows)
+
+    @classmethod
+    def _remember(cls, rows: list[Any]) -> Portal:
+        """The portal of ``rows`` (one per party, from the joined query), cached unless it already is."""
+        room_id = rows[0]["room_id"]
+        cached = cls._cache.get(room_id)  # another task read it meanwhile: keep one object per room
+        if cached is not None:
+            return cached
+        portal = cls._from_row(rows[0])
+        portal._parties = [row["puppet_mxid"] for row in rows if row["puppet_mxid"] is not None]
         cls._cache[room_id] = portal
         return portal
 

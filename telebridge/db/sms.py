@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from mautrix.util.async_db import Database
@@ -13,7 +15,8 @@ from mautrix.util.async_db import Database
 from smpp.outbox import OutboundMessage, OutboxState
 from smpp.reassembly import Part, PartKey
 
-from .group_commit import GroupCommit
+from .group_commit import UNIQUE_VIOLATIONS, GroupCommit, Statement
+from .txn import PendingWrites
 
 
 def _now() -> int:
@@ -53,31 +56,33 @@ class SmsOutbox:
         self._origins[message_id] = origin
 
     async def enqueue(self, message: OutboundMessage) -> None:
-        origin = self._origins.pop(message.id, None)
-        now = _now()
-        await self.writes.commit(
-            [
+        await self.writes.commit(self.enqueue_statements(message, self._origins.pop(message.id, None)))
+
+    @staticmethod
+    def enqueue_statements(message: OutboundMessage, origin: OutboxOrigin | None) -> list[Statement]:
+        """What :meth:`enqueue` writes, for a caller that commits it with writes of its own (an appservice
+        transaction's record). A row with the same ``id`` makes the commit fail with a unique violation."""
+        return [
+            (
+                "INSERT INTO sms_outbox (id, room_id, event_id, puppet_mxid, source, destination, text, "
+                "registered_delivery, state, reference, segments, created_at, updated_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
                 (
-                    "INSERT INTO sms_outbox (id, room_id, event_id, puppet_mxid, source, destination, text, "
-                    "registered_delivery, state, reference, segments, created_at, updated_at) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
-                    (
-                        message.id,
-                        origin.room_id if origin else None,
-                        origin.event_id if origin else None,
-                        origin.puppet_mxid if origin else None,
-                        message.source,
-                        message.destination,
-                        message.text,
-                        message.registered_delivery,
-                        message.state.value,
-                        message.reference,
-                        message.segments,
-                        now,
-                    ),
-                )
-            ]
-        )
+                    message.id,
+                    origin.room_id if origin else None,
+                    origin.event_id if origin else None,
+                    origin.puppet_mxid if origin else None,
+                    message.source,
+                    message.destination,
+                    message.text,
+                    message.registered_delivery,
+                    message.state.value,
+                    message.reference,
+                    message.segments,
+                    _now(),
+                ),
+            )
+        ]
 
     async def load_pending(self) -> list[OutboundMessage]:
         rows = await self.db.fetch(
@@ -133,23 +138,30 @@ class SmsOutbox:
         )
 
     async def mark_submitted(self, message_id: str) -> None:
-        await self.writes.commit(
-            [("UPDATE sms_outbox SET state='submitted', updated_at=$2 WHERE id=$1", (message_id, _now()))]
+        await self._final(
+            message_id,
+            True,
+            [("UPDATE sms_outbox SET state='submitted', updated_at=$2 WHERE id=$1", (message_id, _now()))],
         )
-        if self.credit is not None:
-            await self.credit.settle_sms(f"sms:{message_id}", sent=True)
 
     async def mark_failed(self, message_id: str, reason: str, status: int | None) -> None:
-        await self.writes.commit(
+        await self._final(
+            message_id,
+            False,
             [
                 (
                     "UPDATE sms_outbox SET state='failed', error=$2, status=$3, updated_at=$4 WHERE id=$1",
                     (message_id, reason, status, _now()),
                 )
-            ]
+            ],
         )
+
+    async def _final(self, message_id: str, sent: bool, statements: list[Statement]) -> None:
+        """A text's final status, committed with the settlement of its credit hold when credit is on."""
         if self.credit is not None:
-            await self.credit.settle_sms(f"sms:{message_id}", sent=False)
+            await self.credit.settle_sms(f"sms:{message_id}", sent, also=statements)
+        else:
+            await self.writes.commit(statements)
 
     async def set_receipt(self, message_id: str, outcome: str) -> None:
         await self.db.execute(
@@ -349,88 +361,201 @@ class VmnAllocations:
     """The seed's VMN pool: each {Matrix side, phone} pair holds a pool number no other pair with the same
     phone holds, so a reply from that phone to that number identifies exactly one side.
 
-    Allocations never change once made, so lookups are cached in memory."""
+    Allocations never change once made and only this class writes them, so the whole table is read once
+    (one query, a row per conversation) and then decided in memory: a phone not in it has no pairs, and a
+    first text to it needs no read. New pairs and room changes go through the group commit: a first text
+    to 200 phones shares a few commits instead of taking 400 of its own. Allocations for one phone take
+    turns (a lock per phone), so no read follows a write; the unique constraints still refuse a pair that
+    another writer made, and the table is then read again."""
 
     db: ClassVar[Database]
+    writes: ClassVar[GroupCommit]
     _by_side: ClassVar[dict[tuple[str, str], str]] = {}
+    _by_phone: ClassVar[dict[str, dict[str, str]] | None] = None  # phone → {vmn: side}, once read
     _rooms: ClassVar[dict[tuple[str, str], tuple[str, str]]] = {}
+    _locks: ClassVar[dict[str, asyncio.Lock]] = {}
+    _unstored: ClassVar[dict[tuple[str, str], list[Any]]] = {}  # pairs waiting for their transaction
 
     @classmethod
     def forget_all(cls) -> None:
+        cls._forget_pairs()
+        cls._locks.clear()
+        cls._unstored.clear()
+
+    @classmethod
+    def _forget_pairs(cls) -> None:
+        """Read the table again on next use (the locks stay: a task may be holding one)."""
         cls._by_side.clear()
+        cls._by_phone = None
         cls._rooms.clear()
+
+    @classmethod
+    async def _pairs(cls, phone: str) -> dict[str, str]:
+        """Every {vmn: side} pair of ``phone`` (the table is read on first use)."""
+        by_phone = cls._by_phone
+        if by_phone is None:
+            rows = await cls.db.fetch("SELECT vmn, phone, side, room_id, puppet_mxid FROM vmn_allocation")
+            by_phone = cls._by_phone  # another task may have read it meanwhile
+            if by_phone is None:
+                by_phone = cls._by_phone = {}
+                for row in rows:
+                    by_phone.setdefault(row["phone"], {})[row["vmn"]] = row["side"]
+                    cls._by_side[(row["side"], row["phone"])] = row["vmn"]
+                    if row["room_id"] is not None:
+                        cls._rooms[(row["vmn"], row["phone"])] = (row["room_id"], row["puppet_mxid"])
+        pairs = by_phone.get(phone)
+        if pairs is None:
+            pairs = by_phone[phone] = {}
+        return pairs
 
     @classmethod
     async def for_side(cls, side: str, phone: str) -> str | None:
         cached = cls._by_side.get((side, phone))
         if cached is not None:
             return cached
-        vmn = await cls.db.fetchval("SELECT vmn FROM vmn_allocation WHERE side=$1 AND phone=$2", side, phone)
-        if vmn is not None:
-            cls._by_side[(side, phone)] = vmn
-        return vmn
+        await cls._pairs(phone)
+        return cls._by_side.get((side, phone))
 
     @classmethod
     async def side_for(cls, vmn: str, phone: str) -> str | None:
-        return await cls.db.fetchval("SELECT side FROM vmn_allocation WHERE vmn=$1 AND phone=$2", vmn, phone)
+        return (await cls._pairs(phone)).get(vmn)
 
     @classmethod
     async def conversation(cls, vmn: str, phone: str) -> tuple[str, str | None, str | None] | None:
         """(side, last room, last virtual user) of the pair a reply from ``phone`` to ``vmn`` belongs to."""
-        row = await cls.db.fetchrow(
-            "SELECT side, room_id, puppet_mxid FROM vmn_allocation WHERE vmn=$1 AND phone=$2", vmn, phone
-        )
-        return (row["side"], row["room_id"], row["puppet_mxid"]) if row else None
+        side = (await cls._pairs(phone)).get(vmn)
+        if side is None:
+            return None
+        room_id, puppet_mxid = cls._rooms.get((vmn, phone), (None, None))
+        return side, room_id, puppet_mxid
 
     @classmethod
-    async def assign(cls, vmn: str, phone: str, side: str) -> bool:
-        """Pair a number the side owns with ``phone``; False if another side already holds that pair."""
-        await cls.db.execute(
-            "INSERT INTO vmn_allocation (vmn, phone, side, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            vmn,
-            phone,
-            side,
-            _now(),
+    async def _insert(
+        cls, vmn: str, phone: str, side: str, room_id: str | None, puppet_mxid: str | None
+    ) -> bool:
+        """Pair ``vmn`` with (side, phone), durably; False (and the pairs read again) if the database
+        already holds either pair. Call with the phone's lock held."""
+        try:
+            await cls.writes.commit([cls._insert_statement(vmn, phone, side, room_id, puppet_mxid)])
+        except UNIQUE_VIOLATIONS:
+            cls._forget_pairs()
+            await cls._pairs(phone)
+            return False
+        await cls._pairs(phone)
+        cls._claim(vmn, phone, side, room_id, puppet_mxid)
+        return True
+
+    @staticmethod
+    def _insert_statement(
+        vmn: str, phone: str, side: str, room_id: str | None, puppet_mxid: str | None
+    ) -> tuple[str, list[Any]]:
+        """The pair's row; its arguments are a list so that a room change before the row is stored can go
+        into it (an UPDATE in the same commit could run before the INSERT: the group commit groups
+        statements by their text)."""
+        return (
+            "INSERT INTO vmn_allocation (vmn, phone, side, room_id, puppet_mxid, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            [vmn, phone, side, room_id, puppet_mxid, _now()],
         )
-        return await cls.side_for(vmn, phone) == side
+
+    @classmethod
+    def _claim(cls, vmn: str, phone: str, side: str, room_id: str | None, puppet_mxid: str | None) -> None:
+        """The pair in memory (the phone's pairs read already)."""
+        assert cls._by_phone is not None
+        cls._by_phone.setdefault(phone, {})[vmn] = side
+        cls._by_side[(side, phone)] = vmn
+        if room_id is not None and puppet_mxid is not None:
+            cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
+
+    @classmethod
+    def _stored(cls, vmn: str, phone: str) -> None:
+        cls._unstored.pop((vmn, phone), None)
+
+    @classmethod
+    def _unclaim(cls, vmn: str, phone: str, side: str) -> None:
+        """Take back a pair whose write was not stored (its appservice transaction failed)."""
+        pairs = cls._by_phone.get(phone) if cls._by_phone is not None else None
+        if pairs is not None and pairs.get(vmn) == side:
+            del pairs[vmn]
+        if cls._by_side.get((side, phone)) == vmn:
+            del cls._by_side[(side, phone)]
+        cls._rooms.pop((vmn, phone), None)
+        cls._unstored.pop((vmn, phone), None)
+
+    @classmethod
+    async def assign(
+        cls, vmn: str, phone: str, side: str, room_id: str | None = None, puppet_mxid: str | None = None
+    ) -> bool:
+        """Pair a number the side owns with ``phone``; False if another side already holds that pair."""
+        async with cls._locks.setdefault(phone, asyncio.Lock()):
+            holder = (await cls._pairs(phone)).get(vmn)
+            if holder is None and (side, phone) not in cls._by_side:
+                await cls._insert(vmn, phone, side, room_id, puppet_mxid)
+                holder = (await cls._pairs(phone)).get(vmn)
+            return holder == side
 
     @classmethod
     async def remember_room(cls, vmn: str, phone: str, room_id: str, puppet_mxid: str) -> None:
         """Where the pair last talked, so the reply lands in that room as that virtual user."""
         if cls._rooms.get((vmn, phone)) == (room_id, puppet_mxid):
             return
-        cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
-        await cls.db.execute(
-            "UPDATE vmn_allocation SET room_id=$3, puppet_mxid=$4 WHERE vmn=$1 AND phone=$2",
-            vmn,
-            phone,
-            room_id,
-            puppet_mxid,
+        unstored = cls._unstored.get((vmn, phone))
+        if unstored is not None:  # the pair's row waits for its transaction's commit: it takes the room
+            unstored[3:5] = [room_id, puppet_mxid]
+            cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
+            return
+        await cls.writes.commit(
+            [
+                (
+                    "UPDATE vmn_allocation SET room_id=$3, puppet_mxid=$4 WHERE vmn=$1 AND phone=$2",
+                    (vmn, phone, room_id, puppet_mxid),
+                )
+            ]
         )
+        cls._rooms[(vmn, phone)] = (room_id, puppet_mxid)
 
     @classmethod
-    async def allocate(cls, side: str, phone: str, pool: list[str]) -> str:
-        """Sticky: the same pair always gets the same number. Unique constraints settle races."""
-        existing = await cls.for_side(side, phone)
+    async def allocate(
+        cls,
+        side: str,
+        phone: str,
+        pool: list[str],
+        room_id: str | None = None,
+        puppet_mxid: str | None = None,
+        pending: PendingWrites | None = None,
+    ) -> str:
+        """Sticky: the same pair always gets the same number; the first free pool number otherwise, stored
+        with the room it is for (``room_id``, ``puppet_mxid``) so no second write follows.
+
+        With ``pending`` (the appservice transaction whose text needs the number), the pair is written
+        with that transaction's commit, where the text that leaves from it is stored too: it holds in
+        memory from now on (the next transaction waits for this one) and is taken back if that commit
+        fails."""
+        existing = cls._by_side.get((side, phone))
         if existing is not None:
             return existing
-        taken = {
-            row["vmn"] for row in await cls.db.fetch("SELECT vmn FROM vmn_allocation WHERE phone=$1", phone)
-        }
-        for vmn in pool:
-            if vmn in taken:
-                continue
-            await cls.db.execute(
-                "INSERT INTO vmn_allocation (vmn, phone, side, created_at) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT DO NOTHING",
-                vmn,
-                phone,
-                side,
-                _now(),
-            )
-            winner = await cls.for_side(side, phone)
-            if winner is not None:
-                return winner
+        async with cls._locks.setdefault(phone, asyncio.Lock()):
+            for vmn in pool:
+                existing = await cls.for_side(side, phone)
+                if existing is not None:
+                    return existing
+                if vmn in await cls._pairs(phone):
+                    continue
+                if pending is not None:
+                    cls._claim(vmn, phone, side, room_id, puppet_mxid)
+                    query, args = cls._insert_statement(vmn, phone, side, room_id, puppet_mxid)
+                    cls._unstored[(vmn, phone)] = args
+                    pending.add(
+                        [(query, args)],
+                        stored=partial(cls._stored, vmn, phone),
+                        dropped=partial(cls._unclaim, vmn, phone, side),
+                    )
+                    return vmn
+                if await cls._insert(vmn, phone, side, room_id, puppet_mxid):
+                    return vmn
+            existing = await cls.for_side(side, phone)
+            if existing is not None:
+                return existing
         raise PoolExhausted(f"all {len(pool)} pool numbers already talk to {phone} for other chats")
 
 

@@ -225,6 +225,26 @@ async def test_restart_with_queued_messages_resumes_from_the_outbox() -> None:
     assert on_disk.messages["half"].parts[1] == "old-1"
 
 
+async def test_only_a_multipart_message_stores_its_reference_before_its_first_submit(fake: FakeSmsc) -> None:
+    outbox = MemoryOutbox()
+    gw = Gateway([smsc_config("a", fake.port)], [Route("", (Target("a"),))], outbox, RecordingSink())
+    await gw.start()
+    try:
+        assert await gw.wait_bound(10)
+        await gw.send(OutboundMessage("short", "+4930123", "+4915100001", "one part"))
+        await gw.send(OutboundMessage("long", "+4930123", "+4915100002", "y" * 300))
+        await asyncio.wait_for(gw.wait_idle(), 10)
+    finally:
+        await gw.stop()
+
+    def writes(message_id: str) -> list[str]:
+        return [what for mid, what in outbox.history if mid == message_id]
+
+    assert writes("short") == ["enqueued", "part 1", "submitted"]
+    assert writes("long") == ["enqueued", "submitting", "part 1", "part 2", "submitted"]
+    assert (outbox.messages["short"].segments, outbox.messages["long"].segments) == (1, 2)
+
+
 async def test_malformed_pdu_from_smsc_is_nacked_and_bind_survives(fake: FakeSmsc) -> None:
     sink = RecordingSink()
     gw = Gateway([smsc_config("a", fake.port)], [Route("", (Target("a"),))], MemoryOutbox(), sink)

@@ -91,6 +91,54 @@ async def test_settle_charges_what_happened_and_release_gives_back(ledger: str) 
     assert await db.Ledger.try_reserve("@d:hs", 100, "postpaid", floor=50), "postpaid may go below zero"
 
 
+async def test_settles_sharing_commits_apply_once_each(ledger: str) -> None:
+    """Settlements go through the group commit: many at once share commits, repeats of a key count once."""
+    await db.Ledger.top_up("@s:hs", 1000, "t")
+    for i in range(20):
+        assert await db.Ledger.try_reserve("@s:hs", 10, f"sms:{i}", floor=0)
+    await asyncio.gather(
+        *(db.Ledger.settle(f"sms:{i}", None if i % 2 else 0) for i in range(20) for _ in range(3))
+    )
+    account = await db.Ledger.account("@s:hs")
+    assert (account.balance, account.reserved) == (1000 - 10 * 10, 0), "10 charged, 10 released, once each"
+    kinds = [e.kind for e in await db.Ledger.history("@s:hs", 100)]
+    assert (kinds.count("charge"), kinds.count("release")) == (10, 10)
+
+
+async def test_a_hold_asked_for_again_answers_as_before_whatever_the_credit_now(ledger: str) -> None:
+    """Holds are decided in memory; a retried key still finds its earlier hold, once."""
+    await db.Ledger.top_up("@r:hs", 10, "t")
+    assert await db.Ledger.try_reserve("@r:hs", 10, "sms:once", floor=0)
+    assert await db.Ledger.try_reserve("@r:hs", 10, "sms:once", floor=0), (
+        "held before, though nothing is left"
+    )
+    assert not await db.Ledger.try_reserve("@r:hs", 10, "sms:other", floor=0)
+    assert (await db.Ledger.account("@r:hs")).reserved == 10
+    await db.Ledger.top_up("@r:hs", 5, "t2")
+    await db.Ledger.charge("@r:hs", 5, "in-sms:1", "+1666", "text received")
+    assert not await db.Ledger.try_reserve("@r:hs", 6, "sms:third", floor=0), "the charge used the top-up"
+    await db.Ledger.top_up("@r:hs", 6, "t3")
+    assert await db.Ledger.try_reserve("@r:hs", 6, "sms:third", floor=0)
+    await db.Ledger.settle("sms:once", None)
+    await db.Ledger.settle("sms:third", 0)
+    account = await db.Ledger.account("@r:hs")
+    assert (account.balance, account.reserved) == (10 + 5 - 5 + 6 - 10, 0)
+
+
+async def test_a_settlement_and_the_statements_given_with_it_are_one_commit(ledger: str) -> None:
+    await db.Ledger.top_up("@u:hs", 100, "t")
+    assert await db.Ledger.try_reserve("@u:hs", 10, "sms:m1", floor=0)
+    bad = [("INSERT INTO no_such_table (x) VALUES ($1)", (1,))]
+    with pytest.raises(Exception):  # noqa: B017 - each backend names a missing table its own way
+        await db.Ledger.settle("sms:m1", None, "text sent", also=bad)
+    account = await db.Ledger.account("@u:hs")
+    assert (account.balance, account.reserved) == (100, 10), "neither was stored"
+    await db.Ledger.settle("sms:m1", None, "text sent")  # the gateway tries again
+    account = await db.Ledger.account("@u:hs")
+    assert (account.balance, account.reserved) == (90, 0)
+    assert await db.Ledger.try_reserve("@u:hs", 90, "sms:m2", floor=0), "memory agrees"
+
+
 async def test_a_restart_in_the_middle_of_a_charge_loses_nothing(database_url: str) -> None:
     database = db.create_database(database_url)
     db.init(database)
@@ -130,6 +178,17 @@ async def test_spend_in_the_last_day_counts_charges_and_holds(ledger: str) -> No
     await db.Ledger.settle("sms:a", None)
     assert await db.Ledger.try_reserve("@f:hs", 20, "call:b", floor=0)
     assert await db.Ledger.spent_since("@f:hs", 0) == 50
+
+
+async def test_spend_in_the_last_day_counts_holds_still_waiting_for_their_commit(ledger: str) -> None:
+    """Two texts of one appservice transaction: the second's daily-limit check sees the first's hold."""
+    from telebridge.db.txn import PendingWrites
+
+    await db.Ledger.top_up("@f2:hs", 100, "t")
+    pending = PendingWrites()
+    assert await db.Ledger.try_reserve("@f2:hs", 30, "sms:x", floor=0, pending=pending)
+    assert await db.Ledger.spent_since("@f2:hs", 0) == 30
+    assert (await db.Ledger.account("@f2:hs")).reserved == 0, "not stored yet"
 
 
 async def test_incoming_traffic_is_charged_even_below_zero_and_once(ledger: str) -> None:
@@ -193,6 +252,59 @@ def test_no_interleaving_of_concurrent_spends_overdraws(
             assert all(ok or amount > balance - held for amount, ok in zip(spends, results, strict=True)), (
                 "a spend is refused only when what was left could not cover it"
             )
+        finally:
+            await database.stop()
+
+    asyncio.run(run())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    balance=st.integers(min_value=0, max_value=200),
+    operations=st.lists(
+        st.tuples(st.sampled_from(["hold", "top_up", "charge"]), st.integers(min_value=1, max_value=80)),
+        min_size=1,
+        max_size=25,
+    ),
+    settle_every=st.integers(min_value=1, max_value=4),
+)
+def test_what_memory_allows_matches_the_ledger_whatever_runs_at_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    balance: int,
+    operations: list[tuple[str, int]],
+    settle_every: int,
+) -> None:
+    """Holds, settlements, top-ups and charges all at once: no hold overdraws what the ledger shows at the
+    end, and the in-memory account agrees with the stored one."""
+
+    async def run() -> None:
+        database = db.create_database(f"sqlite:{tmp_path_factory.mktemp('ledger') / 'l.db'}")
+        db.init(database)
+        await database.start()
+        try:
+            await db.Ledger.top_up("@q:hs", balance, "t")
+
+            async def one(i: int, kind: str, amount: int) -> int:
+                if kind == "top_up":
+                    await db.Ledger.top_up("@q:hs", amount, f"t{i}")
+                    return 0
+                if kind == "charge":
+                    await db.Ledger.charge("@q:hs", amount, f"c{i}", None, None)
+                    return 0
+                if not await db.Ledger.try_reserve("@q:hs", amount, f"h{i}", floor=0):
+                    return 0
+                if i % settle_every == 0:
+                    await db.Ledger.settle(f"h{i}", amount // 2)
+                    return 0
+                return amount
+
+            still_held = await asyncio.gather(*(one(i, k, a) for i, (k, a) in enumerate(operations)))
+            account = await db.Ledger.account("@q:hs")
+            assert account.reserved == sum(still_held)
+            charged_in = sum(a for k, a in operations if k == "charge")
+            assert account.available >= -charged_in, "only incoming charges may take it below zero"
+            known = db.Ledger._known["@q:hs"]
+            assert (known.balance, known.reserved) == (account.balance, account.reserved)
         finally:
             await database.stop()
 

@@ -126,6 +126,26 @@ def test_a_text_without_credit_is_refused_and_goes_after_a_top_up(
     assert [e["kind"] for e in account["history"]][:2] == ["charge", "reserve"]
 
 
+def test_a_text_too_long_to_send_holds_no_credit(world: tuple[Synapse, BridgeProcess], smsc: NpmSmsc) -> None:
+    synapse, bridge = world
+    alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
+    provision(
+        bridge,
+        "POST",
+        "/topup",
+        {"user_id": alice.user_id, "amount": 1000, "idempotency_key": f"l-{alice.user_id}"},
+    )
+    room_id, phone = dm_with(alice, "+447700900654")
+    alice.send_text(room_id, "a" * 1700)  # 12 parts; the route allows 10
+    assert wait_until(
+        lambda: [n for n in notices(alice, room_id, phone) if "too long" in n], what="the notice"
+    )
+    account = provision(bridge, "GET", f"/balance/{alice.user_id}")
+    assert (account["balance"], account["reserved"]) == (1000, 0)
+    assert [e["kind"] for e in account["history"]] == ["topup"]
+    assert smsc.submits_to("447700900654") == []
+
+
 def test_texts_to_denied_prefixes_are_refused(world: tuple[Synapse, BridgeProcess], smsc: NpmSmsc) -> None:
     synapse, bridge = world
     alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -67,6 +68,30 @@ async def test_concurrent_allocations_for_one_phone_never_share_a_number(databas
     assert sorted(got) == sorted(pool)
 
 
+async def test_a_new_pair_is_stored_with_its_room_and_found_after_a_restart(database: object) -> None:
+    pool = ["+447700900001"]
+    vmn = await db.VmnAllocations.allocate("@alice:hs", "+1999", pool, "!dm:hs", "@_sip_1999:hs")
+    db.VmnAllocations.forget_all()  # a restart: nothing in memory
+    assert await db.VmnAllocations.conversation(vmn, "+1999") == ("@alice:hs", "!dm:hs", "@_sip_1999:hs")
+    assert await db.VmnAllocations.for_side("@alice:hs", "+1999") == vmn
+    with pytest.raises(PoolExhausted):
+        await db.VmnAllocations.allocate("@bob:hs", "+1999", pool)
+
+
+async def test_a_pair_another_writer_made_is_respected(database: Any) -> None:
+    """The pairs are kept in memory once read; a row written behind the cache's back still wins."""
+    pool = ["+447700900001", "+447700900002"]
+    assert await db.VmnAllocations.for_side("@alice:hs", "+1444") is None  # the table is now in memory
+    await database.execute(
+        "INSERT INTO vmn_allocation (vmn, phone, side, created_at) VALUES ($1, $2, $3, 0)",
+        pool[0],
+        "+1444",
+        "@mallory:hs",
+    )
+    assert await db.VmnAllocations.allocate("@alice:hs", "+1444", pool) == pool[1]
+    assert await db.VmnAllocations.side_for(pool[0], "+1444") == "@mallory:hs"
+
+
 async def test_inbox_and_receipts_are_kept_until_handled(database: object) -> None:
     await db.SmsInbox.store("smsc-a", "+1666", "+1555", "hello", 2, (2,))
     [stored] = await db.SmsInbox.unposted()
@@ -105,3 +130,101 @@ async def test_inbound_parts_survive_until_the_message_is_complete(database: obj
     assert await store.load_parts() == [("smsc-a", part)]
     await store.drop_parts(("1666", "1555", 9, 2))
     assert await store.load_parts() == []
+
+
+def text(message_id: str) -> OutboundMessage:
+    return OutboundMessage(id=message_id, source="+1555", destination="+1666", text=message_id)
+
+
+async def test_a_transactions_outbox_rows_are_stored_with_its_record_and_queued_after(
+    database: object,
+) -> None:
+    queued: list[str] = []
+
+    async def handle() -> None:
+        pending = db.TransactionLog.pending()
+        assert pending is not None
+        await db.VmnAllocations.allocate("@alice:hs", "+1777", ["+447700900001"], "!dm:hs", "@p:hs", pending)
+        for message_id in ("a1", "a2"):
+            assert queued == [], "nothing is queued before the commit"
+            pending.add(
+                db.SmsOutbox.enqueue_statements(text(message_id), None), lambda m=message_id: queued.append(m)
+            )
+
+    await db.TransactionLog.process("txn-a", handle)
+    assert queued == ["a1", "a2"]
+    assert await db.TransactionLog.seen("txn-a")
+    assert [m.id for m in await db.SmsOutbox().load_pending()] == ["a1", "a2"]
+    assert db.TransactionLog.pending() is None, "outside a transaction, writers commit their own"
+    db.VmnAllocations.forget_all()
+    assert await db.VmnAllocations.conversation("+447700900001", "+1777") == ("@alice:hs", "!dm:hs", "@p:hs")
+
+
+async def test_a_pair_made_and_moved_in_one_transaction_is_stored_with_its_last_room(
+    database: object,
+) -> None:
+    """The same user texts one phone from two rooms in one transaction: the reply goes to the second."""
+
+    async def handle() -> None:
+        pending = db.TransactionLog.pending()
+        vmn = await db.VmnAllocations.allocate(
+            "@bob:hs", "+1888", ["+447700900001"], "!one:hs", "@p:hs", pending
+        )
+        await db.VmnAllocations.remember_room(vmn, "+1888", "!two:hs", "@p:hs")
+
+    await db.TransactionLog.process("txn-moved", handle)
+    db.VmnAllocations.forget_all()  # a restart
+    assert await db.VmnAllocations.conversation("+447700900001", "+1888") == ("@bob:hs", "!two:hs", "@p:hs")
+
+
+async def test_a_transaction_that_cannot_be_stored_leaves_nothing_behind(database: object) -> None:
+    queued: list[str] = []
+
+    await db.Ledger.top_up("@alice:hs", 10, "t")
+
+    async def handle() -> None:
+        pending = db.TransactionLog.pending()
+        assert pending is not None
+        vmn = await db.VmnAllocations.allocate("@alice:hs", "+1666", ["+447700900001"], pending=pending)
+        assert vmn == "+447700900001"
+        assert await db.Ledger.try_reserve("@alice:hs", 10, "sms:b1", floor=0, pending=pending)
+        assert not await db.Ledger.try_reserve("@alice:hs", 1, "sms:b2", floor=0), "held from now on"
+        pending.add(db.SmsOutbox.enqueue_statements(text("b1"), None), lambda: queued.append("b1"))
+        pending.add([("INSERT INTO no_such_table (x) VALUES ($1)", (1,))], lambda: queued.append("bad"))
+
+    with pytest.raises(Exception):  # noqa: B017 - each backend names a missing table its own way
+        await db.TransactionLog.process("txn-b", handle)
+    assert queued == []
+    assert not await db.TransactionLog.seen("txn-b"), "the homeserver will retry it"
+    assert await db.SmsOutbox().load_pending() == []
+    assert await db.VmnAllocations.for_side("@alice:hs", "+1666") is None, "the pair was taken back"
+    assert (await db.Ledger.account("@alice:hs")).reserved == 0
+    assert await db.Ledger.try_reserve("@alice:hs", 10, "sms:b3", floor=0), "so was the hold"
+    await db.TransactionLog.record("txn-after")  # the writer goes on after a failed commit
+    assert await db.TransactionLog.seen("txn-after")
+
+
+async def test_an_event_stored_before_its_record_is_not_queued_twice_on_retry(database: object) -> None:
+    """An older bridge stored the outbox row and its hold and crashed before the record: the retry stores
+    the rest, and the hold counts once."""
+    await db.SmsOutbox().enqueue(text("c1"))
+    await db.Ledger.top_up("@alice:hs", 20, "t")
+    assert await db.Ledger.try_reserve("@alice:hs", 4, "sms:c1", floor=0)
+    queued: list[str] = []
+
+    async def handle() -> None:
+        pending = db.TransactionLog.pending()
+        assert pending is not None
+        for message_id in ("c1", "c2"):
+            assert await db.Ledger.try_reserve("@alice:hs", 4, f"sms:{message_id}", floor=0, pending=pending)
+            pending.add(
+                db.SmsOutbox.enqueue_statements(text(message_id), None), lambda m=message_id: queued.append(m)
+            )
+
+    await db.TransactionLog.process("txn-c", handle)
+    assert queued == ["c2"], "c1 was resumed from the outbox at start-up, not queued again"
+    assert (await db.Ledger.account("@alice:hs")).reserved == 8
+    assert await db.Ledger.try_reserve("@alice:hs", 12, "sms:c3", floor=0), "memory counts each hold once"
+    assert not await db.Ledger.try_reserve("@alice:hs", 1, "sms:c4", floor=0)
+    assert await db.TransactionLog.seen("txn-c")
+    assert [m.id for m in await db.SmsOutbox().load_pending()] == ["c1", "c2"]

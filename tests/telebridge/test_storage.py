@@ -36,6 +36,24 @@ async def test_schema_upgrades_and_portal_lifecycle(database_url: str) -> None:
         await database.stop()
 
 
+async def test_a_transactions_portals_are_read_together_with_their_parties(database_url: str) -> None:
+    database = await open_db(database_url)
+    try:
+        for i in range(3):
+            portal = await db.Portal.create(f"!r{i}:hs", "dm", "@alice:hs")
+            for j in range(i):
+                await db.Puppet.get_or_create(f"@_sip_{i}{j}:hs", f"{i}{j}", "gw")
+                await portal.add_party(f"@_sip_{i}{j}:hs")
+        db.Portal.forget_all()  # a restart
+        await db.Portal.get_many(["!r0:hs", "!r1:hs", "!r2:hs", "!not-a-portal:hs"])
+        await database.execute("DELETE FROM portal_party")  # what follows comes from memory
+        parties = [await p.parties() for p in [await db.Portal.get(f"!r{i}:hs") for i in range(3)] if p]
+        assert parties == [[], ["@_sip_10:hs"], ["@_sip_20:hs", "@_sip_21:hs"]]
+        assert await db.Portal.get("!not-a-portal:hs") is None
+    finally:
+        await database.stop()
+
+
 async def test_transaction_log_survives_a_restart(database_url: str) -> None:
     database = await open_db(database_url)
     try:
