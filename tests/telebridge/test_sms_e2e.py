@@ -243,12 +243,7 @@ def test_text_from_an_unknown_phone_to_an_owned_number_opens_a_dm_with_the_owner
     owner = synapse.user("owner")
     smsc.deliver("447700900777", OWNED[1:], "Is this Owner?")
 
-    def invited() -> str | None:
-        sync = owner.call("GET", "/_matrix/client/v3/sync?timeout=0")
-        rooms = list(sync.get("rooms", {}).get("invite", {}))
-        return rooms[0] if rooms else None
-
-    room_id = wait_until(invited, what="the invite")
+    room_id = wait_until(owner.first_invite, what="the invite")
     owner.call("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/join", {})
     phone_user = owner.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+447700900777"})[0]["userid"]
     got = wait_until(lambda: texts_from(owner, room_id, phone_user), what="the text in the new DM")
