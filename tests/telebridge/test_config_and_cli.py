@@ -183,3 +183,5 @@ def test_media_workers_auto_is_one_per_core_this_process_may_use() -> None:
     assert media_workers("auto") == len(os.sched_getaffinity(0))
     assert media_workers(0) == 0 and media_workers(3) == 3
     assert Config.load(None, environ={})["calls.media_workers"] == "auto"
+    from_env = Config.load(None, environ={"TELEBRIDGE_CALLS__MEDIA_WORKERS": "2"})["calls.media_workers"]
+    assert media_workers(from_env) == 2
