@@ -22,7 +22,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiortc import RTCIceServer
@@ -51,7 +51,11 @@ __all__ = ["MediaCall", "MediaConfig"]
 
 log = logging.getLogger(__name__)
 EventCallback = Callable[[str, dict[str, Any]], None]
-_CODECS = {"PCMU": PCMU, "PCMA": PCMA, "opus": OPUS}
+#: Our Opus towards browsers. The trunk side is G.711, so there is nothing above 4 kHz to send and no use
+#: in receiving more: ``maxplaybackrate``/``sprop-maxcapturerate`` 8000 (RFC 7587 §7.1) let the browser
+#: code narrow-band, fewer bits for it to send and for our decoder to work through.
+OPUS_NARROWBAND = replace(OPUS, fmtp=f"{OPUS.fmtp};maxplaybackrate=8000;sprop-maxcapturerate=8000")
+_CODECS = {"PCMU": PCMU, "PCMA": PCMA, "opus": OPUS_NARROWBAND}
 
 
 @dataclass

@@ -225,9 +225,14 @@ def _select(
 
 
 def _merge_fmtp(offered: str | None, codec: Codec) -> str | None:
-    """Answer with the offer's fmtp for events (it lists what the offerer can receive, RFC 4733 §7.1.1)."""
+    """Answer with the offer's fmtp for events (it lists what the offerer can receive, RFC 4733 §7.1.1);
+    with our own for Opus, whose parameters each side declares for itself (what it receives and sends,
+    RFC 7587 §7.1: ``maxplaybackrate``, ``useinbandfec``, ``stereo``…), so echoing the offer's would
+    describe the browser instead of us."""
     if codec.is_telephone_event:
         return offered or codec.fmtp
+    if codec.name.lower() == "opus":
+        return codec.fmtp
     return codec.fmtp if offered is None else offered
 
 

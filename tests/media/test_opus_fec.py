@@ -41,6 +41,10 @@ async def test_a_browser_reporting_loss_gets_more_fec(browser: RTCPeerConnection
         await browser.setRemoteDescription(RTCSessionDescription(str(call.webrtc_local_sdp), "answer"))
         call.set_trunk_remote_sdp(trunk_answer(peer.port))
         await asyncio.wait_for(call.web.connected.wait(), 15)
+        # Our answer tells the browser it may send narrow-band: there is nothing above 4 kHz to relay.
+        assert call.webrtc_local_sdp is not None and call.web_params is not None
+        opus_fmtp = call.webrtc_local_sdp.media[0].fmtp(call.web_params.codec.payload_type) or ""
+        assert "maxplaybackrate=8000" in opus_fmtp and "useinbandfec=1" in opus_fmtp
         relay = call.relay
         assert relay is not None and isinstance(relay.to_web.transcoder, Transcoder)
         encoder = relay.to_web.transcoder.opus_encoder

@@ -8,6 +8,7 @@ from sdp import (
     PCMA,
     PCMU,
     TELEPHONE_EVENT,
+    Codec,
     NegotiationError,
     SessionDescription,
     answer_offer,
@@ -124,3 +125,12 @@ def test_rtcp_attribute_gives_rtcp_port() -> None:
     offer = SessionDescription.parse(SIPP_G711_OFFER + "a=rtcp:6100\r\n")
     _, params = answer_offer(offer, address="127.0.0.1", port=1, codecs=[PCMU])
     assert params.remote_rtcp_port == 6100
+
+
+def test_opus_is_answered_with_our_own_parameters_not_the_browsers() -> None:
+    # RFC 7587 §7.1: each side declares its own Opus receive/send properties.
+    ours = Codec("opus", 48000, 111, channels=2, fmtp="useinbandfec=1;maxplaybackrate=8000")
+    offer = SessionDescription.parse(CHROME_OFFER.replace("minptime=10;useinbandfec=1", "stereo=1;usedtx=1"))
+    answer, params = answer_offer(offer, address="127.0.0.1", port=40000, codecs=[ours, PCMU])
+    assert params.codec.name == "opus"
+    assert answer.media[0].fmtp(111) == "useinbandfec=1;maxplaybackrate=8000"
