@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -200,6 +201,7 @@ async def run_row(
         bridge.stop()
         smsc.kill()
         smsc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run_rows(args: argparse.Namespace) -> list[Row]:
