@@ -344,6 +344,17 @@ class Config:
         self._bool("sms.delivery_receipts")
         self._str("sms.group_prefix", allow_empty=True)
         self._str("sms.help_reply")
+        seen: dict[str, str] = {}
+        for kind in ("stop", "start", "help"):
+            key = f"sms.keywords.{kind}"
+            if not self._list(key):
+                raise ConfigError(f"{key}: needs at least one word")
+            for i, word in enumerate(self._list(key)):
+                if not isinstance(word, str) or not word.strip() or " " in word.strip():
+                    raise ConfigError(f"{key}[{i}]: must be one word, got {word!r}")
+                other = seen.setdefault(word.strip().upper(), kind)
+                if other != kind:
+                    raise ConfigError(f"{key}[{i}]: {word!r} is already a {other} keyword")
         if enabled:
             if not smscs:
                 raise ConfigError("sms.smscs: SMS is enabled but no SMSC is configured")

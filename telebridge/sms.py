@@ -47,9 +47,6 @@ from .puppet import VirtualUserNamespace
 
 log = logging.getLogger("telebridge.sms")
 
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
-START_WORDS = frozenset({"START", "UNSTOP", "YES"})
-HELP_WORDS = frozenset({"HELP", "INFO"})
 FAILED_OUTCOMES = frozenset({"failed", "expired", "rejected"})
 
 Notice = Callable[[IntentAPI, str, str | None, str], Any]
@@ -124,6 +121,14 @@ class SmsBridge:
         self.receipts_wanted: bool = config["sms.delivery_receipts"]
         self.group_prefix: str = config["sms.group_prefix"]
         self.help_reply: str = config["sms.help_reply"]
+        #: The first of each list is the one replies name ("Reply START to resume").
+        self.stop_word, self.start_word = (
+            str(config[f"sms.keywords.{kind}"][0]).strip().upper() for kind in ("stop", "start")
+        )
+        self.stop_words, self.start_words, self.help_words = (
+            frozenset(w.strip().upper() for w in config[f"sms.keywords.{kind}"])
+            for kind in ("stop", "start", "help")
+        )
         self.outbox = SmsOutbox()
         self.outbox.credit = credit
         smscs, routes = gateway_config(config)
@@ -193,7 +198,7 @@ class SmsBridge:
             return
         if await OptOuts.has(phone):
             await say(
-                f"Not sent: {number} has opted out of texts (they sent STOP).",
+                f"Not sent: {number} has opted out of texts (they sent {self.stop_word}).",
             )
             metrics.SMS.labels("out", "opted_out").inc()
             return
@@ -317,13 +322,17 @@ class SmsBridge:
         phone = self._phone(stored.source)
         ours = self._phone(stored.destination)
         keyword = stored.text.strip().upper()
-        if keyword in STOP_WORDS:
+        if keyword in self.stop_words:
             await OptOuts.add(phone)
-            await self._auto_reply(ours, phone, "You will receive no more messages. Reply START to resume.")
-        elif keyword in START_WORDS and await OptOuts.has(phone):
+            await self._auto_reply(
+                ours, phone, f"You will receive no more messages. Reply {self.start_word} to resume."
+            )
+        elif keyword in self.start_words and await OptOuts.has(phone):
             await OptOuts.remove(phone)
-            await self._auto_reply(ours, phone, "You will receive messages again. Reply STOP to stop.")
-        elif keyword in HELP_WORDS:
+            await self._auto_reply(
+                ours, phone, f"You will receive messages again. Reply {self.stop_word} to stop."
+            )
+        elif keyword in self.help_words:
             await self._auto_reply(ours, phone, self.help_reply)
         target = await self._room_for(ours, phone)
         if target is None:
@@ -336,14 +345,14 @@ class SmsBridge:
         body = stored.text
         if stored.missing:
             body += f"\n\n(parts {', '.join(map(str, stored.missing))} of {stored.parts} never arrived)"
-        if keyword in STOP_WORDS:
+        if keyword in self.stop_words:
             event_id = await intent.send_notice(
                 RoomID(room_id),
-                f"{phone} texted STOP: nothing more will be sent to them until they text START.",
+                f"{phone} texted {keyword}: nothing more will be sent to them until they text {self.start_word}.",
             )
-        elif keyword in START_WORDS:
+        elif keyword in self.start_words:
             event_id = await intent.send_notice(
-                RoomID(room_id), f"{phone} texted START: messages to them are sent again."
+                RoomID(room_id), f"{phone} texted {keyword}: messages to them are sent again."
             )
         else:
             event_id = await intent.send_text(RoomID(room_id), body)
@@ -352,7 +361,11 @@ class SmsBridge:
         portal = await Portal.get(room_id)
         if self.credit is not None and portal is not None:
             await self.credit.charge_inbound_sms(portal.creator, stored.parts, f"in-sms:{stored.seq}", phone)
-        if portal is not None and portal.kind == "group" and keyword not in STOP_WORDS | START_WORDS:
+        if (
+            portal is not None
+            and portal.kind == "group"
+            and keyword not in self.stop_words | self.start_words
+        ):
             await self._relay_to_other_phones(portal, puppet, body, event_id)
 
     async def _relay_to_other_phones(self, portal: Portal, author: str, body: str, event_id: str) -> None:

@@ -70,6 +70,9 @@ def _previous_key_shares_comment(lines: list[str], i: int) -> bool:
         ("metrics:\n    enabled: maybe\n", "metrics.enabled"),
         ("calls:\n    webrtc_port_min: 40000\n", "calls.webrtc_port_max"),
         ("calls:\n    media_workers: many\n", "calls.media_workers"),
+        ("sms:\n    keywords:\n        help: [STOP]\n", "sms.keywords.help"),
+        ("sms:\n    keywords:\n        start: []\n", "sms.keywords.start"),
+        ("sms:\n    keywords:\n        stop: ['two words']\n", "sms.keywords.stop"),
         (
             "calls:\n    ice_servers: [{urls: 'stun:127.0.0.1'}]\n    ice_relay_only: true\n",
             "calls.ice_relay_only",

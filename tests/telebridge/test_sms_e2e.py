@@ -46,6 +46,9 @@ def sms_world(
         ),
         "TELEBRIDGE_SMS__ROUTES": '[{prefix: "", smscs: [npm], max_segments: 4}]',
         "TELEBRIDGE_SMS__REASSEMBLY_TIMEOUT": "5",
+        # An operator's own opt-out words beside the carriers' (here: French).
+        "TELEBRIDGE_SMS__KEYWORDS__STOP": "[STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, ARRET]",
+        "TELEBRIDGE_SMS__KEYWORDS__START": "[START, UNSTOP, YES, REPRISE]",
     }
     with bridged_homeserver(tmp_path_factory.mktemp("sms"), env) as world:
         yield world
@@ -270,3 +273,24 @@ def test_queued_texts_survive_a_crash_and_go_out_in_order_after_restart(
         lambda: len(smsc.submits_to("447700900800")) >= 5 and smsc.submits_to("447700900800"), what="5"
     )
     assert [s["message"] for s in got] == [f"queued {i}" for i in range(5)]
+
+
+def test_an_operators_own_keywords_opt_out_and_back_in(synapse: Synapse, smsc: NpmSmsc) -> None:
+    alice = user(synapse)
+    room_id, phone_user = dm_with(alice, "+447700900510")
+    alice.send_text(room_id, "bonjour")
+    sub = smsc.wait_for(lambda: smsc.submits_to("447700900510"), what="the submit")[0]
+    smsc.deliver("447700900510", sub["source_addr"], " arret ")
+
+    def notices() -> list[str]:
+        return [n["content"]["body"] for n in texts_from(alice, room_id, phone_user, "m.notice")]
+
+    wait_until(lambda: any("texted ARRET" in n for n in notices()), what="the opt-out notice")
+    alice.send_text(room_id, "still there?")
+    wait_until(lambda: any("opted out" in n for n in notices()), what="the refusal")
+    smsc.deliver("447700900510", sub["source_addr"], "Reprise")
+    wait_until(lambda: any("texted REPRISE" in n for n in notices()), what="the opt-in notice")
+    alice.send_text(room_id, "welcome back")
+    smsc.wait_for(
+        lambda: any(s["message"] == "welcome back" for s in smsc.submits_to("447700900510")), what="the text"
+    )
