@@ -221,7 +221,7 @@ class Bridge:
                     await self.az.intent.set_avatar_url(self.config["appservice.bot_avatar"])
                 took = await self.az.ping_self()
                 log.info("The homeserver reaches the bridge (ping took %d ms)", took)
-                self.az.ready = True
+                await self._homeserver_ready()
                 return
             except MatrixConnectionError as e:
                 log.error("Cannot reach the homeserver at %s: %s", self.config["homeserver.address"], e)
@@ -245,12 +245,17 @@ class Bridge:
                     )
                 elif e.errcode == "M_UNRECOGNIZED":
                     log.warning("The homeserver does not support appservice pings; assuming it reaches us")
-                    self.az.ready = True
+                    await self._homeserver_ready()
                     return
                 else:
                     log.error("Homeserver check failed: %s %s", e.errcode, e.message)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    async def _homeserver_ready(self) -> None:
+        self.az.ready = True
+        if self.calls is not None:
+            await self.calls.end_interrupted()
 
     # -- EventSink ----------------------------------------------------------------------------------
 

@@ -202,6 +202,7 @@ class CallBridge:
     ) -> None:
         self.credit = credit
         self.who_is = who_is
+        self.interrupted: list[dict[str, Any]] = []
         self.attempts = SlidingWindow(config["limits.call_attempts_per_minute"])
         self.config = config
         self.virtual_users = namespace
@@ -253,10 +254,39 @@ class CallBridge:
     # -- life cycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        #: Calls the last run did not end (a crash): their Matrix side is told once the homeserver is up.
+        self.interrupted = await CallRecords.close_unfinished()
+        if self.interrupted:
+            log.warning(
+                "%d call(s) were cut by the bridge stopping without ending them", len(self.interrupted)
+            )
         await self.media.start()
         self.media.subscribe(self._on_media_event)
         self.sip_address = await self.ua.start()
         log.info("SIP user agent listening on %s:%d; trunk %s", *self.sip_address, self.trunk)
+
+    async def end_interrupted(self) -> None:
+        """Hang up, on the Matrix side, the calls a crash cut, so no client keeps one ringing or "connected"
+        (the trunk's side ends by its session timer or RTP timeout: the dialog died with the process)."""
+        calls, self.interrupted = self.interrupted, []
+        for record in calls:
+            portal = await Portal.get(record["room_id"])
+            parties = await portal.parties() if portal is not None else []
+            if not parties:
+                continue
+            intent = self.virtual_users.intent_for(parties[0])
+            try:
+                await self._send(
+                    intent,
+                    record["room_id"],
+                    CALL_HANGUP,
+                    {"call_id": record["call_id"], "reason": "unknown_error"},
+                )
+                await self.notice(
+                    intent, record["room_id"], None, "The call was cut off: the bridge restarted."
+                )
+            except MatrixError as exc:
+                log.warning("Call %s: could not hang up after the restart: %s", record["call_id"], exc)
 
     async def stop(self) -> None:
         for call in list(self.calls.values()):

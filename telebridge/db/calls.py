@@ -62,6 +62,15 @@ class CallRecords:
         )
 
     @classmethod
+    async def close_unfinished(cls) -> list[dict[str, Any]]:
+        """Calls a crash cut (no end recorded), now recorded as ``interrupted``; returns them as they were.
+        Run after the credit ledger's recovery, which charges such a call by its record."""
+        rows = await cls.db.fetch("SELECT * FROM call_record WHERE ended_at IS NULL")
+        for row in rows:
+            await cls.ended(row["call_id"], "interrupted", "bridge_restart", None, None, None)
+        return [dict(row) for row in rows]
+
+    @classmethod
     async def get(cls, call_id: str) -> dict[str, Any] | None:
         row = await cls.db.fetchrow("SELECT * FROM call_record WHERE call_id=$1", call_id)
         return dict(row) if row else None

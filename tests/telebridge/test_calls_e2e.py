@@ -432,3 +432,36 @@ async def test_holding_from_element_re_invites_the_trunk_and_the_trunk_can_hold_
         )
     finally:
         sipp.stop()
+
+
+# Last in the module: it kills and restarts the module's bridge.
+async def test_a_call_cut_by_a_crash_is_hung_up_on_the_matrix_side_after_the_restart(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, bridge = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    room_id, phone = await open_dm(alice, "+15005550105")
+    sipp = Sipp(tmp_path, "-sn", "uas", "-p", str(trunk_port))
+    try:
+        call_id = await place_call(alice, room_id, browser)
+        await poll(lambda: call_events(alice, room_id, "m.call.answer", phone), "m.call.answer")
+        await poll(
+            lambda: (r := call_record(bridge, call_id)) and r["answered_at"] and r, "the answer recorded"
+        )
+        await asyncio.to_thread(bridge.kill)
+        await asyncio.to_thread(bridge.start)
+        hangups = await poll(
+            lambda: [
+                e
+                for e in call_events(alice, room_id, "m.call.hangup", phone)
+                if e["content"]["call_id"] == call_id
+            ],
+            "the hang-up after the restart",
+        )
+        assert hangups[0]["content"]["reason"] == "unknown_error"
+        notices = call_events(alice, room_id, "m.room.message", phone)
+        assert any("bridge restarted" in e["content"].get("body", "") for e in notices)
+        record = call_record(bridge, call_id)
+        assert record is not None and record["outcome"] == "interrupted" and record["ended_at"]
+    finally:
+        sipp.stop()
