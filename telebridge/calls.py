@@ -364,7 +364,9 @@ class CallBridge:
             metrics.CREDIT_REFUSALS.labels("call", "rate_limit").inc()
             refuse = ("user_busy", f"You may start {self.attempts.limit} calls a minute; try again shortly.")
         if refuse is not None:
-            await self._send(intent, event.room_id, CALL_HANGUP, {"call_id": call_id, "reason": refuse[0]})
+            # Our own party ID, never that of a live call sharing this call ID elsewhere.
+            refusal = {"call_id": call_id, "reason": refuse[0], "party_id": "telebridge"}
+            await self._send(intent, event.room_id, CALL_HANGUP, refusal)
             await self.notice(intent, event.room_id, None, refuse[1])
             metrics.CALLS.labels("outbound", "refused").inc()
             return

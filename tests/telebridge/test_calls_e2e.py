@@ -197,6 +197,8 @@ async def test_a_reused_call_id_neither_takes_over_nor_duplicates_a_live_call(
             lambda: call_events(mallory, other_room, "m.call.hangup", other_phone), "mallory's refusal"
         )
         assert refused[0]["content"]["call_id"] == call_id
+        answer = call_events(alice, room_id, "m.call.answer", phone)[0]["content"]
+        assert refused[0]["content"]["party_id"] != answer["party_id"], "nothing of alice's call leaks"
         # Alice's call is still the bridge's: her hang-up reaches the trunk as a BYE.
         await asyncio.to_thread(
             alice.send_event,
