@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import random
+from typing import Any
 
 from sip.errors import DialogError
 from sip.headers import NameAddr
@@ -68,6 +69,21 @@ class Dialog:
         self.is_uac = is_uac
         self.secure = secure
         self.state = state
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a restarted process needs to send a request in this dialog (§12.2.1.1): kept by the
+        application (the bridge stores it with the call) so a crash does not leave the peer's call up."""
+        return {name: getattr(self, name) for name in self.__slots__ if name != "state"}
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any]) -> Dialog:
+        """A confirmed dialog from :meth:`snapshot`; raises ``DialogError`` if it is not one."""
+        try:
+            fields = {name: snapshot[name] for name in cls.__slots__ if name != "state"}
+        except (KeyError, TypeError) as exc:
+            raise DialogError(f"not a dialog snapshot: {exc!r}") from None
+        fields["route_set"] = [str(r) for r in fields["route_set"]]
+        return cls(**fields, state=DialogState.CONFIRMED)
 
     @property
     def id(self) -> tuple[str, str, str]:

@@ -21,7 +21,9 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
+from sip.dialog import Dialog
 from sip.errors import CallFailed, SipError
 from sip.headers import NameAddr
 from sip.registration import Registration, TrunkMonitor
@@ -106,6 +108,11 @@ class Call:
     @property
     def state(self) -> SessionState:
         return self.session.state
+
+    def dialog_snapshot(self) -> dict[str, Any] | None:
+        """The confirmed dialog's state (:meth:`sip.dialog.Dialog.snapshot`), to end it after a restart."""
+        dialog = self.session.dialog
+        return dialog.snapshot() if dialog is not None else None
 
     def header(self, name: str) -> str | None:
         """A header of the initial INVITE (e.g. ``Diversion``, ``X-Carrier-…``)."""
@@ -291,6 +298,11 @@ class UserAgent:
             return
         if isinstance(event, TrunkStatus | RegistrationStatus | RequestFailed) and self.on_event is not None:
             self.on_event(event)
+
+    def end_stale_dialog(self, snapshot: dict[str, Any], cause: str | None = None) -> None:
+        """BYE in a dialog an earlier process left up (from ``Call.dialog_snapshot()``)."""
+        self.core.end_stale_dialog(Dialog.restore(snapshot), self.endpoint.now, cause)
+        self.endpoint.pump()
 
     def active_calls(self) -> list[Call]:
         """Calls not yet ended (either direction)."""

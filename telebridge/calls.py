@@ -20,6 +20,7 @@ sends the Matrix hangup if Matrix did not end the call, and writes the call reco
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -36,7 +37,7 @@ from media.call import MediaConfig
 from media.service import CallSetup, MediaError, MediaEvent, MediaService
 from sdp.message import SdpParseError, SessionDescription
 from sip.auth import AllowList, Credentials
-from sip.errors import DialogError
+from sip.errors import DialogError, SipError
 from sip.ua import Call as SipCall
 from sip.ua import UserAgent
 from sip.useragent import (
@@ -264,6 +265,16 @@ class CallBridge:
         self.media.subscribe(self._on_media_event)
         self.sip_address = await self.ua.start()
         log.info("SIP user agent listening on %s:%d; trunk %s", *self.sip_address, self.trunk)
+        for record in self.interrupted:
+            if record.get("sip_dialog"):
+                try:
+                    self.ua.end_stale_dialog(
+                        json.loads(record["sip_dialog"]), 'Q.850;cause=41;text="Temporary failure"'
+                    )
+                except (ValueError, SipError) as exc:
+                    log.warning("Call %s: no BYE for its trunk dialog: %s", record["call_id"], exc)
+                else:
+                    log.info("Call %s: BYE sent for the trunk dialog a crash left up", record["call_id"])
 
     async def end_interrupted(self) -> None:
         """Hang up, on the Matrix side, the calls a crash cut, so no client keeps one ringing or "connected"
@@ -477,6 +488,7 @@ class CallBridge:
         call.answered = True
         call.answered_monotonic = time.monotonic()
         call.record(CallRecords.answered(call.call_id))
+        call.record(CallRecords.set_dialog(call.call_id, call.sip.dialog_snapshot()))
         metrics.CALLS.labels("inbound", "answered").inc()
 
     # -- SIP side -----------------------------------------------------------------------------------
@@ -498,6 +510,7 @@ class CallBridge:
                         await self._answer_matrix(call, ev.body.decode(errors="replace"))
                         done = time.perf_counter()
                         call.record(CallRecords.answered(call.call_id))
+                        call.record(CallRecords.set_dialog(call.call_id, call.sip.dialog_snapshot()))
                         metrics.CALLS.labels("outbound", "answered").inc()
                         ours = max(0.0, (call.answer_sending or done) - answered_at)
                         metrics.CALL_SETUP.labels("answer").observe(ours)

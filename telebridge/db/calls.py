@@ -34,6 +34,14 @@ class CallRecords:
         await cls.db.execute("UPDATE call_record SET sip_call_id=$2 WHERE call_id=$1", call_id, sip_call_id)
 
     @classmethod
+    async def set_dialog(cls, call_id: str, dialog: dict[str, Any] | None) -> None:
+        """The answered call's SIP dialog (``sip.dialog.Dialog.snapshot``), for a BYE after a crash."""
+        if dialog is not None:
+            await cls.db.execute(
+                "UPDATE call_record SET sip_dialog=$2 WHERE call_id=$1", call_id, json.dumps(dialog)
+            )
+
+    @classmethod
     async def answered(cls, call_id: str) -> None:
         await cls.db.execute(
             "UPDATE call_record SET answered_at=$2 WHERE call_id=$1 AND answered_at IS NULL", call_id, _now()

@@ -832,3 +832,23 @@ def test_incoming_call_never_answered_is_refused_with_480_after_the_answer_timeo
     assert sb.state is SessionState.TERMINATED
     ended = [e for e in net.take(A) if isinstance(e, CallEnded)]
     assert len(ended) == 1 and ended[0].status == 480
+
+
+def test_a_restored_dialog_ends_the_peers_call_with_a_bye_after_a_restart() -> None:
+    import json
+
+    from sip.dialog import Dialog
+
+    net, a, b = setup()
+    sa, sb = established(net, a, b)
+    assert sa.dialog is not None and sb.dialog is not None
+    snapshot = json.loads(json.dumps(sa.dialog.snapshot()))  # as the bridge stores it
+    restarted = net.add(5072)  # a new process, nothing of the call in memory
+    restarted.end_stale_dialog(Dialog.restore(snapshot), net.now, 'Q.850;cause=41;text="Temporary failure"')
+    net.flush()
+    (ended,) = net.take(B)
+    assert isinstance(ended, CallEnded) and ended.remote and ended.reason == "BYE"
+    assert net.requests("BYE", to_port=B)
+    assert sb.dialog.remote_seq is not None and sb.dialog.remote_seq > sa.invite.cseq.number  # §12.2.2
+    with pytest.raises(DialogError):
+        Dialog.restore({"call_id": "x"})

@@ -437,7 +437,7 @@ async def test_holding_from_element_re_invites_the_trunk_and_the_trunk_can_hold_
 
 
 # Last in the module: it kills and restarts the module's bridge.
-async def test_a_call_cut_by_a_crash_is_hung_up_on_the_matrix_side_after_the_restart(
+async def test_a_call_cut_by_a_crash_is_hung_up_on_both_sides_after_the_restart(
     call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
 ) -> None:
     synapse, bridge = call_world
@@ -465,5 +465,7 @@ async def test_a_call_cut_by_a_crash_is_hung_up_on_the_matrix_side_after_the_res
         assert any("bridge restarted" in e["content"].get("body", "") for e in notices)
         record = call_record(bridge, call_id)
         assert record is not None and record["outcome"] == "interrupted" and record["ended_at"]
+        # The trunk's side too: the dialog stored at the answer gets its BYE from the new process.
+        assert await asyncio.to_thread(sipp.wait) == 0, "sipp got a BYE in its dialog and answered it"
     finally:
         sipp.stop()

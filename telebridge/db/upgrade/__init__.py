@@ -7,4 +7,4 @@ from mautrix.util.async_db import UpgradeTable
 
 upgrade_table = UpgradeTable(version_table_name="telebridge_version", database_name="telebridge")
 
-from . import v01_initial, v02_sms, v03_calls, v04_credit  # noqa: E402, F401
+from . import v01_initial, v02_sms, v03_calls, v04_credit, v05_call_dialog  # noqa: E402, F401
