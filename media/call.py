@@ -21,13 +21,13 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiortc import RTCIceServer
 
-from media.relay import CallRelay, Transcoding
+from media.relay import CallRelay, MediaPath, Transcoding
 from media.rtp import RtpHeader
 from media.tones import WARNING, Cadence, tone_frames
 from media.trunk import PortRange, TrunkLeg
@@ -138,7 +138,8 @@ class MediaCall:
         self.web.on_connected = lambda: self.on_event("connected", {"leg": "webrtc"})
         self.trunk: TrunkLeg | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
-        self._dtmf_lock = asyncio.Lock()
+        #: One injection (digits or a tone) per call at a time.
+        self._inject_lock = asyncio.Lock()
         self._close_task: asyncio.Future[None] | None = None
 
     def _not_ready(self, packet: bytearray, header: RtpHeader, now: float) -> None:
@@ -455,22 +456,13 @@ class MediaCall:
         """Send digits as RFC 4733 events towards ``leg`` ("trunk" or "webrtc"), replacing audio meanwhile."""
         if self.relay is None:
             raise RuntimeError("call media is not connected yet")
-        async with self._dtmf_lock:
-            loop = asyncio.get_running_loop()
+        async with self._inject_lock:
             for digit in digits:
                 path, packets = self.relay.dtmf_packets(leg, digit, duration_ms)
-                path.injecting = True
-                try:
-                    start = loop.time()
-                    event_ts: int | None = None
-                    for offset, marker, payload in packets:
-                        delay = start + offset - loop.time()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        event_ts = path.inject_event_packet(payload, marker, event_ts, time.monotonic())
-                finally:
-                    path.injecting = False
-                    path.rewriter.restart()
+                event_ts: int | None = None
+                with _audio_held_back(path):
+                    async for marker, payload in _paced(packets):
+                        event_ts = path.inject(path.out_event_pt, payload, marker, time.monotonic(), event_ts)
                 await asyncio.sleep(gap_ms / 1000)
 
     async def play_tone(self, leg: str = "webrtc", cadence: Cadence = WARNING) -> None:
@@ -480,19 +472,11 @@ class MediaCall:
             raise RuntimeError("call media is not connected yet")
         path = self.relay.to_web if leg == "webrtc" else self.relay.to_trunk
         frames = tone_frames(path.out_codec, path.out_rate, cadence)
-        async with self._dtmf_lock:  # one injection per call at a time, digits or tones
-            loop = asyncio.get_running_loop()
-            path.injecting = True
-            try:
-                start = loop.time()
-                for i, payload in enumerate(frames):
-                    delay = start + i * 0.02 - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    path.inject_audio_packet(payload, i == 0, time.monotonic())
-            finally:
-                path.injecting = False
-                path.rewriter.restart()
+        schedule = [(i * 0.02, i == 0, payload) for i, payload in enumerate(frames)]
+        async with self._inject_lock:
+            with _audio_held_back(path):
+                async for marker, payload in _paced(schedule):
+                    path.inject(path.out_audio_pt, payload, marker, time.monotonic())
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -519,3 +503,26 @@ class MediaCall:
             self.trunk.close()
         await self.web.close()
         self.on_event("closed", {"reason": reason})
+
+
+@contextlib.contextmanager
+def _audio_held_back(path: MediaPath) -> Iterator[None]:
+    """While packets we originate go out on ``path``, its relayed audio is held back; after, the stream
+    continues with a new talkspurt (``rewriter.restart``: sequence + 1, timestamp by wall time)."""
+    path.injecting = True
+    try:
+        yield
+    finally:
+        path.injecting = False
+        path.rewriter.restart()
+
+
+async def _paced(schedule: Iterable[tuple[float, bool, bytes]]) -> AsyncIterator[tuple[bool, bytes]]:
+    """Each ``(marker, payload)`` of ``schedule`` at its offset in seconds from now."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for offset, marker, payload in schedule:
+        delay = start + offset - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield marker, payload

@@ -140,21 +140,17 @@ class MediaPath:
             self.send(packet)
             self.tx_rtcp.on_rtp_sent(rewriter.last_timestamp, len(packet) - 12, now)
 
-    def inject_event_packet(self, payload: bytes, marker: bool, event_ts: int | None, now: float) -> int:
-        """Send one packet of an event we originate; returns the event's timestamp (fixed per event)."""
+    def inject(
+        self, payload_type: int, payload: bytes, marker: bool, now: float, timestamp: int | None = None
+    ) -> int:
+        """Send one packet we originate (a tone's frame, an event's), continuing this path's stream
+        (RFC 3550 §5.1). ``timestamp`` keeps an event's fixed one (RFC 4733 §2.5.1.2); returns the one used."""
         seq, ts = self.rewriter.next_timestamp(now)
-        if event_ts is None:
-            event_ts = ts
-        packet = build_rtp(self.out_event_pt, seq, event_ts, self.rewriter.ssrc, payload, marker)
-        self.send(packet)
-        self.tx_rtcp.on_rtp_sent(event_ts, len(payload), now)
-        return event_ts
-
-    def inject_audio_packet(self, payload: bytes, marker: bool, now: float) -> None:
-        """Send one audio frame we originate (a tone), continuing this path's stream (RFC 3550 §5.1)."""
-        seq, ts = self.rewriter.next_timestamp(now)
-        self.send(build_rtp(self.out_audio_pt, seq, ts, self.rewriter.ssrc, payload, marker))
-        self.tx_rtcp.on_rtp_sent(ts, len(payload), now)
+        if timestamp is None:
+            timestamp = ts
+        self.send(build_rtp(payload_type, seq, timestamp, self.rewriter.ssrc, payload, marker))
+        self.tx_rtcp.on_rtp_sent(timestamp, len(payload), now)
+        return timestamp
 
 
 class CallRelay:
