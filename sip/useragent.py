@@ -997,24 +997,16 @@ class UserAgentCore:
         sent after the snapshot are unknown, so the CSeq jumps ahead to stay above them (§12.2.1.1 only
         asks for it to grow); the answer, if any, is not waited for."""
         dialog.local_seq = (dialog.local_seq or 0) + 1000
-        dialog.state = DialogState.CONFIRMED
+        self._send_bye(dialog, None, now, cause)
+
+    def _send_bye(
+        self, dialog: Dialog, session: InviteSession | None, now: float, cause: str | None = None
+    ) -> None:
         target = self._next_hop(dialog.remote_target, dialog.route_set, in_dialog=True)
         extra = [("User-Agent", self.config.user_agent)]
-        if cause:
-            extra.append(("Reason", cause))
-        bye = dialog.create_request("BYE", self._via(target), None, extra=extra)
-        dialog.state = DialogState.TERMINATED
-
-        def done(txn: ClientTransaction, resp: Response | None, at: float) -> None:
-            return None
-
-        self._send_request(bye, target, done, now, None)
-
-    def _send_bye(self, dialog: Dialog, session: InviteSession | None, now: float) -> None:
-        target = self._next_hop(dialog.remote_target, dialog.route_set, in_dialog=True)
-        extra = [("User-Agent", self.config.user_agent)]
-        if session is not None and session.hangup_cause:
-            extra.append(("Reason", session.hangup_cause))
+        reason = cause or (session.hangup_cause if session is not None else None)
+        if reason:
+            extra.append(("Reason", reason))
         bye = dialog.create_request("BYE", self._via(target), None, extra=extra)
         dialog.state = DialogState.TERMINATED
         self._dialogs.pop(dialog.id, None)
