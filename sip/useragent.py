@@ -1310,15 +1310,6 @@ class UserAgentCore:
     def _arm_session_timer(self, session: InviteSession, now: float, retry: bool = False) -> None:
         if session.st_timer is not None:
             session.st_timer.cancel()
-        if session.answer_timer is not None:
-            session.answer_timer.cancel()
-            session.answer_timer = None
-        pending = session.offer_in
-        if pending is not None and pending.state in (State.PROCEEDING, State.TRYING):
-            # A re-INVITE/UPDATE still waiting for the application gets a final answer (§15.1.2).
-            session.offer_in = None
-            status = 487 if pending.request.method == "INVITE" else 481
-            self._respond(pending, make_response(pending.request, status, to_tag=session.local_tag), now)
             session.st_timer = None
         se = session.se
         if se is None or session.state is SessionState.TERMINATED:

@@ -7,7 +7,7 @@ import pytest
 from sip.errors import SipParseError
 from sip.message import Request, parse_message
 from sip.sessiontimer import expire_after, parse_session_expires, refresh_after
-from sip.useragent import CallAnswered, CallEnded, OfferReceived, SessionState
+from sip.useragent import CallAnswered, CallEnded, OfferAnswered, OfferReceived, SessionState
 from tests.sip.harness import FakeNet
 from tests.sip.test_useragent import SDP_ANSWER, SDP_OFFER
 
@@ -124,3 +124,20 @@ def test_uas_refreshes_when_caller_does_not_support_timers() -> None:
     net.advance(1000.0)
     assert len([line for _, d, line in net.sent if d == A and line.startswith(("UPDATE", "INVITE"))]) == 5
     assert sa.state is SessionState.CONFIRMED
+
+
+def test_a_refresh_due_while_the_peers_offer_waits_for_the_application_leaves_that_offer_alone() -> None:
+    net = FakeNet()
+    net.add(A, session_expires=1800)
+    net.add(B)
+    a, b, sa, sb = established(net)
+    b.reinvite(sb, SDP_ANSWER.replace(b"5000", b"5002"), net.now)  # the callee holds, say
+    net.flush()
+    assert [type(e) for e in net.take(A)] == [OfferReceived]
+    a._refresh_session(sa, net.now)  # our refresh falls due: it must wait, not answer the offer
+    net.flush()
+    assert net.take(B) == [] and sa.offer_in is not None
+    a.accept_offer(sa, SDP_OFFER, net.now)
+    net.flush()
+    (answered,) = [e for e in net.take(B) if isinstance(e, OfferAnswered)]
+    assert answered.status == 200
