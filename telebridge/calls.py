@@ -375,9 +375,7 @@ class CallBridge:
             metrics.CREDIT_REFUSALS.labels("call", "rate_limit").inc()
             refuse = ("user_busy", f"You may start {self.attempts.limit} calls a minute; try again shortly.")
         if refuse is not None:
-            # Our own party ID, never that of a live call sharing this call ID elsewhere.
-            refusal = {"call_id": call_id, "reason": refuse[0], "party_id": "telebridge"}
-            await self._send(intent, event.room_id, CALL_HANGUP, refusal)
+            await self._send(intent, event.room_id, CALL_HANGUP, {"call_id": call_id, "reason": refuse[0]})
             await self.notice(intent, event.room_id, None, refuse[1])
             metrics.CALLS.labels("outbound", "refused").inc()
             return
@@ -483,6 +481,7 @@ class CallBridge:
             call.room_id,
             CALL_SELECT_ANSWER,
             {"call_id": call.call_id, "selected_party_id": call.remote_party_id},
+            call.party_id,
         )
         call.sip.answer(call.setup.trunk_sdp)
         call.answered = True
@@ -594,6 +593,7 @@ class CallBridge:
             call.room_id,
             CALL_NEGOTIATE,
             {"call_id": call.call_id, "lifetime": 10000, "description": {"type": "answer", "sdp": answer}},
+            call.party_id,
         )
         held = offer_direction(sdp) in ("sendonly", "inactive")
         want = "sendonly" if held else "sendrecv"
@@ -634,6 +634,7 @@ class CallBridge:
                 "answer": {"type": "answer", "sdp": call.setup.webrtc_sdp},
                 "capabilities": CAPABILITIES,
             },
+            call.party_id,
         )
 
     async def _credit_limit(self, call: BridgedCall, seconds: int) -> None:
@@ -734,6 +735,7 @@ class CallBridge:
                 "offer": {"type": "offer", "sdp": setup.webrtc_sdp},
                 "capabilities": CAPABILITIES,
             },
+            call.party_id,
         )
         sip_call.ring()
         call.tasks.append(asyncio.create_task(self._pump_sip(call)))
@@ -826,7 +828,11 @@ class CallBridge:
         if not by_matrix:
             try:
                 await self._send(
-                    intent, call.room_id, CALL_HANGUP, {"call_id": call.call_id, "reason": reason}
+                    intent,
+                    call.room_id,
+                    CALL_HANGUP,
+                    {"call_id": call.call_id, "reason": reason},
+                    call.party_id,
                 )
                 if notice:
                     await self.notice(intent, call.room_id, None, notice)
@@ -855,14 +861,17 @@ class CallBridge:
         await self.notice(self.virtual_users.intent_for(call.puppet), call.room_id, None, text)
 
     async def _send(
-        self, intent: IntentAPI, room_id: str, event_type: EventType, content: dict[str, Any]
+        self,
+        intent: IntentAPI,
+        room_id: str,
+        event_type: EventType,
+        content: dict[str, Any],
+        party_id: str = "telebridge",
     ) -> None:
-        content = {"version": VERSION, "party_id": self._party_id(content), **content}
+        """A VoIP event from a virtual user; ``party_id`` is the call's own (the one its invite or answer
+        used: clients ignore later events from another party), or ours for calls we refuse."""
+        content = {"version": VERSION, "party_id": party_id, **content}
         await intent.send_message_event(RoomID(room_id), event_type, content)  # type: ignore[arg-type]
-
-    def _party_id(self, content: dict[str, Any]) -> str:
-        call = self.calls.get(str(content.get("call_id")))
-        return call.party_id if call is not None else "telebridge"
 
 
 def _user_part(uri: str | None) -> str:

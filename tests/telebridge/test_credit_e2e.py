@@ -191,6 +191,8 @@ async def test_a_call_is_cut_when_the_credit_runs_out_and_charged_per_the_rate_t
         heard = await heard_frequencies(browser, seconds=6)
         assert heard and all(abs(f - 440) < 15 for f in heard), f"the warning beeps, heard {heard}"
         assert await asyncio.to_thread(sipp.wait) == 0, "the bridge hung up with BYE"
+        hangup = (await poll(lambda: call_events(alice, room_id, "m.call.hangup", phone), "the hang-up"))[0]
+        assert hangup["content"]["party_id"] == answer["content"]["party_id"], "clients ignore other parties"
         warned = await poll(
             lambda: [n for n in notices(alice, room_id, phone) if "runs out" in n], "the warning"
         )
