@@ -171,11 +171,19 @@ class BridgedCall:
     matrix_answered: bool = False
     ended: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    #: Call-record writes, off the setup path; awaited before the record is closed.
-    writes: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Call-record writes, off the setup path, in order (the INSERT before its UPDATEs); awaited before the
+    #: record is closed.
+    writes: list[asyncio.Future[None]] = field(default_factory=list)
 
     def record(self, write: Awaitable[None]) -> None:
-        self.writes.append(asyncio.ensure_future(write))
+        previous = self.writes[-1] if self.writes else None
+
+        async def in_turn() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])  # in order, whether or not it succeeded
+            await write
+
+        self.writes.append(asyncio.ensure_future(in_turn()))
 
 
 def media_workers(setting: int | str) -> int:
