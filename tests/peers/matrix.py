@@ -37,6 +37,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PeerExited(RuntimeError):
+    """A peer process died while something waited for it: :func:`wait_until` stops at once."""
+
+
 def wait_until(
     check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
 ) -> Any:
@@ -46,6 +50,8 @@ def wait_until(
     while time.monotonic() < deadline:
         try:
             result = check()
+        except PeerExited:
+            raise
         except Exception as e:  # a peer still starting up
             last_error = e
             result = None
@@ -236,7 +242,7 @@ class Synapse:
 
     def _up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"Synapse exited: {(self.workdir / 'stderr.log').read_text()[-2000:]}")
+            raise PeerExited(f"Synapse exited: {(self.workdir / 'stderr.log').read_text()[-2000:]}")
         return bool(http("GET", self.url + "/_matrix/client/versions", timeout=2))
 
     def stop(self) -> None:
@@ -448,7 +454,7 @@ class BridgeProcess:
 
     def _up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"bridge exited: {self.log.read_text()[-3000:]}")
+            raise PeerExited(f"bridge exited: {self.log.read_text()[-3000:]}")
         http("GET", self.url + "/_matrix/mau/live", timeout=2)
         return True
 

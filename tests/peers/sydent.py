@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.matrix import REPO, HttpError, free_port, http, wait_until
+from tests.peers.matrix import REPO, HttpError, PeerExited, free_port, http, wait_until
 
 
 def terms_url(version: str) -> str:
@@ -131,7 +131,7 @@ class Sydent:
 
     def _up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"sydent exited: {self.log_text()[-3000:]}")
+            raise PeerExited(f"sydent exited: {self.log_text()[-3000:]}")
         http("GET", self.url + "/_matrix/identity/v2", timeout=2)
         return True
 
