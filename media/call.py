@@ -484,6 +484,7 @@ class MediaCall:
             "passthrough": self.relay.passthrough if self.relay else None,
             "webrtc_state": self.web.state.value,
             "counters": {"webrtc": self.web.counters.as_dict()},
+            "dropped_before_ready": self.dropped_before_ready,
         }
         if self.trunk is not None:
             result["counters"]["trunk"] = self.trunk.counters.as_dict()

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Callable
 from typing import Protocol
 
-from media.dtmf import DtmfDetector, DtmfGenerator
+from media.dtmf import DtmfDetector, DtmfGenerator, scale_event_duration
 from media.rewriter import StreamRewriter
 from media.rtcp import LegStats, RtcpSession
 from media.rtp import RtpHeader, build_rtp
@@ -118,13 +118,9 @@ class MediaPath:
             return
         if pt == self.event_pt:
             self.detector.feed(ts, packet[start:end])
-            if self.event_scale is not None:
-                scale = self.event_scale
-                if end - start >= 4:
-                    duration = (packet[start + 2] << 8) | packet[start + 3]
-                    duration = min(duration * scale[0] // scale[1], 0xFFFF)
-                    packet[start + 2] = duration >> 8
-                    packet[start + 3] = duration & 0xFF
+            scale = self.event_scale
+            if scale is not None and end - start >= 4:
+                scale_event_duration(packet, start, *scale)
         elif pt == self.audio_pt and self.transcoder is not None:
             for out in self.transcoder.transcode(packet, header, now):
                 self._emit(out, now)
@@ -174,7 +170,6 @@ class CallRelay:
         self.web = web
         self.trunk = trunk
         self.on_digit = on_digit
-        self.digits: list[tuple[str, str]] = []
         #: Our SSRC towards each leg; the WebRTC one is announced in our SDP (a=ssrc, RFC 5576).
         self.web_rtcp = RtcpSession(ssrc=web_ssrc or secrets.randbits(32), clock_rate=web.codec.clock_rate)
         self.trunk_rtcp = RtcpSession(
@@ -209,7 +204,6 @@ class CallRelay:
 
     def _digit_from(self, leg: str) -> Callable[[str, int], None]:
         def report(digit: str, timestamp: int) -> None:
-            self.digits.append((leg, digit))
             if self.on_digit is not None:
                 self.on_digit(leg, digit)
 

@@ -35,7 +35,6 @@ class WorkerServer:
         self.config = config
         self.emit = emit
         self.calls: dict[str, MediaCall] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def _events_for(self, call: MediaCall) -> Any:
         def on_event(kind: str, data: dict[str, Any]) -> None:
