@@ -129,6 +129,7 @@ class SmsBridge:
             frozenset(w.strip().upper() for w in config[f"sms.keywords.{kind}"])
             for kind in ("stop", "start", "help")
         )
+        self.opt_words = self.stop_words | self.start_words
         self.outbox = SmsOutbox()
         self.outbox.credit = credit
         smscs, routes = gateway_config(config)
@@ -361,11 +362,7 @@ class SmsBridge:
         portal = await Portal.get(room_id)
         if self.credit is not None and portal is not None:
             await self.credit.charge_inbound_sms(portal.creator, stored.parts, f"in-sms:{stored.seq}", phone)
-        if (
-            portal is not None
-            and portal.kind == "group"
-            and keyword not in self.stop_words | self.start_words
-        ):
+        if portal is not None and portal.kind == "group" and keyword not in self.opt_words:
             await self._relay_to_other_phones(portal, puppet, body, event_id)
 
     async def _relay_to_other_phones(self, portal: Portal, author: str, body: str, event_id: str) -> None:

@@ -74,8 +74,12 @@ class CallRecords:
         """Calls a crash cut (no end recorded), now recorded as ``interrupted``; returns them as they were.
         Run after the credit ledger's recovery, which charges such a call by its record."""
         rows = await cls.db.fetch("SELECT * FROM call_record WHERE ended_at IS NULL")
-        for row in rows:
-            await cls.ended(row["call_id"], "interrupted", "bridge_restart", None, None, None)
+        if rows:
+            await cls.db.execute(
+                "UPDATE call_record SET ended_at=$1, outcome='interrupted', reason='bridge_restart' "
+                "WHERE ended_at IS NULL",
+                _now(),
+            )
         return [dict(row) for row in rows]
 
     @classmethod
