@@ -187,14 +187,15 @@ class BridgedCall:
 
 
 def media_workers(setting: int | str) -> int:
-    """``calls.media_workers``: ``auto`` is one per CPU core this process may run on (the relay is
-    CPU-bound and each worker has its own GIL)."""
+    """``calls.media_workers`` (``auto`` or a number, as config validation leaves it): ``auto`` is one per
+    CPU core this process may run on (the relay is CPU-bound and each worker has its own GIL)."""
     if setting == "auto":
         try:
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # not Linux
             return max(1, os.cpu_count() or 1)
-    return int(setting)
+    assert isinstance(setting, int)
+    return setting
 
 
 class CallBridge:

@@ -406,12 +406,11 @@ class Config:
             for url in (server["urls"] if isinstance(server["urls"], list) else [server["urls"]])
         ):
             raise ConfigError("calls.ice_relay_only: needs a TURN server (turn: URL) in calls.ice_servers")
-        workers = self._value("calls.media_workers")  # from the environment a number arrives as text
-        if workers != "auto" and not (
-            (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0)
-            or (isinstance(workers, str) and workers.isdigit())
-        ):
-            raise ConfigError(f"calls.media_workers: must be auto or a number of processes, got {workers!r}")
+        workers = self._value("calls.media_workers")
+        if isinstance(workers, str) and workers.isdigit():  # from the environment a number arrives as text
+            _set(self.raw, "calls.media_workers", int(workers))
+        elif workers != "auto":
+            self._int("calls.media_workers", minimum=0)
         self._int("calls.ring_timeout", minimum=5, maximum=600)
         self._int("calls.max_calls", minimum=1)
         self._int("calls.max_calls_per_user", minimum=1)
