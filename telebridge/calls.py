@@ -31,7 +31,7 @@ from typing import Any
 
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
-from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
+from mautrix.types import EventType, RoomID
 
 from media.call import MediaConfig
 from media.service import CallSetup, MediaError, MediaEvent, MediaService
@@ -65,7 +65,7 @@ from .credit import Credit
 from .db import CallRecords, Portal
 from .limits import SlidingWindow
 from .numbers import to_e164
-from .portal import VirtualUsers, learn_power_levels
+from .portal import VirtualUsers, open_dm
 from .puppet import NotAVirtualUser, VirtualUserNamespace
 
 log = logging.getLogger("telebridge.calls")
@@ -752,16 +752,9 @@ class CallBridge:
         log.info("Call %s: %s → %s (%s)", call.call_id, caller, owner, room_id)
 
     async def _dm_for(self, owner: str, puppet: str, intent: IntentAPI) -> str:
-        portal = await Portal.find_dm(owner, puppet)
-        if portal is not None:
-            return portal.room_id
-        room_id = await intent.create_room(
-            invitees=[UserID(owner)], is_direct=True, preset=RoomCreatePreset.TRUSTED_PRIVATE
-        )
-        portal = await Portal.create(room_id, "dm", owner)
-        await portal.add_party(puppet)
-        metrics.PORTALS.inc()
-        await learn_power_levels(intent, room_id)  # before the m.call.invite the phone's caller waits on
+        room_id, new = await open_dm(intent, owner, puppet)
+        if not new:
+            return room_id
         caller = self.namespace.party(puppet).number
         real = await self.who_is(caller) if self.who_is is not None else None
         if real is not None:

@@ -20,8 +20,10 @@ from mautrix.types import (
     EventType,
     Membership,
     MessageEvent,
+    RoomCreatePreset,
     RoomID,
     StateEvent,
+    UserID,
 )
 
 from . import metrics
@@ -76,6 +78,23 @@ async def learn_power_levels(intent: IntentAPI, room_id: str) -> None:
         await intent.get_state_event(RoomID(room_id), EventType.ROOM_CREATE, format="event")
     except MatrixError as exc:
         log.info("Power levels of %s not cached: %s", room_id, exc)
+
+
+async def open_dm(intent: IntentAPI, owner: str, puppet: str) -> tuple[str, bool]:
+    """The DM between ``owner`` and the virtual user ``puppet`` (``intent``), made by the virtual user
+    with ``owner`` invited when there is none yet (traffic from a phone: a text, a call). Returns the
+    room and whether it is new; a new one's power levels are learnt at once (:func:`learn_power_levels`)."""
+    portal = await Portal.find_dm(owner, puppet)
+    if portal is not None:
+        return portal.room_id, False
+    room_id = await intent.create_room(
+        invitees=[UserID(owner)], is_direct=True, preset=RoomCreatePreset.TRUSTED_PRIVATE
+    )
+    portal = await Portal.create(room_id, "dm", owner)
+    await portal.add_party(puppet)
+    metrics.PORTALS.inc()
+    await learn_power_levels(intent, room_id)
+    return str(room_id), True
 
 
 class PortalHandler:

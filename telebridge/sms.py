@@ -24,7 +24,7 @@ from typing import Any
 
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
-from mautrix.types import EventID, MessageEvent, RoomCreatePreset, RoomID, UserID
+from mautrix.types import EventID, MessageEvent, RoomID
 
 from smpp.client import SmscConfig
 from smpp.gateway import Gateway, InboundMessage, InboundReceipt
@@ -42,7 +42,7 @@ from .db.sms import OutboxOrigin, PoolExhausted, StoredReceipt, StoredText
 from .formatting import NotRelayable, sms_text
 from .limits import SlidingWindow
 from .numbers import to_e164
-from .portal import VirtualUsers
+from .portal import VirtualUsers, open_dm
 from .puppet import VirtualUserNamespace
 
 log = logging.getLogger("telebridge.sms")
@@ -397,18 +397,11 @@ class SmsBridge:
 
     async def _new_dm(self, owner: str, puppet: str, ours: str, phone: str) -> str:
         """A new DM from the phone's virtual user to the Matrix side, who is invited."""
-        existing = await Portal.find_dm(owner, puppet)
-        if existing is not None:
-            await VmnAllocations.remember_room(ours, phone, existing.room_id, puppet)
-            return existing.room_id
         intent = await self.virtual_users.ensure(puppet)
-        room_id = await intent.create_room(
-            invitees=[UserID(owner)], is_direct=True, preset=RoomCreatePreset.TRUSTED_PRIVATE
-        )
-        portal = await Portal.create(room_id, "dm", owner)
-        await portal.add_party(puppet)
-        metrics.PORTALS.inc()
+        room_id, new = await open_dm(intent, owner, puppet)
         await VmnAllocations.remember_room(ours, phone, room_id, puppet)
+        if not new:
+            return room_id
         log.info("New DM %s for a text from %s to %s (owner %s)", room_id, phone, ours, owner)
         real = await self.who_is(phone) if self.who_is is not None else None
         if real is not None:
