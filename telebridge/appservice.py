@@ -59,7 +59,8 @@ class EventSink(Protocol):
     async def real_user_for(self, dialled: str) -> str | None: ...
 
 
-def _json_error(status: int, errcode: str, message: str) -> web.Response:
+def json_error(status: int, errcode: str, message: str) -> web.Response:
+    """A Matrix-style error body (``errcode``, ``error``), for every HTTP endpoint the bridge serves."""
     return web.json_response({"errcode": errcode, "error": message}, status=status)
 
 
@@ -169,19 +170,19 @@ class BridgeAppService(AppService):
                 token = self._request_token(request)
                 if token is None:
                     metrics.AUTH_FAILURES.labels("missing").inc()
-                    return _json_error(401, "M_UNAUTHORIZED", "missing homeserver token")
+                    return json_error(401, "M_UNAUTHORIZED", "missing homeserver token")
                 if not hmac.compare_digest(token.encode(), self.hs_token.encode()):
                     metrics.AUTH_FAILURES.labels("wrong").inc()
                     log.warning(
                         "Rejected %s %s from %s: wrong hs_token", request.method, request.path, request.remote
                     )
-                    return _json_error(403, "M_FORBIDDEN", "wrong homeserver token")
+                    return json_error(403, "M_FORBIDDEN", "wrong homeserver token")
             try:
                 return await handler(request)
             except web.HTTPNotFound:
-                return _json_error(404, "M_UNRECOGNIZED", "unrecognised endpoint")
+                return json_error(404, "M_UNRECOGNIZED", "unrecognised endpoint")
             except web.HTTPMethodNotAllowed:
-                return _json_error(405, "M_UNRECOGNIZED", "method not allowed here")
+                return json_error(405, "M_UNRECOGNIZED", "method not allowed here")
 
         return authenticate
 
@@ -221,10 +222,10 @@ class BridgeAppService(AppService):
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             metrics.TRANSACTIONS.labels("bad_json").inc()
-            return _json_error(400, "M_NOT_JSON", "body is not JSON")
+            return json_error(400, "M_NOT_JSON", "body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("events", []), list):
             metrics.TRANSACTIONS.labels("bad_json").inc()
-            return _json_error(400, "M_BAD_JSON", "events must be a list")
+            return json_error(400, "M_BAD_JSON", "events must be a list")
         async with self._txn_lock:
             if await TransactionLog.seen(txn_id):
                 metrics.TRANSACTIONS.labels("duplicate").inc()
@@ -286,14 +287,14 @@ class BridgeAppService(AppService):
         except Exception:
             metrics.USER_QUERIES.labels("500").inc()
             log.exception("User query for %s failed", user_id)
-            return _json_error(500, "M_UNKNOWN", "could not create the user")
+            return json_error(500, "M_UNKNOWN", "could not create the user")
         metrics.USER_QUERIES.labels("200" if exists else "404").inc()
         if not exists:
-            return _json_error(404, "M_NOT_FOUND", "no such phone party")
+            return json_error(404, "M_NOT_FOUND", "no such phone party")
         return web.json_response({})
 
     async def _on_alias_query(self, request: web.Request) -> web.Response:
-        return _json_error(404, "M_NOT_FOUND", "the bridge has no room aliases")
+        return json_error(404, "M_NOT_FOUND", "the bridge has no room aliases")
 
     async def _on_protocol(self, request: web.Request) -> web.Response:
         status, body = self.lookup.protocol(request.match_info["protocol"])
@@ -323,20 +324,20 @@ class BridgeAppService(AppService):
     async def _on_thirdparty_reverse(self, request: web.Request) -> web.Response:
         user_ids = request.query.getall("userid", [])
         if len(user_ids) > 1:
-            return _json_error(400, "M_INVALID_PARAM", "userid must be given once")
+            return json_error(400, "M_INVALID_PARAM", "userid must be given once")
         status, body = self.lookup.reverse(user_ids[0] if user_ids else None)
         metrics.LOOKUPS.labels("reverse", str(status)).inc()
         return web.json_response(body, status=status)
 
     async def _on_location(self, request: web.Request) -> web.Response:
-        return _json_error(404, "M_NOT_FOUND", "the phone network has no locations")
+        return json_error(404, "M_NOT_FOUND", "the phone network has no locations")
 
     async def _on_ping(self, request: web.Request) -> web.Response:
         """AS API ``POST /ping`` (Matrix 1.7): the homeserver checking it can reach us."""
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return _json_error(400, "M_NOT_JSON", "body is not JSON")
+            return json_error(400, "M_NOT_JSON", "body is not JSON")
         txn = body.get("transaction_id") if isinstance(body, dict) else None
         log.info("Ping from the homeserver (transaction %s)", txn)
         return web.json_response({})

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from . import metrics
+from .appservice import json_error
 from .config import Config
 from .db import Ledger
 from .db.group_commit import Statement
@@ -206,9 +207,7 @@ class Credit:
 
     async def _api_balance(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return web.json_response(
-                {"errcode": "M_FORBIDDEN", "error": "wrong provisioning secret"}, status=403
-            )
+            return json_error(403, "M_FORBIDDEN", "wrong provisioning secret")
         account = await Ledger.account(request.match_info["user_id"])
         history = await Ledger.history(account.user_id, 20)
         return web.json_response(
@@ -227,30 +226,22 @@ class Credit:
 
     async def _api_topup(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return web.json_response(
-                {"errcode": "M_FORBIDDEN", "error": "wrong provisioning secret"}, status=403
-            )
+            return json_error(403, "M_FORBIDDEN", "wrong provisioning secret")
         try:
             body: Any = await request.json()
         except ValueError:
-            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
+            return json_error(400, "M_NOT_JSON", "body is not JSON")
         user_id, amount, key = (
             (body.get(k) for k in ("user_id", "amount", "idempotency_key"))
             if isinstance(body, dict)
             else (None,) * 3
         )
         if not isinstance(user_id, str) or not user_id.startswith("@") or ":" not in user_id:
-            return web.json_response(
-                {"errcode": "M_INVALID_PARAM", "error": "user_id must be a Matrix user ID"}, status=400
-            )
+            return json_error(400, "M_INVALID_PARAM", "user_id must be a Matrix user ID")
         if isinstance(amount, bool) or not isinstance(amount, int):
-            return web.json_response(
-                {"errcode": "M_INVALID_PARAM", "error": "amount must be an integer (minor units)"}, status=400
-            )
+            return json_error(400, "M_INVALID_PARAM", "amount must be an integer (minor units)")
         if not isinstance(key, str) or not key:
-            return web.json_response(
-                {"errcode": "M_INVALID_PARAM", "error": "idempotency_key is required"}, status=400
-            )
+            return json_error(400, "M_INVALID_PARAM", "idempotency_key is required")
         account = await Ledger.top_up(user_id, amount, f"topup:{key}", body.get("description"))
         log.info("Credit for %s changed by %d under key %s", user_id, amount, key)
         return web.json_response(
