@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mautrix.appservice import IntentAPI
@@ -52,12 +52,16 @@ class VirtualUsers:
     intent_for: IntentFor
     default_region: str
     avatar_url: str = ""
+    #: Users known registered: only this process writes the puppet table, so once seen, no more reads.
+    _registered: set[str] = field(default_factory=set)
 
     async def ensure(self, user_id: str) -> IntentAPI:
         """Register ``user_id`` (raises :class:`NotAVirtualUser` if it is not a valid one) and set its profile."""
         party = self.namespace.party(user_id)
-        row = await Puppet.get_or_create(user_id, party.number, party.host)
         intent = self.intent_for(user_id)
+        if user_id in self._registered:
+            return intent
+        row = await Puppet.get_or_create(user_id, party.number, party.host)
         if not row.registered:
             await intent.ensure_registered()
             name = display_name(party.number, self.default_region)
@@ -66,6 +70,7 @@ class VirtualUsers:
                 await intent.set_avatar_url(self.avatar_url)  # type: ignore[arg-type]
             await row.mark_registered(name)
             log.info("Created virtual user %s for %s", user_id, party.number)
+        self._registered.add(user_id)
         return intent
 
 
