@@ -152,7 +152,7 @@ class Bridge:
         await self.state_store.upgrade_table.upgrade(self.db)
         await dbmod.TransactionLog.prune(TXN_RETENTION_MS)
         if self.credit is not None:
-            await self.credit.recover(active_calls=set())  # nothing runs yet: every open hold is a leftover
+            await self.credit.recover()  # nothing runs yet: every open hold is a leftover
         metrics.PORTALS.set(await self.db.fetchval("SELECT COUNT(*) FROM portal") or 0)
         self._az_started = True
         await self.az.start(host=self.config["appservice.hostname"], port=self.config["appservice.port"])

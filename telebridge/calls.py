@@ -165,15 +165,18 @@ class BridgedCall:
     trunk_direction: str = "sendrecv"  # what the trunk last offered
     target: str = ""  # the E.164 (or dialled) number the trunk was asked for
     max_seconds: int | None = None  # the caller's credit limit for this call
-    answered_monotonic: float | None = None
+    answered_monotonic: float | None = None  # when the call was answered (None: not yet)
     matrix_direction: str = "sendrecv"  # what we last asked of the trunk for the Matrix side
-    answered: bool = False
     matrix_answered: bool = False
     ended: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Call-record writes, off the setup path, in order (the INSERT before its UPDATEs); awaited before the
     #: record is closed.
     writes: list[asyncio.Future[None]] = field(default_factory=list)
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_monotonic is not None
 
     def record(self, write: Awaitable[None]) -> None:
         previous = self.writes[-1] if self.writes else None
@@ -493,7 +496,6 @@ class CallBridge:
             call.party_id,
         )
         call.sip.answer(call.setup.trunk_sdp)
-        call.answered = True
         call.answered_monotonic = time.monotonic()
         call.record(CallRecords.answered(call.call_id))
         call.record(CallRecords.set_dialog(call.call_id, call.sip.dialog_snapshot()))
@@ -511,7 +513,6 @@ class CallBridge:
                 elif isinstance(ev, CallAnswered):
                     if call.direction == "outbound":
                         answered_at = time.perf_counter()
-                        call.answered = True
                         call.answered_monotonic = time.monotonic()
                         if call.max_seconds is not None:
                             call.tasks.append(asyncio.create_task(self._credit_limit(call, call.max_seconds)))

@@ -155,9 +155,9 @@ class Credit:
 
     # -- after a crash --------------------------------------------------------------------------------
 
-    async def recover(self, active_calls: set[str]) -> None:
+    async def recover(self) -> None:
         """Settle holds a crash left open: a text whose fate is stored is charged or released (texts still
-        queued are settled by the outbox as they go); a call that is not running any more is charged for
+        queued are settled by the outbox as they go); a call (none runs yet at start-up) is charged for
         the time its record shows, or its authorised first increment when the crash lost the end."""
         db = Ledger.db
         for key, _user, _held in await Ledger.open_holds("sms:"):
@@ -168,8 +168,6 @@ class Credit:
                 await Ledger.settle(key, None, "text sent (settled after a restart)")
         for key, _user, held in await Ledger.open_holds("call:"):
             call_id = key[len("call:") :]
-            if call_id in active_calls:
-                continue
             row = await db.fetchrow(
                 "SELECT number, answered_at, ended_at FROM call_record WHERE call_id=$1", call_id
             )

@@ -81,8 +81,3 @@ class CallRecords:
                 _now(),
             )
         return [dict(row) for row in rows]
-
-    @classmethod
-    async def get(cls, call_id: str) -> dict[str, Any] | None:
-        row = await cls.db.fetchrow("SELECT * FROM call_record WHERE call_id=$1", call_id)
-        return dict(row) if row else None

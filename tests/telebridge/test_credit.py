@@ -221,7 +221,7 @@ async def test_holds_left_by_a_crash_are_settled_on_start(ledger: str) -> None:
     assert await db.Ledger.try_reserve("@h:hs", 1, "call:cut", floor=0)
     await db.CallRecords.start("cut", "outbound", "@h:hs", "!r:hs", "+15005550006")
     await db.CallRecords.answered("cut")
-    await credit.recover(active_calls=set())
+    await credit.recover()
     account = await db.Ledger.account("@h:hs")
     assert account.reserved == 0
     assert account.balance == 100 - 3 - 1, (
