@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 import uvloop  # noqa: E402
 
 from benchmarks.light_caller import LightCaller  # noqa: E402
+from benchmarks.smpp_bench import pct  # noqa: E402
 from media.webrtc import WebRtcState  # noqa: E402
 from tests.peers.matrix import BridgeProcess, Client, HttpError, Synapse, free_port, wait_until  # noqa: E402
 from tests.telebridge.calling import free_even_port  # noqa: E402
@@ -65,13 +66,6 @@ SYNC_FILTER = json.dumps(
         "account_data": {"types": []},
     }
 )
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class AnswerWatcher:

@@ -46,6 +46,14 @@ except ImportError:  # pragma: no cover - optional comparison
     smpp34 = None  # type: ignore[assignment]
 
 
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank), NaN for none: the benchmarks' one percentile."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 @dataclass
 class Row:
     name: str
@@ -60,10 +68,7 @@ class Row:
         return self.parts / self.seconds if self.seconds else 0.0
 
     def pct(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        s = sorted(self.latencies)
-        return s[min(len(s) - 1, int(q * len(s)))] * 1000.0
+        return pct(self.latencies, q) * 1000.0
 
 
 # ---------------------------------------------------------------- SMSC child process

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import aiohttp  # noqa: E402
-from smpp_bench import start_smsc  # noqa: E402
+from smpp_bench import pct, start_smsc  # noqa: E402
 
 from telebridge import db  # noqa: E402
 from telebridge.puppet import VirtualUserNamespace  # noqa: E402
@@ -68,10 +68,7 @@ class Row:
         return self.submitted / self.seconds if self.seconds else 0.0
 
     def pct(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return pct(self.latencies_ms, q)
 
 
 async def seed_portals(url: str) -> list[tuple[str, str]]:
