@@ -32,10 +32,19 @@ from smpp import encoding, receipt
 from smpp import pdu as P
 from smpp.client import ConnectionLostError, NotBoundError, SmppClient, SmscConfig, SubmitError
 from smpp.outbox import OutboundMessage, Outbox, OutboxState
-from smpp.partstore import PartStore, part_key
+from smpp.partstore import PartStore
 from smpp.pdu import CommandId as C
 from smpp.pdu import Status
-from smpp.reassembly import Duplicate, InboundText, Part, PartKey, Pending, Reassembler, part_from_pdu
+from smpp.reassembly import (
+    Duplicate,
+    InboundText,
+    Part,
+    PartKey,
+    Pending,
+    Reassembler,
+    part_from_pdu,
+    part_key,
+)
 from smpp.receipt import Receipt
 from smpp.routing import NoRouteError, Route, Router
 from smpp.segment import Concatenation, Segment, TooManySegmentsError, count_segments, split

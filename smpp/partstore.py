@@ -12,12 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from smpp.reassembly import Part, PartKey
-
-
-def part_key(part: Part) -> PartKey:
-    assert part.reference is not None
-    return (part.source, part.destination, part.reference, part.total)
+from smpp.reassembly import Part, PartKey, part_key
 
 
 class PartStore(Protocol):

@@ -23,6 +23,12 @@ from smpp.pdu import ESM_UDHI, DataSm, ShortMessage, Tag, tlv_int
 PartKey = tuple[str, str, int, int]
 
 
+def part_key(part: Part) -> PartKey:
+    """Which message a concatenated part belongs to (it has a reference)."""
+    assert part.reference is not None
+    return (part.source, part.destination, part.reference, part.total)
+
+
 @dataclass(frozen=True, slots=True)
 class Part:
     """One deliver_sm/data_sm body, with its concatenation information if any.
@@ -160,7 +166,7 @@ class Reassembler:
         if part.reference is None or part.total <= 1:
             text = decode_parts([part], self.default)
             return InboundText(part.source, part.destination, text, part.data_coding, 1)
-        key: PartKey = (part.source, part.destination, part.reference, part.total)
+        key = part_key(part)
         if key in self._completed:
             return Duplicate(key, True)
         buf = self._buffers.get(key)
