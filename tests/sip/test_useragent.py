@@ -282,24 +282,16 @@ def test_wrong_password_is_not_retried_forever() -> None:
     assert len(net.requests("INVITE")) == 2
 
 
+PROXY_CHALLENGE = ("Proxy-Authenticate", 'Digest realm="p", nonce="n1", algorithm=SHA-256, qop="auth"')
+
+
 def test_407_from_a_proxy_is_answered_with_proxy_authorization() -> None:
     _net, a, _ = setup()
     sa = a.invite(f"<sip:bob@127.0.0.1:{B}>", "<sip:alice@127.0.0.1>", SDP_OFFER, 0.0)
     ((data, _t),) = a.take_output()
     invite = parse_message(data)
     assert isinstance(invite, Request)
-    challenge = Response(
-        407,
-        None,
-        [
-            *[("Via", v) for v in invite.headers.get_all("Via")],
-            ("From", invite.headers.get("From") or ""),
-            ("To", (invite.headers.get("To") or "") + ";tag=proxy"),
-            ("Call-ID", invite.call_id),
-            ("CSeq", str(invite.cseq)),
-            ("Proxy-Authenticate", 'Digest realm="p", nonce="n1", algorithm=SHA-256, qop="auth"'),
-        ],
-    )
+    challenge = make_response(invite, 407, to_tag="proxy", extra=[PROXY_CHALLENGE])
     a.receive(challenge.encode(), Target("UDP", "127.0.0.1", B), 0.1)
     out = [parse_message(d) for d, _ in a.take_output()]
     methods = [m.method for m in out if isinstance(m, Request)]
@@ -310,18 +302,7 @@ def test_407_from_a_proxy_is_answered_with_proxy_authorization() -> None:
     assert 'realm="p"' in auth and "algorithm=SHA-256" in auth and "nc=00000001" in auth
     assert sa.invite is retried or sa.invite.cseq.number == retried.cseq.number
     # The same challenge again (same nonce, not stale) is given up on.
-    challenge2 = Response(
-        407,
-        None,
-        [
-            *[("Via", v) for v in retried.headers.get_all("Via")],
-            ("From", retried.headers.get("From") or ""),
-            ("To", (retried.headers.get("To") or "") + ";tag=proxy"),
-            ("Call-ID", retried.call_id),
-            ("CSeq", str(retried.cseq)),
-            ("Proxy-Authenticate", 'Digest realm="p", nonce="n1", algorithm=SHA-256, qop="auth"'),
-        ],
-    )
+    challenge2 = make_response(retried, 407, to_tag="proxy", extra=[PROXY_CHALLENGE])
     a.receive(challenge2.encode(), Target("UDP", "127.0.0.1", B), 0.2)
     methods = [m.method for m in (parse_message(d) for d, _ in a.take_output()) if isinstance(m, Request)]
     assert methods == ["ACK"]
