@@ -112,10 +112,8 @@ class Bridge:
 
             self.calls = CallBridge(
                 config,
-                namespace=self.virtual_users,
-                ns=self.namespace,
+                virtual_users=self.virtual_users,
                 notice=PortalHandler.notice,
-                owned_numbers=dict(config["sms.owned_numbers"]),
                 credit=self.credit,
                 who_is=self.who_is,
             )

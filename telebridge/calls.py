@@ -66,7 +66,7 @@ from .db import CallRecords, Portal
 from .limits import SlidingWindow
 from .numbers import to_e164
 from .portal import VirtualUsers, open_dm
-from .puppet import NotAVirtualUser, VirtualUserNamespace
+from .puppet import NotAVirtualUser
 
 log = logging.getLogger("telebridge.calls")
 
@@ -206,10 +206,8 @@ class CallBridge:
         self,
         config: Config,
         *,
-        namespace: VirtualUsers,
-        ns: VirtualUserNamespace,
+        virtual_users: VirtualUsers,
         notice: Notice,
-        owned_numbers: dict[str, str],
         credit: Credit | None = None,
         who_is: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
@@ -218,11 +216,12 @@ class CallBridge:
         self.interrupted: list[dict[str, Any]] = []
         self.attempts = SlidingWindow(config["limits.call_attempts_per_minute"])
         self.config = config
-        self.virtual_users = namespace
-        self.namespace = ns
+        self.virtual_users = virtual_users
+        self.namespace = virtual_users.namespace
         self.notice = notice
         self.region: str = config["bridge.default_region"]
-        self.owned = {to_e164(n, self.region) or n: owner for n, owner in owned_numbers.items()}
+        owned: dict[str, str] = config["sms.owned_numbers"]  # numbers Matrix users own ring them
+        self.owned = {to_e164(n, self.region) or n: owner for n, owner in owned.items()}
         self.number_of = {owner: number for number, owner in self.owned.items()}
         self.trunk: str = config["calls.trunk"]
         self.caller_id: str = config["calls.caller_id"]
