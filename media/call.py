@@ -21,7 +21,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,6 +39,7 @@ from sdp import (
     PCMU,
     TELEPHONE_EVENT,
     Codec,
+    MediaDescription,
     MediaParameters,
     NegotiationError,
     SessionDescription,
@@ -100,6 +101,25 @@ def _with_events(codecs: list[Codec], te_pts: dict[int, int]) -> list[Codec]:
     rates = sorted({c.clock_rate for c in codecs}, reverse=True)
     extra = [TELEPHONE_EVENT(rate, te_pts.get(rate, 101)) for rate in rates]
     return [*codecs, *extra]
+
+
+def _codecs(names: Sequence[str], prefer: str | None = None) -> list[Codec]:
+    """Our codecs by their config names, in that order but with ``prefer`` (the codec already in use, or
+    the other leg's: passthrough needs no transcoder) first."""
+    codecs = [_CODECS[n] for n in names if n in _CODECS]
+    if prefer is not None:
+        codecs.sort(key=lambda c: c.name.lower() != prefer.lower())
+    return codecs
+
+
+def _offered_events(media: Iterable[MediaDescription]) -> dict[int, int]:
+    """The telephone-event payload type the offer gives each clock rate (answered with the same)."""
+    return {
+        m.clock_rate: m.payload_type
+        for description in media
+        for m in description.rtpmaps().values()
+        if m.encoding.lower() == "telephone-event"
+    }
 
 
 def _same_codecs(a: MediaParameters, b: MediaParameters) -> bool:
@@ -176,13 +196,8 @@ class MediaCall:
             await call.web.gather()
             await call._open_trunk()
             host, port = call.web.default_address
-            codecs = [_CODECS[n] for n in config.webrtc_codecs if n in _CODECS]
-            offered_te = {
-                m.clock_rate: m.payload_type
-                for media in offer.media
-                for m in media.rtpmaps().values()
-                if m.encoding.lower() == "telephone-event"
-            }
+            codecs = _codecs(config.webrtc_codecs)
+            offered_te = _offered_events(offer.media)
             answer, params = answer_offer(
                 offer,
                 address=host,
@@ -197,8 +212,7 @@ class MediaCall:
             accepted = next(m for m, a in zip(offer.media, answer.media, strict=True) if a.port != 0)
             call.web.start(offer, accepted, controlling=False)
             # Offer the trunk the browser's codec first when it is one the trunk may take as is.
-            trunk_codecs = [_CODECS[n] for n in config.trunk_codecs if n in _CODECS]
-            trunk_codecs.sort(key=lambda c: c.name.lower() != params.codec.name.lower())
+            trunk_codecs = _codecs(config.trunk_codecs, prefer=params.codec.name)
             assert call.trunk is not None
             call.trunk_local_sdp = build_offer(
                 address=call._trunk_address,
@@ -257,11 +271,8 @@ class MediaCall:
         return str(offer)
 
     def _trunk_codecs_now(self) -> list[Codec]:
-        codecs = [_CODECS[n] for n in self.config.trunk_codecs if n in _CODECS]
-        if self.trunk_params is not None:
-            name = self.trunk_params.codec.name.lower()
-            codecs.sort(key=lambda c: c.name.lower() != name)
-        return codecs
+        current = self.trunk_params.codec.name if self.trunk_params is not None else None
+        return _codecs(self.config.trunk_codecs, prefer=current)
 
     def _apply_trunk(self, params: MediaParameters) -> None:
         """New trunk parameters: keep the relay (and its streams' numbering) unless the codec changed."""
@@ -290,7 +301,7 @@ class MediaCall:
             await call.web.gather(controlling=True)  # we make the WebRTC offer
             await call._open_trunk()
             assert call.trunk is not None
-            codecs = [_CODECS[n] for n in config.trunk_codecs if n in _CODECS]
+            codecs = _codecs(config.trunk_codecs)
             answer, params = answer_offer(
                 offer,
                 address=call._trunk_address,
@@ -301,8 +312,7 @@ class MediaCall:
             call.trunk_params = params
             call.trunk_local_sdp = answer
             call.trunk.set_remote(params.remote_host, params.remote_port, params.remote_rtcp_port)
-            web_codecs = [_CODECS[n] for n in config.webrtc_codecs if n in _CODECS]
-            web_codecs.sort(key=lambda c: c.name.lower() != params.codec.name.lower())
+            web_codecs = _codecs(config.webrtc_codecs, prefer=params.codec.name)
             host, port = call.web.default_address
             call.webrtc_local_sdp = build_offer(
                 address=host,
@@ -347,15 +357,9 @@ class MediaCall:
             raise NegotiationError("ICE restart is not supported")
         # Keep our DTLS role (RFC 8842 §5.5): a DTLS server answers passive, a client active.
         setup = "passive" if self.web._dtls._role == "server" else "active"
-        codecs = [_CODECS[n] for n in self.config.webrtc_codecs if n in _CODECS]
-        if self.web_params is not None:
-            name = self.web_params.codec.name.lower()
-            codecs.sort(key=lambda c: c.name.lower() != name)
-        offered_te = {
-            m.clock_rate: m.payload_type
-            for m in audio.rtpmaps().values()
-            if m.encoding.lower() == "telephone-event"
-        }
+        current = self.web_params.codec.name if self.web_params is not None else None
+        codecs = _codecs(self.config.webrtc_codecs, prefer=current)
+        offered_te = _offered_events([audio])
         answer, params = answer_offer(
             offer,
             address=self.web.default_address[0],
