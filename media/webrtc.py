@@ -316,11 +316,11 @@ class WebRtcLeg:
         # Fast path on the nominated socket: hand RTP/RTCP to the tap before aioice tries (and fails,
         # by raising) to parse each one as STUN; everything else takes aioice's usual way.
         stun_path = protocol.datagram_received
-        media_path = self._datagram
+        media_path = self._media
 
         def datagram_received(data: bytes, addr: Any) -> None:
             if data and 127 < data[0] < 192:
-                media_path(data, 1)
+                media_path(data)
             else:
                 stun_path(data, addr)
 
@@ -364,6 +364,11 @@ class WebRtcLeg:
             assert self._original_data_received is not None
             self._original_data_received(data, component)
             return
+        self._media(data)
+
+    def _media(self, data: bytes) -> None:
+        """An RTP or RTCP packet (first byte 128-191, RFC 7983 §7; the caller checked): unprotect, count,
+        hand on."""
         now = _monotonic()
         counters = self.counters
         if not self._bucket.allow(now):
