@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from media import g711
 from media.opus import OpusDecoder, OpusEncoder
-from media.rtp import RTP_HEADER, RtpHeader
+from media.rtp import RtpHeader, build_rtp
 
 __all__ = ["OpusDecoder", "OpusEncoder", "Transcoder"]  # the Opus classes live in media.opus
 
@@ -92,6 +92,7 @@ class Transcoder:
     def transcode(self, packet: bytearray, header: RtpHeader, now: float) -> list[bytearray]:
         seq = header.sequence_number
         out: list[bytearray] = []
+        payload = bytes(memoryview(packet)[header.payload_start : header.payload_end])  # one copy
         if self._last_seq is not None:
             missing = (seq - self._last_seq - 1) & 0xFFFF
             if missing >= 0x8000:
@@ -107,7 +108,6 @@ class Transcoder:
                     elif k < missing:
                         frame = opus.conceal(len(frame))
                     else:
-                        payload = bytes(packet[header.payload_start : header.payload_end])
                         frame = opus.recover(payload, len(frame))
                     self.concealed += 1
                     self._push(
@@ -120,7 +120,7 @@ class Transcoder:
                     )
         g711.DECODE_CALLS.value += self._opus is not None  # G.711 decoders count themselves
         try:
-            pcm = self._decode(bytes(packet[header.payload_start : header.payload_end]))
+            pcm = self._decode(payload)
             if len(pcm):
                 self._last_frame = pcm
                 self._frame_ts = len(pcm) * self._ticks_per_sample
@@ -142,7 +142,4 @@ class Transcoder:
             if not self._pending:
                 break
             p_seq, p_ts, p_marker = self._pending.popleft()
-            packet = bytearray(12 + len(payload))
-            RTP_HEADER.pack_into(packet, 0, 0x80, (0x80 if p_marker else 0) | pt, p_seq, p_ts, header.ssrc)
-            packet[12:] = payload
-            out.append(packet)
+            out.append(build_rtp(pt, p_seq, p_ts, header.ssrc, payload, p_marker))
