@@ -36,26 +36,26 @@ class PortRange:
         if low and (low > high or low < 1024 or high > 65535):
             raise ValueError(f"bad RTP port range {low}-{high}")
         self.host = host
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.first = low
         self.low = low + (low & 1)
         self.high = high
 
     def bind_pair(self, rtcp: bool) -> tuple[socket.socket, socket.socket | None]:
         """Bind an even RTP port (and RTP+1 for RTCP); raises OSError if the range is exhausted."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         if not self.low:
-            return self._bind(family, 0), (self._bind(family, 0) if rtcp else None)
+            return self._bind(0), (self._bind(0) if rtcp else None)
         candidates = list(range(self.low, self.high, 2))
         random.shuffle(candidates)
         for port in candidates[:64]:
             try:
-                rtp_sock = self._bind(family, port)
+                rtp_sock = self._bind(port)
             except OSError:
                 continue
             if not rtcp:
                 return rtp_sock, None
             try:
-                return rtp_sock, self._bind(family, port + 1)
+                return rtp_sock, self._bind(port + 1)
             except OSError:
                 rtp_sock.close()
         raise OSError(f"no free RTP port pair in {self.low}-{self.high} on {self.host}")
@@ -63,20 +63,19 @@ class PortRange:
     def bind_one(self) -> socket.socket:
         """Bind any one port of the range (WebRTC multiplexes RTP and RTCP on one, RFC 5761); raises
         OSError if none is free."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         if not self.low:
-            return self._bind(family, 0)
+            return self._bind(0)
         candidates = list(range(self.first, self.high + 1))
         random.shuffle(candidates)
         for port in candidates[:128]:
             try:
-                return self._bind(family, port)
+                return self._bind(port)
             except OSError:
                 continue
         raise OSError(f"no free WebRTC port in {self.low}-{self.high} on {self.host}")
 
-    def _bind(self, family: int, port: int) -> socket.socket:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+    def _bind(self, port: int) -> socket.socket:
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             sock.bind((self.host, port))
