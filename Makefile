@@ -39,4 +39,7 @@ lint: test-deps
 
 ## Lint, type-check and run the whole test suite against real peers.
 test: lint
+	$(BIN)/python -c 'import media._fastpath'  # the C relay must have been built here
 	SYDENT_PYTHON=$(abspath $(SYDENT_VENV))/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider
+	# The media tests again on the pure-Python relay (what runs where the C path cannot be built).
+	TELEBRIDGE_MEDIA_FASTPATH=0 $(BIN)/python -m pytest -q -p no:cacheprovider tests/media

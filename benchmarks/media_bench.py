@@ -85,6 +85,7 @@ def _srtp(key: bytes, inbound: bool) -> Any:
 async def _our_call(
     mode: str, gen_web: tuple[str, int], gen_trunk: tuple[str, int], complexity: int
 ) -> tuple[dict[str, Any], Any]:
+    from media import fastpath
     from media.relay import CallRelay
     from media.transcoder import Transcoder
     from media.trunk import PortRange, TrunkLeg
@@ -94,6 +95,8 @@ async def _our_call(
     def drop(*_: Any) -> None:
         return None
 
+    python_relay = mode.endswith("-py")
+    mode = mode.removesuffix("-py")
     leg = WebRtcLeg(drop, bind_addresses=("127.0.0.1",))
     await leg.gather()
     connection = leg._ice._connection
@@ -119,6 +122,11 @@ async def _our_call(
     relay = CallRelay(web_params, trunk_params, leg.send_rtp, trunk.send_rtp, None, transcoders)
     leg.on_rtp = relay.to_trunk.forward
     trunk.on_rtp = relay.to_web.forward
+    # As MediaCall does once both legs are up: the sockets go to the C pump (media/fastpath.py), which
+    # relays passthrough packets itself and hands the rest (here: transcoding) to the Python relay.
+    pump = None if python_relay else fastpath.pump()
+    if pump is not None:
+        relay.route_in_c(leg.offload(pump), trunk.offload(pump))
     info = {
         "web_port": protocol.transport.get_extra_info("sockname")[1],
         "trunk_port": trunk.local_port,
@@ -618,9 +626,9 @@ def main() -> None:
     parser.add_argument(
         "--paths",
         nargs="+",
-        choices=["baseline", "passthrough", "transcode", "workers"],
-        default=["baseline", "passthrough", "transcode", "workers"],
-        help="which rows to run (workers needs passthrough)",
+        choices=["baseline", "passthrough-py", "passthrough", "transcode", "workers"],
+        default=["baseline", "passthrough-py", "passthrough", "transcode", "workers"],
+        help="which rows to run (workers needs passthrough; passthrough-py is the relay without the C path)",
     )
     parser.add_argument(
         "--calls", type=int, nargs="+", default=None, help="the steps (calls) to try, for every path chosen"
@@ -643,11 +651,12 @@ def main() -> None:
     _pin(gen_cpu)
     seconds = args.seconds
     if args.quick:
-        steps = {"baseline": [5], "passthrough": [50], "transcode": [10]}
+        steps = {"baseline": [5], "passthrough": [50], "passthrough-py": [50], "transcode": [10]}
     else:
         steps = {
             "baseline": [10, 20, 30, 40, 50, 60, 70, 80, 100],
-            "passthrough": [100, 150, 200, 250, 300, 350, 400, 500, 600, 700, 800],
+            "passthrough": [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1400],
+            "passthrough-py": [100, 200, 300, 350, 400, 450, 500, 600],
             "transcode": [10, 20, 30, 40, 50, 60, 80, 100, 125, 150],
         }
     if args.calls:
@@ -661,12 +670,19 @@ def main() -> None:
     relay = RelayProcess(relay_cpu, args.loop)
     try:
         # aiortc's jitter buffer holds ~80 ms by design: it gets 200 ms of p99 before it counts as queueing.
-        baseline = passthrough = transcode = None
+        baseline = passthrough = transcode = python = None
         if "baseline" in paths:
             baseline, _ = search(
                 "aiortc", steps["baseline"], lambda n: run_baseline(relay, n, seconds), 200.0
             )
         limit = args.p99_limit
+        if "passthrough-py" in paths:
+            python, _ = search(
+                "passthrough-py",
+                steps["passthrough-py"],
+                lambda n: run_ours(relay, "passthrough-py", n, seconds),
+                limit,
+            )
         if "passthrough" in paths:
             passthrough, _ = search(
                 "passthrough",
@@ -729,6 +745,9 @@ def main() -> None:
         "transcode_p50_ms": transcode["p50_ms"] if transcode else None,
         "transcode_p99_ms": transcode["p99_ms"] if transcode else None,
         "passthrough_us_per_packet": passthrough["us_per_packet"] if passthrough else None,
+        "passthrough_python_calls_per_core": python["calls"] if python else 0,
+        "passthrough_python_p99_ms": python["p99_ms"] if python else None,
+        "passthrough_python_us_per_packet": python["us_per_packet"] if python else None,
         "transcode_us_per_packet": transcode["us_per_packet"] if transcode else None,
         "harness_p99_ms": {name: floor["p99_ms"] for name, floor in floors.items()},
         "loss": 0.0,

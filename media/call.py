@@ -27,6 +27,7 @@ from typing import Any
 
 from aiortc import RTCIceServer
 
+from media import fastpath
 from media.relay import CallRelay, MediaPath, Transcoding
 from media.rtp import RtpHeader
 from media.tones import WARNING, Cadence, tone_frames
@@ -155,7 +156,7 @@ class MediaCall:
             relay_only=config.ice_relay_only,
             port_range=(config.webrtc_port_min, config.webrtc_port_max),
         )
-        self.web.on_connected = lambda: self.on_event("connected", {"leg": "webrtc"})
+        self.web.on_connected = self._web_connected
         self.trunk: TrunkLeg | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
         #: One injection (digits or a tone) per call at a time.
@@ -164,6 +165,22 @@ class MediaCall:
 
     def _not_ready(self, packet: bytearray, header: RtpHeader, now: float) -> None:
         self.dropped_before_ready += 1
+
+    def _web_connected(self) -> None:
+        self._route_in_c()
+        self.on_event("connected", {"leg": "webrtc"})
+
+    def _route_in_c(self) -> None:
+        """Once the relay exists and both legs can go, let the C pump carry this call's passthrough
+        packets (media/fastpath.py); called when the relay is (re)built and when the WebRTC leg connects,
+        whichever comes last."""
+        pump = fastpath.pump()
+        if pump is None or self.relay is None or self.trunk is None or self.closed:
+            return
+        web = self.web.offload(pump)
+        trunk = self.trunk.offload(pump)
+        if web is not None and trunk is not None:
+            self.relay.route_in_c(web, trunk)
 
     async def _open_trunk(self) -> None:
         c = self.config
@@ -397,6 +414,8 @@ class MediaCall:
                     trunk_codec.name, web_codec.name, bitrate=c.opus_bitrate, complexity=c.opus_complexity
                 ),
             )
+        if self.relay is not None:
+            self.relay.detach()
         relay = CallRelay(
             self.web_params,
             self.trunk_params,
@@ -421,6 +440,7 @@ class MediaCall:
             trunk_codec.clock_rate,
             "passthrough" if relay.passthrough else "transcoding",
         )
+        self._route_in_c()
 
     def _digit(self, leg: str, digit: str) -> None:
         # ``relayed``: the other leg negotiated telephone-event, so the digit went on in RTP. When it did
@@ -487,11 +507,11 @@ class MediaCall:
             "call_id": self.call_id,
             "passthrough": self.relay.passthrough if self.relay else None,
             "webrtc_state": self.web.state.value,
-            "counters": {"webrtc": self.web.counters.as_dict()},
+            "counters": {"webrtc": self.web.counter_totals()},
             "dropped_before_ready": self.dropped_before_ready,
         }
         if self.trunk is not None:
-            result["counters"]["trunk"] = self.trunk.counters.as_dict()
+            result["counters"]["trunk"] = self.trunk.counter_totals()
         if self.relay is not None:
             result["rtcp"] = {leg: vars(s).copy() for leg, s in self.relay.stats().items()}
         return result

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+from media import fastpath
 from media.dtmf import DtmfDetector, DtmfGenerator, scale_event_duration
-from media.rewriter import StreamRewriter
 from media.rtcp import LegStats, RtcpSession
 from media.rtp import RtpHeader, build_rtp
 from sdp import MediaParameters
@@ -42,17 +42,18 @@ class MediaPath:
     """One direction of one call (sans-I/O apart from ``send``)."""
 
     __slots__ = (
+        "_injecting",
+        "_muted",
         "audio_pt",
         "detector",
         "event_pt",
         "event_scale",
-        "injecting",
-        "muted",
         "out_audio_pt",
         "out_codec",
         "out_event_pt",
         "out_rate",
         "rewriter",
+        "route",
         "rx_rtcp",
         "send",
         "suppressed",
@@ -90,7 +91,7 @@ class MediaPath:
             if in_codec.clock_rate != out_codec.clock_rate
             else None
         )
-        self.rewriter = StreamRewriter(
+        self.rewriter = fastpath.Rewriter(
             payload_types, ssrc=tx_rtcp.ssrc, in_rate=in_codec.clock_rate, out_rate=out_codec.clock_rate
         )
         self.detector = DtmfDetector(on_digit)
@@ -98,14 +99,40 @@ class MediaPath:
         self.send = send
         self.rx_rtcp = rx_rtcp
         self.tx_rtcp = tx_rtcp
-        self.injecting = False
-        #: Set when negotiation says this direction carries no media (hold: RFC 3264 §8.4).
-        self.muted = False
+        self._injecting = False
+        self._muted = False
         self.suppressed = 0
+        #: The C leg this direction's packets arrive on, when the pump relays them (media/fastpath.py).
+        self.route: Any = None
 
     @property
     def passthrough(self) -> bool:
         return self.transcoder is None
+
+    @property
+    def injecting(self) -> bool:
+        """Set while we send packets of our own on this path (digits, a tone): relayed audio is held back."""
+        return self._injecting
+
+    @injecting.setter
+    def injecting(self, value: bool) -> None:
+        self._injecting = value
+        self._sync_route()
+
+    @property
+    def muted(self) -> bool:
+        """Set when negotiation says this direction carries no media (hold: RFC 3264 §8.4)."""
+        return self._muted
+
+    @muted.setter
+    def muted(self, value: bool) -> None:
+        self._muted = value
+        self._sync_route()
+
+    def _sync_route(self) -> None:
+        """The C pump relays this direction's packets only while Python would pass them through as is."""
+        if self.route is not None:
+            self.route.fast = self.transcoder is None and not self._injecting and not self._muted
 
     def forward(self, packet: bytearray, header: RtpHeader, now: float) -> None:
         """The per-packet hot path. The legs call it directly (``CallRelay.from_web``/``from_trunk`` are
@@ -113,7 +140,7 @@ class MediaPath:
         passthrough goes straight to the rewriter and ``send`` without a helper call."""
         _marker, pt, seq, ts, ssrc, start, end = header
         self.rx_rtcp.on_rtp_received(ssrc, seq, ts, now)
-        if self.injecting or self.muted:
+        if self._injecting or self._muted:
             self.suppressed += 1
             return
         if pt == self.event_pt:
@@ -171,10 +198,8 @@ class CallRelay:
         self.trunk = trunk
         self.on_digit = on_digit
         #: Our SSRC towards each leg; the WebRTC one is announced in our SDP (a=ssrc, RFC 5576).
-        self.web_rtcp = RtcpSession(ssrc=web_ssrc or secrets.randbits(32), clock_rate=web.codec.clock_rate)
-        self.trunk_rtcp = RtcpSession(
-            ssrc=trunk_ssrc or secrets.randbits(32), clock_rate=trunk.codec.clock_rate
-        )
+        self.web_rtcp = _rtcp_session(web_ssrc, web.codec.clock_rate)
+        self.trunk_rtcp = _rtcp_session(trunk_ssrc, trunk.codec.clock_rate)
         #: WebRTC → trunk.
         self.to_trunk = MediaPath(
             web, trunk, send_trunk, self.web_rtcp, self.trunk_rtcp, self._digit_from("webrtc"), transcoders[0]
@@ -201,6 +226,31 @@ class CallRelay:
     @property
     def passthrough(self) -> bool:
         return self.to_trunk.passthrough and self.to_web.passthrough
+
+    def route_in_c(self, web: Any, trunk: Any) -> None:
+        """Let the C pump relay this call's passthrough packets (media/fastpath.py): ``web`` and ``trunk``
+        are the legs' handles in the pump. Each direction runs in C while it is passthrough, not muted and
+        not injecting; otherwise packets come up to :meth:`MediaPath.forward` as before."""
+        for path, arriving, leaving, rx, tx in (
+            (self.to_trunk, web, trunk, self.web_rtcp, self.trunk_rtcp),
+            (self.to_web, trunk, web, self.trunk_rtcp, self.web_rtcp),
+        ):
+            arriving.set_route(
+                out=leaving,
+                rewriter=path.rewriter,
+                reception=rx.reception,
+                sending=tx.sending,
+                event_pt=path.event_pt,
+            )
+            path.route = arriving
+            path._sync_route()
+
+    def detach(self) -> None:
+        """This relay is being replaced (new codecs): its paths no longer steer the C legs."""
+        for path in (self.to_trunk, self.to_web):
+            if path.route is not None:
+                path.route.fast = False
+                path.route = None
 
     def _digit_from(self, leg: str) -> Callable[[str, int], None]:
         def report(digit: str, timestamp: int) -> None:
@@ -236,3 +286,12 @@ class CallRelay:
 
     def stats(self) -> dict[str, LegStats]:
         return {"webrtc": self.web_rtcp.stats, "trunk": self.trunk_rtcp.stats}
+
+
+def _rtcp_session(ssrc: int | None, clock_rate: int) -> RtcpSession:
+    return RtcpSession(
+        ssrc=ssrc or secrets.randbits(32),
+        clock_rate=clock_rate,
+        reception=fastpath.Reception(clock_rate),
+        sending=fastpath.Sending(),
+    )

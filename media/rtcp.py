@@ -12,7 +12,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-__all__ = ["LegStats", "ReportBlock", "RtcpSession", "parse_compound"]
+__all__ = ["LegStats", "ReceptionStats", "ReportBlock", "RtcpSession", "SendingStats", "parse_compound"]
 
 SR = 200
 RR = 201
@@ -93,82 +93,150 @@ def ntp_time(now_wall: float) -> tuple[int, int]:
     return msw & 0xFFFFFFFF, int((seconds - msw) * (1 << 32)) & 0xFFFFFFFF
 
 
-class RtcpSession:
-    """RTCP for one leg: our sending SSRC towards it, statistics of what it sends us."""
+class ReceptionStats:
+    """What a leg's incoming stream looked like (RFC 3550 §A.1 sequence and cycles, §A.3 loss, §A.8 jitter).
 
-    def __init__(self, ssrc: int, clock_rate: int, cname: str = "telebridge") -> None:
-        self.ssrc = ssrc
+    Its own object, shared by the Python relay and the C one (``media._fastpath.Reception`` is the same
+    thing in C; :mod:`media.fastpath` picks one), so a report sees every packet whichever path relayed it.
+    """
+
+    __slots__ = (
+        "_transit",
+        "base_seq",
+        "clock_rate",
+        "cycles",
+        "expected_prior",
+        "jitter",
+        "max_seq",
+        "packets_received",
+        "received",
+        "received_prior",
+        "remote_ssrc",
+    )
+
+    def __init__(self, clock_rate: int) -> None:
+        if clock_rate <= 0:
+            raise ValueError("clock rate must be positive")
         self.clock_rate = clock_rate
-        self.cname = cname.encode()[:255]
-        self.stats = LegStats()
-        self._remote_ssrc: int | None = None
-        self._base_seq = 0
-        self._max_seq = 0
-        self._cycles = 0
-        self._received = 0
-        self._expected_prior = 0
-        self._received_prior = 0
-        self._jitter = 0.0
+        self.remote_ssrc: int | None = None
+        self.base_seq = 0
+        self.max_seq = 0
+        self.cycles = 0
+        self.received = 0
+        self.expected_prior = 0
+        self.received_prior = 0
+        self.packets_received = 0
+        self.jitter = 0.0
         self._transit: float | None = None
-        self._last_sr_ntp_middle = 0
-        self._last_sr_arrival = 0.0
-        self._last_rtp_ts = 0
-        self._last_send_time = 0.0
 
-    # Incoming RTP (the peer's stream) ------------------------------------------------------------
     def on_rtp_received(self, ssrc: int, seq: int, timestamp: int, now: float) -> None:
         """Update §A.3 counts and the §A.8 interarrival jitter for a received packet."""
-        if ssrc != self._remote_ssrc:
-            self._remote_ssrc = ssrc
-            self._base_seq = self._max_seq = seq
-            self._cycles = 0
-            self._received = 0
-            self._expected_prior = self._received_prior = 0
+        if ssrc != self.remote_ssrc:
+            self.remote_ssrc = ssrc
+            self.base_seq = self.max_seq = seq
+            self.cycles = 0
+            self.received = 0
+            self.expected_prior = self.received_prior = 0
             self._transit = None
         else:
-            delta = (seq - self._max_seq) & 0xFFFF
+            delta = (seq - self.max_seq) & 0xFFFF
             if 0 < delta < 0x8000:
-                if seq < self._max_seq:
-                    self._cycles += 0x10000
-                self._max_seq = seq
-        self._received += 1
-        self.stats.packets_received += 1
+                if seq < self.max_seq:
+                    self.cycles += 0x10000
+                self.max_seq = seq
+        self.received += 1
+        self.packets_received += 1
         transit = now * self.clock_rate - timestamp
         if self._transit is not None:
             d = abs(transit - self._transit)
             if d < self.clock_rate * 10:  # ignore timestamp jumps (source restarts)
-                self._jitter += (d - self._jitter) / 16
+                self.jitter += (d - self.jitter) / 16
         self._transit = transit
 
+
+class SendingStats:
+    """What our sender report says of the stream we send a leg (RFC 3550 §6.4.1); C twin in
+    ``media._fastpath.Sending``."""
+
+    __slots__ = ("last_rtp_ts", "last_send_time", "octets", "packets")
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.octets = 0
+        self.last_rtp_ts = 0
+        self.last_send_time = 0.0
+
     def on_rtp_sent(self, timestamp: int, payload_size: int, now: float) -> None:
-        self.stats.packets_sent += 1
-        self.stats.octets_sent += payload_size
-        self._last_rtp_ts = timestamp
-        self._last_send_time = now
+        self.packets += 1
+        self.octets += payload_size
+        self.last_rtp_ts = timestamp
+        self.last_send_time = now
+
+
+class RtcpSession:
+    """RTCP for one leg: our sending SSRC towards it, statistics of what it sends us."""
+
+    def __init__(
+        self,
+        ssrc: int,
+        clock_rate: int,
+        cname: str = "telebridge",
+        *,
+        reception: ReceptionStats | None = None,
+        sending: SendingStats | None = None,
+    ) -> None:
+        self.ssrc = ssrc
+        self.clock_rate = clock_rate
+        self.cname = cname.encode()[:255]
+        self._stats = LegStats()
+        #: Counted per packet by whichever relay path carried it (Python or C: same interface).
+        self.reception = reception if reception is not None else ReceptionStats(clock_rate)
+        self.sending = sending if sending is not None else SendingStats()
+        self._last_sr_ntp_middle = 0
+        self._last_sr_arrival = 0.0
+
+    @property
+    def stats(self) -> LegStats:
+        """The peer's reports and our counts, as of now."""
+        stats = self._stats
+        stats.packets_received = self.reception.packets_received
+        stats.packets_sent = self.sending.packets
+        stats.octets_sent = self.sending.octets
+        return stats
+
+    # Incoming and outgoing RTP -------------------------------------------------------------------
+    def on_rtp_received(self, ssrc: int, seq: int, timestamp: int, now: float) -> None:
+        self.reception.on_rtp_received(ssrc, seq, timestamp, now)
+
+    def on_rtp_sent(self, timestamp: int, payload_size: int, now: float) -> None:
+        self.sending.on_rtp_sent(timestamp, payload_size, now)
 
     # Reports ---------------------------------------------------------------------------------------
     def _report_block(self, now: float) -> bytes:
-        if self._remote_ssrc is None:
+        rx = self.reception
+        remote_ssrc = rx.remote_ssrc
+        if remote_ssrc is None:
             return b""
-        extended_max = self._cycles + self._max_seq
-        expected = extended_max - self._base_seq + 1
-        lost = max(expected - self._received, 0)
-        expected_interval = expected - self._expected_prior
-        received_interval = self._received - self._received_prior
-        self._expected_prior = expected
-        self._received_prior = self._received
+        extended_max = rx.cycles + rx.max_seq
+        expected = extended_max - rx.base_seq + 1
+        received = rx.received
+        lost = max(expected - received, 0)
+        expected_interval = expected - rx.expected_prior
+        received_interval = received - rx.received_prior
+        rx.expected_prior = expected
+        rx.received_prior = received
         lost_interval = expected_interval - received_interval
         fraction = (
             0 if expected_interval <= 0 or lost_interval <= 0 else (lost_interval << 8) // expected_interval
         )
-        self.stats.received_lost = lost
-        self.stats.received_jitter_ms = self._jitter * 1000 / self.clock_rate
+        self._stats.received_lost = lost
+        self._stats.received_jitter_ms = rx.jitter * 1000 / self.clock_rate
         dlsr = int((now - self._last_sr_arrival) * 65536) if self._last_sr_ntp_middle else 0
         return _BLOCK.pack(
-            self._remote_ssrc,
+            remote_ssrc,
             (min(fraction, 255) << 24) | (min(lost, 0x7FFFFF) & 0xFFFFFF),
             extended_max & 0xFFFFFFFF,
-            int(self._jitter) & 0xFFFFFFFF,
+            int(rx.jitter) & 0xFFFFFFFF,
             self._last_sr_ntp_middle,
             dlsr & 0xFFFFFFFF,
         )
@@ -177,11 +245,13 @@ class RtcpSession:
         """A compound SR (if we sent since the last report) or RR, plus SDES CNAME (§6.1, §6.4)."""
         block = self._report_block(now)
         count = 1 if block else 0
-        if self.stats.packets_sent:
+        sending = self.sending
+        if sending.packets:
             msw, lsw = ntp_time(time.time() if wall is None else wall)
-            rtp_ts = (self._last_rtp_ts + int((now - self._last_send_time) * self.clock_rate)) & 0xFFFFFFFF
-            body = _SR_INFO.pack(self.ssrc, msw, lsw, rtp_ts, self.stats.packets_sent & 0xFFFFFFFF)
-            body += struct.pack("!I", self.stats.octets_sent & 0xFFFFFFFF) + block
+            elapsed = int((now - sending.last_send_time) * self.clock_rate)
+            rtp_ts = (sending.last_rtp_ts + elapsed) & 0xFFFFFFFF
+            body = _SR_INFO.pack(self.ssrc, msw, lsw, rtp_ts, sending.packets & 0xFFFFFFFF)
+            body += struct.pack("!I", sending.octets & 0xFFFFFFFF) + block
             report = _HEADER.pack(0x80 | count, SR, (len(body) + 4) // 4 - 1) + body
         else:
             body = struct.pack("!I", self.ssrc) + block
@@ -205,20 +275,21 @@ class RtcpSession:
             elif ptype == RR and len(body) >= 4:
                 self._read_blocks(_blocks(body, 4, count), wall)
             elif ptype == BYE:
-                self.stats.bye = True
+                self._stats.bye = True
         return True
 
     def _read_blocks(self, blocks: list[ReportBlock], wall: float | None) -> None:
         for block in blocks:
             if block.ssrc != self.ssrc:
                 continue
-            self.stats.reports_received += 1
-            self.stats.remote_fraction_lost = block.fraction_lost / 256
-            self.stats.remote_cumulative_lost = block.cumulative_lost
-            self.stats.remote_jitter_ms = block.jitter * 1000 / self.clock_rate
+            stats = self._stats
+            stats.reports_received += 1
+            stats.remote_fraction_lost = block.fraction_lost / 256
+            stats.remote_cumulative_lost = block.cumulative_lost
+            stats.remote_jitter_ms = block.jitter * 1000 / self.clock_rate
             if block.lsr:
                 msw, lsw = ntp_time(time.time() if wall is None else wall)
                 middle_now = ((msw & 0xFFFF) << 16) | (lsw >> 16)
                 rtt = (middle_now - block.lsr - block.dlsr) & 0xFFFFFFFF
                 if rtt < 0x80000000:
-                    self.stats.rtt_ms = rtt * 1000 / 65536
+                    stats.rtt_ms = rtt * 1000 / 65536

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import socket
 import time
@@ -123,6 +124,8 @@ class TrunkLeg(asyncio.DatagramProtocol):
         self.local_host = ""
         self.local_port = 0
         self.local_rtcp_port = 0
+        #: This leg's RTP socket in the C pump once :meth:`offload` moved it there (media/fastpath.py).
+        self._fast: Any = None
 
     @classmethod
     async def open(
@@ -160,14 +163,66 @@ class TrunkLeg(asyncio.DatagramProtocol):
         rtcp = port if self.rtcp_mux else (rtcp_port or (port + 1 if port else 0))
         self.remote_rtcp = (host, rtcp) if rtcp else None
         self.latched = self._latched_rtcp = False
+        self._sync_fast()
+
+    def offload(self, pump: Any) -> Any:
+        """Hand the RTP socket to the C pump (media/fastpath.py) and return its handle there (or None once
+        closed). The pump relays media from the latched source; everything else (a new source, RTCP on a
+        muxed port, bad packets) comes to :meth:`_accept` as before."""
+        if self._fast is not None:
+            return self._fast
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if transport is None or sock is None:
+            return None
+        fd = os.dup(sock.fileno())
+        try:
+            self._fast = pump.add_trunk(
+                fd=fd, on_slow=self._accept, rate=self._bucket.rate, burst=self._bucket.burst
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        self.transport = None
+        transport.close()
+        self._sync_fast()
+        return self._fast
+
+    def _sync_fast(self) -> None:
+        """Tell the C leg where media goes and whether the source is latched (RFC 4961)."""
+        fast = self._fast
+        if fast is None:
+            return
+        fast.latched = False
+        if self.remote is None:
+            fast.clear_remote()
+            return
+        try:
+            fast.set_remote(self.remote[0], self.remote[1])
+        except ValueError:  # not an IP literal: the C leg has nowhere to send
+            log.info("trunk media address %r is not an IP address", self.remote[0])
+            return
+        fast.latched = self.latched
+
+    def counter_totals(self) -> dict[str, int]:
+        """This leg's counters, the C pump's share included."""
+        totals = self.counters.as_dict()
+        if self._fast is not None:
+            for name, value in self._fast.counters().items():
+                totals[name] += value
+        return totals
 
     # Receive ---------------------------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: Any) -> None:
         now = _monotonic()
-        counters = self.counters
         if not self._bucket.allow(now):
-            counters.flood_dropped += 1
+            self.counters.flood_dropped += 1
             return
+        self._accept(data, addr, now)
+
+    def _accept(self, data: bytes, addr: Any, now: float) -> None:
+        """A datagram that passed the flood bound (from :meth:`datagram_received` or the C pump)."""
+        counters = self.counters
         if self.rtcp_mux and is_rtcp(data):
             self._rtcp_received(data, addr)
             return
@@ -187,7 +242,10 @@ class TrunkLeg(asyncio.DatagramProtocol):
     def _latch(self, addr: Any, now: float) -> bool:
         """Symmetric RTP (RFC 4961): adopt the source of valid media unless we hear from a fresh one."""
         source = (addr[0], addr[1])
-        if self.latched and source != self.remote and now - self._last_from_remote < self.relatch_after:
+        last = self._last_from_remote
+        if self._fast is not None:
+            last = max(last, self._fast.last_from_remote)
+        if self.latched and source != self.remote and now - last < self.relatch_after:
             return False
         if source != self.remote:
             log.info("RTP latched to %s:%d (was %s)", source[0], source[1], self.remote)
@@ -195,6 +253,7 @@ class TrunkLeg(asyncio.DatagramProtocol):
         self.latched = True
         if self.rtcp_mux:
             self.remote_rtcp = source
+        self._sync_fast()
         return True
 
     def _rtcp_received(self, data: bytes, addr: Any) -> None:
@@ -223,20 +282,32 @@ class TrunkLeg(asyncio.DatagramProtocol):
     # Send ------------------------------------------------------------------------------------------
     def send_rtp(self, packet: bytes | bytearray) -> None:
         remote = self.remote
+        if remote is None:
+            return
+        if self._fast is not None:
+            self._fast.send_rtp(packet)
+            return
         transport = self.transport
-        if remote is None or transport is None:
+        if transport is None:
             return
         transport.sendto(packet, remote)
         self.counters.sent += 1
 
     def send_rtcp(self, data: bytes) -> None:
         target = self.remote_rtcp
+        if target is None:
+            return
+        if self.rtcp_mux and self._fast is not None:
+            self._fast.sendto(data, target)
+            return
         transport = self.transport if self.rtcp_mux else self.rtcp_transport
-        if target is None or transport is None:
+        if transport is None:
             return
         transport.sendto(data, target)
 
     def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         if self.transport is not None:
             self.transport.close()
         if self.rtcp_transport is not None:

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -69,6 +70,9 @@ _ffi = _srtp_binding.ffi
 _from_buffer = _ffi.from_buffer
 _srtp_protect = _srtp_binding.lib.srtp_protect
 _srtp_unprotect = _srtp_binding.lib.srtp_unprotect
+#: The same functions as addresses, for the C pump (media/fastpath.py): it calls pylibsrtp's libsrtp too.
+_PROTECT_ADDRESS = int(_ffi.cast("uintptr_t", _ffi.addressof(_srtp_binding.lib, "srtp_protect")))
+_UNPROTECT_ADDRESS = int(_ffi.cast("uintptr_t", _ffi.addressof(_srtp_binding.lib, "srtp_unprotect")))
 #: Room libsrtp may add after an RTP packet (auth tag + MKI), as pylibsrtp reserves it.
 _TRAILER = pylibsrtp.SRTP_MAX_TRAILER_LEN
 
@@ -139,6 +143,10 @@ class WebRtcLeg:
         self._remote_addr: tuple[str, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._original_data_received: Callable[[bytes, int], None] | None = None
+        self._tap_protocol: Any = None
+        self._stun_path: Callable[[bytes, Any], None] | None = None
+        #: This leg's socket in the C pump once :meth:`offload` moved it there.
+        self._fast: Any = None
         self.connected = asyncio.Event()
         self._background: set[asyncio.Future[None]] = set()
         self.close_reason: str | None = None
@@ -317,6 +325,8 @@ class WebRtcLeg:
         # by raising) to parse each one as STUN; everything else takes aioice's usual way.
         stun_path = protocol.datagram_received
         media_path = self._media
+        self._tap_protocol = protocol
+        self._stun_path = stun_path
 
         def datagram_received(data: bytes, addr: Any) -> None:
             if data and 127 < data[0] < 192:
@@ -326,6 +336,64 @@ class WebRtcLeg:
 
         protocol.datagram_received = datagram_received
         self.state = WebRtcState.CONNECTED
+
+    def offload(self, pump: Any) -> Any:
+        """Hand the nominated socket to the C pump (media/fastpath.py); returns its handle there, or None
+        if this leg cannot go (not connected, or a TURN-relayed pair, whose media arrives wrapped in TURN
+        framing that only aioice reads).
+
+        The pump gets a duplicate of the socket and the event loop's transport is closed, so exactly one
+        reader remains; aioice keeps sending its STUN (consent, RFC 7675) through :class:`_PumpTransport`,
+        and everything that is not SRTP comes back to it as before.
+        """
+        if self._fast is not None:
+            return self._fast
+        protocol = self._tap_protocol
+        if (
+            self.state is not WebRtcState.CONNECTED
+            or type(protocol) is not StunProtocol
+            or self._remote_addr is None
+            or self._rx_context is None
+            or self._tx_context is None
+        ):
+            return None
+        transport = protocol.transport
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        fd = os.dup(sock.fileno())
+        try:
+            leg = pump.add_webrtc(
+                fd=fd,
+                rx_context=int(_ffi.cast("uintptr_t", self._rx_context)),
+                tx_context=int(_ffi.cast("uintptr_t", self._tx_context)),
+                unprotect=_UNPROTECT_ADDRESS,
+                protect=_PROTECT_ADDRESS,
+                on_slow=self._stun_path,
+                on_rtcp=self._srtcp,
+                on_clear=self._clear_rtp,
+                rate=self._bucket.rate,
+                burst=self._bucket.burst,
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        leg.set_remote(self._remote_addr[0], self._remote_addr[1])
+        protocol.transport = _PumpTransport(leg, protocol, transport.get_extra_info("sockname"))
+        # The loop's transport closes now; our shim reports the real end to aioice when the pump's does.
+        protocol.connection_lost = _ignore_connection_lost  # type: ignore[method-assign]
+        transport.close()
+        self._send = None
+        self._fast = leg
+        return leg
+
+    def counter_totals(self) -> dict[str, int]:
+        """This leg's counters, the C pump's share included."""
+        totals = self.counters.as_dict()
+        if self._fast is not None:
+            for name, value in self._fast.counters().items():
+                totals[name] += value
+        return totals
 
     def use_srtp(self, rx: pylibsrtp.Session | None, tx: pylibsrtp.Session | None) -> None:
         """The SRTP sessions to unprotect and protect with (kept: they own the libsrtp contexts)."""
@@ -352,6 +420,8 @@ class WebRtcLeg:
         self.state = WebRtcState.FAILED
         self.close_reason = reason
         self._send = None
+        if self._fast is not None:
+            self._fast.fast = False
         self.connected.set()
         if self.on_closed is not None:
             self.on_closed(reason)
@@ -370,40 +440,50 @@ class WebRtcLeg:
         """An RTP or RTCP packet (first byte 128-191, RFC 7983 §7; the caller checked): unprotect, count,
         hand on."""
         now = _monotonic()
-        counters = self.counters
         if not self._bucket.allow(now):
-            counters.flood_dropped += 1
+            self.counters.flood_dropped += 1
             return
         if is_rtcp(data):
-            rx = self._rx
-            assert rx is not None
-            try:
-                clear = rx.unprotect_rtcp(data)
-            except pylibsrtp.Error:
-                counters.unauthenticated += 1
-                return
-            counters.rtcp_received += 1
-            if self.on_rtcp is not None:
-                self.on_rtcp(clear, now)
+            self._srtcp(data, now)
             return
         # In place, in the bytearray the relay will rewrite (libsrtp checks the header and the length).
         packet = bytearray(data)
         size = self._size
         size[0] = len(packet)
         if _srtp_unprotect(self._rx_context, _from_buffer(packet), size):
-            counters.unauthenticated += 1
+            self.counters.unauthenticated += 1
             return
         del packet[size[0] :]
+        self._clear_rtp(packet, now)
+
+    def _srtcp(self, data: bytes, now: float) -> None:
+        """An SRTCP packet that passed the flood bound (from :meth:`_media` or the C pump)."""
+        rx = self._rx
+        assert rx is not None
+        try:
+            clear = rx.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            self.counters.unauthenticated += 1
+            return
+        self.counters.rtcp_received += 1
+        if self.on_rtcp is not None:
+            self.on_rtcp(clear, now)
+
+    def _clear_rtp(self, packet: bytearray, now: float) -> None:
+        """An unprotected RTP packet for the Python relay (from :meth:`_media`, or from the C pump when it
+        does not relay the packet itself: events, hold, transcoding)."""
         header = parse_rtp(packet)
         if isinstance(header, Malformed):
-            counters.malformed += 1
+            self.counters.malformed += 1
             return
-        counters.rtp_received += 1
+        self.counters.rtp_received += 1
         self.on_rtp(packet, header, now)
 
     def send_rtp(self, packet: bytes | bytearray) -> None:
         send = self._send
         if send is None:
+            if self._fast is not None and self.state is WebRtcState.CONNECTED:
+                self._fast.send_rtp(packet)
             return
         count = len(packet)
         if count > MAX_PACKET_SIZE:
@@ -422,7 +502,10 @@ class WebRtcLeg:
     def send_rtcp(self, data: bytes) -> None:
         send = self._send
         if send is None:
-            return
+            if self._fast is not None and self.state is WebRtcState.CONNECTED:
+                send = self._fast.sendto
+            else:
+                return
         assert self._tx is not None
         with contextlib.suppress(pylibsrtp.Error):
             send(self._tx.protect_rtcp(data), self._remote_addr)
@@ -439,3 +522,41 @@ class WebRtcLeg:
             await self._dtls.stop()
         with contextlib.suppress(Exception):
             await self._ice.stop()
+        if self._fast is not None:
+            self._fast.close()
+
+
+def _ignore_connection_lost(exc: Exception | None) -> None:
+    """The event loop's transport of an offloaded socket closed: not the end of the socket."""
+
+
+class _PumpTransport(asyncio.DatagramTransport):
+    """What aioice's protocol sends through once its socket is in the C pump (STUN requests and answers)."""
+
+    def __init__(self, leg: Any, protocol: StunProtocol, sockname: Any) -> None:
+        super().__init__()
+        self._leg = leg
+        self._protocol = protocol
+        self._sockname = sockname
+        self._closing = False
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if not self._closing:
+            self._leg.sendto(bytes(data), addr)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._sockname if name == "sockname" else default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._leg.close()
+        # As a transport would: the protocol learns of the end on the next loop turn.
+        asyncio.get_running_loop().call_soon(StunProtocol.connection_lost, self._protocol, None)
+
+    def abort(self) -> None:
+        self.close()

@@ -103,7 +103,7 @@ async def main(wav: str) -> dict[str, Any]:
                 "level_dbfs": rms_dbfs(samples),
                 "digits": digits,
                 "trunk_event_packets": sum(1 for h, _, _ in peer.received if h.payload_type == 101),
-                "counters": call.web.counters.as_dict(),
+                "counters": call.web.counter_totals(),
             }
     finally:
         if call is not None:

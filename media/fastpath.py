@@ -1,0 +1,71 @@
+"""The passthrough relay in C: which implementation runs, and one pump per event loop.
+
+A passthrough call costs about 19 µs per packet on the Python path (``benchmarks/README.md``), most of it
+not our code but the event loop's per-datagram machinery: a readiness callback, a ``bytes`` and an
+address tuple built per packet, the address parsed again on ``sendto``. At 500 calls (50 000 packets a
+second) that is a whole core, and queues build. ``media/_fastpath.c`` moves the per-packet work of a
+passthrough call into one C loop: the legs' sockets sit in an epoll set (a :class:`Pump`) that asyncio
+watches as one descriptor; :meth:`Pump.run` drains every ready socket and relays each packet with the same
+state objects the Python relay uses (:class:`Rewriter`, :class:`Reception`, :class:`Sending`), so a call can
+move between the C path and the Python path (DTMF, hold, a tone, transcoding) without losing its stream
+numbering or statistics. Everything the C path does not relay goes up to the Python legs unchanged.
+
+When the extension is not built (no C compiler where the package was installed) or
+``TELEBRIDGE_MEDIA_FASTPATH=0`` is set, the pure-Python classes take its place and calls relay in Python,
+as before: slower, never different.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import weakref
+from typing import Any
+
+from media.rewriter import StreamRewriter
+from media.rtcp import ReceptionStats, SendingStats
+
+__all__ = ["Reception", "Rewriter", "Sending", "available", "pump"]
+
+log = logging.getLogger(__name__)
+
+_native: Any = None
+if os.environ.get("TELEBRIDGE_MEDIA_FASTPATH", "1") != "0":
+    try:
+        _native = importlib.import_module("media._fastpath")
+    except ImportError as exc:  # pragma: no cover - the extension is built wherever tests run
+        log.warning("media._fastpath not built (%s): relaying in Python", exc)
+
+#: Implementations of the relay's per-direction state: C when built (the pump needs them), else Python.
+Rewriter: Any = _native.Rewriter if _native is not None else StreamRewriter
+Reception: Any = _native.Reception if _native is not None else ReceptionStats
+Sending: Any = _native.Sending if _native is not None else SendingStats
+
+_pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+def available() -> bool:
+    return _native is not None
+
+
+def pump() -> Any | None:
+    """This event loop's pump (created and watched on first use), or None without the extension."""
+    if _native is None:
+        return None
+    loop = asyncio.get_running_loop()
+    existing = _pumps.get(loop)
+    if existing is not None:
+        return existing
+    created = _native.Pump()
+    loop.add_reader(created.fileno(), created.run)
+    _pumps[loop] = created
+    return created
+
+
+def native_state(*objects: Any) -> bool:
+    """Whether every object is one of the C state types the pump can drive."""
+    return _native is not None and all(
+        isinstance(o, (_native.Rewriter, _native.Reception, _native.Sending)) for o in objects
+    )

@@ -1,0 +1,25 @@
+"""Build the one C extension, ``media._fastpath`` (the passthrough relay's per-packet path).
+
+Everything else about the package lives in ``pyproject.toml``. The extension is optional: where it cannot
+be compiled (no C compiler), installation still succeeds and media runs on the pure-Python relay, which
+``media.fastpath`` reports at start-up.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "media._fastpath",
+            ["media/_fastpath.c"],
+            extra_compile_args=[
+                "-O2",
+                "-Wall",
+                "-Wextra",
+                "-Wno-unused-parameter",
+                "-Wno-missing-field-initializers",
+            ],
+            optional=True,
+        )
+    ]
+)
