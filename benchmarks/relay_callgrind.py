@@ -126,7 +126,9 @@ _complexity = 5
 def main() -> None:
     global _complexity
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=["passthrough", "transcode", "echo"], default="passthrough")
+    parser.add_argument(
+        "--mode", choices=["passthrough", "passthrough-py", "transcode", "echo"], default="passthrough"
+    )
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=100, help="extra rounds of the long run")
     parser.add_argument("--opus-complexity", type=int, default=None)

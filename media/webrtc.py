@@ -323,8 +323,19 @@ class WebRtcLeg:
         connection.data_received = self._datagram  # type: ignore[method-assign]
         # Fast path on the nominated socket: hand RTP/RTCP to the tap before aioice tries (and fails,
         # by raising) to parse each one as STUN; everything else takes aioice's usual way.
-        stun_path = protocol.datagram_received
+        aioice_path = protocol.datagram_received
         media_path = self._media
+        counters = self.counters
+
+        def stun_path(data: bytes, addr: Any) -> None:
+            # aioice's STUN parser raises more than the ValueError it catches (struct.error on a short
+            # attribute, found by the media benchmark): a hostile datagram is counted, not a traceback.
+            try:
+                aioice_path(data, addr)
+            except Exception as exc:  # a third-party parser on wire input
+                counters.malformed += 1
+                log.debug("unparsable datagram from %s: %r", addr, exc)
+
         self._tap_protocol = protocol
         self._stun_path = stun_path
 

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import socket
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -287,8 +288,13 @@ async def test_events_and_hold_go_through_python_in_one_stream(wire: Wire) -> No
 async def test_bad_and_foreign_packets_are_dropped_and_counted(wire: Wire) -> None:
     wire.phone_sends(1)
     await wire.received(wire.browser, 1)
-    # Forged SRTP (no valid auth tag) and plain garbage on the WebRTC socket.
+    # Forged SRTP (no valid auth tag), and a STUN request whose PRIORITY attribute is 2 bytes long (aioice's
+    # parser raises struct.error on it) on the WebRTC socket.
     wire.browser.sendto(bytes(build_rtp(0, 2, 320, 0x5555, b"\x00" * 170)), ("127.0.0.1", wire._web_port))
+    bad_stun = struct.pack(
+        "!HHI12sHH4s", 0x0001, 8, 0x2112A442, os.urandom(12), 0x0024, 2, b"\x00\x01\x00\x00"
+    )
+    wire.browser.sendto(bad_stun, ("127.0.0.1", wire._web_port))
     # On the trunk: a packet too short to be RTP from the latched source, and media from a stranger.
     wire.phone.sendto(b"\x80\x00\x01", ("127.0.0.1", wire.trunk.local_port))
     stranger = _udp()
@@ -297,6 +303,7 @@ async def test_bad_and_foreign_packets_are_dropped_and_counted(wire: Wire) -> No
         await asyncio.sleep(0.2)
         web, trunk = wire.web.counter_totals(), wire.trunk.counter_totals()
         assert web["unauthenticated"] == 1
+        assert web["malformed"] == 1
         assert trunk["malformed"] == 1
         assert trunk["foreign_source"] == 1
         assert await wire.received(wire.browser, 1, limit=0.2) == []
