@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
+import pylibsrtp
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from hypothesis import given, settings
@@ -412,3 +414,39 @@ async def test_transcoded_call_uses_the_pump_for_io_and_python_for_codecs(browse
     finally:
         await call.close()
         peer.close()
+
+
+@uses_pump
+async def test_random_datagrams_into_the_pump_never_break_it(wire: Wire) -> None:
+    """Garbage, truncated headers, odd CSRC/extension/padding fields, authentic SRTP with odd contents:
+    all dropped, counted or relayed; afterwards a plain packet still goes through."""
+    rng = random.Random(4733)
+    wire.phone_sends(1)
+    await wire.received(wire.browser, 1)
+    for i in range(600):
+        kind = rng.randrange(4)
+        body = rng.randbytes(rng.randrange(0, 200))
+        if kind == 0:
+            data = body
+        elif kind == 1:  # an RTP-looking header with random flags (CSRC count, extension, padding)
+            data = bytes([0x80 | rng.randrange(0x40), rng.randrange(256)]) + rng.randbytes(10) + body
+        elif kind == 2:  # authentic SRTP carrying whatever
+            header = bytes([0x80 | rng.randrange(0x40), rng.choice([0, 8, 13, 101, 96])])
+            clear = header + (100 + i).to_bytes(2, "big") + rng.randbytes(8) + body
+            try:
+                data = wire.from_browser.protect(clear)
+            except pylibsrtp.Error:  # libsrtp refuses to protect some headers (CSRCs past the end)
+                data = clear
+        else:
+            data = bytes([rng.randrange(256)]) + body
+        if rng.random() < 0.5:
+            wire.browser.sendto(data, ("127.0.0.1", wire._web_port))
+        else:
+            wire.phone.sendto(data, ("127.0.0.1", wire.trunk.local_port))
+        if i % 50 == 0:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    while await wire.received(wire.phone, 1, limit=0.05) or await wire.received(wire.browser, 1, limit=0.05):
+        pass
+    wire.browser_sends(5000)
+    assert len(await wire.received(wire.phone, 1)) == 1
