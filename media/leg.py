@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from media.rtp import RtpHeader
 
@@ -31,6 +32,14 @@ class LegCounters:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def plus(self, native: Any) -> dict[str, int]:
+        """These counts plus a C pump leg's (``media._fastpath.Leg``, or None before it took the socket)."""
+        totals = self.as_dict()
+        if native is not None:
+            for name, value in native.counters().items():
+                totals[name] += value
+        return totals
 
 
 class TokenBucket:

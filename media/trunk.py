@@ -206,11 +206,7 @@ class TrunkLeg(asyncio.DatagramProtocol):
 
     def counter_totals(self) -> dict[str, int]:
         """This leg's counters, the C pump's share included."""
-        totals = self.counters.as_dict()
-        if self._fast is not None:
-            for name, value in self._fast.counters().items():
-                totals[name] += value
-        return totals
+        return self.counters.plus(self._fast)
 
     # Receive ---------------------------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: Any) -> None:
