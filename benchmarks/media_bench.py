@@ -676,26 +676,20 @@ def main() -> None:
     relay = RelayProcess(relay_cpu, args.loop)
     try:
         # aiortc's jitter buffer holds ~80 ms by design: it gets 200 ms of p99 before it counts as queueing.
-        baseline = passthrough = transcode = python = None
+        baseline = transcode = None
         if "baseline" in paths:
             baseline, _ = search(
                 "aiortc", steps["baseline"], lambda n: run_baseline(relay, n, seconds), 200.0
             )
         limit = args.p99_limit
-        if "passthrough-py" in paths:
-            python, _ = search(
-                "passthrough-py",
-                steps["passthrough-py"],
-                lambda n: run_ours(relay, "passthrough-py", n, seconds),
-                limit,
-            )
-        if "passthrough" in paths:
-            passthrough, _ = search(
-                "passthrough",
-                steps["passthrough"],
-                lambda n: run_ours(relay, "passthrough", n, seconds),
-                limit,
-            )
+        # The Python relay first, then the C pump (media/fastpath.py), on the same relay process.
+        passthroughs: dict[str, dict[str, Any] | None] = {}
+        for mode in ("passthrough-py", "passthrough"):
+            if mode in paths:
+                passthroughs[mode], _ = search(
+                    mode, steps[mode], lambda n, m=mode: run_ours(relay, m, n, seconds), limit
+                )
+        python, passthrough = passthroughs.get("passthrough-py"), passthroughs.get("passthrough")
         if "transcode" in paths:
             complexity = args.opus_complexity
             transcode, _ = search(
