@@ -93,7 +93,7 @@ class _Worker:
             cpu = cpus[self.index % len(cpus)]
         self.process = context.Process(
             target=worker_main,
-            args=(child, config_to_dict(self.service.config), cpu),
+            args=(child, config_to_dict(self.service.config), cpu, self.service.realtime_priority),
             name=f"telebridge-media-{self.index}",
             daemon=True,
         )
@@ -193,14 +193,21 @@ class _Worker:
 
 class MediaService:
     """All calls' media. ``workers=0`` runs calls in the caller's event loop (tests, small installs);
-    otherwise that many worker processes (default: one per CPU), optionally pinned one per core."""
+    otherwise that many worker processes (default: one per CPU), optionally pinned one per core and
+    optionally under real-time scheduling."""
 
     def __init__(
-        self, config: MediaConfig | None = None, workers: int | None = None, pin_cpus: bool = False
+        self,
+        config: MediaConfig | None = None,
+        workers: int | None = None,
+        pin_cpus: bool = False,
+        realtime_priority: int = 0,
     ) -> None:
         self.config = config or MediaConfig()
         self.worker_count = (os.cpu_count() or 1) if workers is None else workers
         self.pin_cpus = pin_cpus
+        #: SCHED_FIFO priority for worker processes (0: normal scheduling); see media.worker.worker_main.
+        self.realtime_priority = realtime_priority
         self.running = False
         self._workers: list[_Worker] = []
         self._owner: dict[str, _Worker | None] = {}

@@ -245,6 +245,7 @@ class CallBridge:
                 webrtc_port_max=config["calls.webrtc_port_max"],
             ),
             workers=media_workers(config["calls.media_workers"]),
+            realtime_priority=config["calls.media_realtime_priority"],
         )
         credentials = []
         if config["calls.trunk_username"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -175,3 +176,23 @@ async def test_worker_process_call_connects_sends_dtmf_reports_stats_and_closes(
         await service.stop()
     assert sum(1 for h, _, _ in peer.received if h.payload_type == 101) >= 4  # 1 start, updates, 3 ends
     assert [e.data["reason"] for e in events if e.kind == "closed"] == ["hangup"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="no POSIX scheduling API")
+async def test_workers_take_real_time_priority_when_configured() -> None:
+    """calls.media_realtime_priority: the worker runs under SCHED_FIFO at that priority (tests run as
+    root; without CAP_SYS_NICE the worker logs that it was refused and runs normally)."""
+    service = MediaService(workers=1, realtime_priority=7)
+    plain = MediaService(workers=1)
+    await service.start()
+    await plain.start()
+    try:
+        for svc, policy, priority in ((service, os.SCHED_FIFO, 7), (plain, os.SCHED_OTHER, 0)):
+            process = svc._workers[0].process
+            assert process is not None and process.pid is not None
+            assert await svc._workers[0].request("count") == 0  # started and serving
+            assert os.sched_getscheduler(process.pid) == policy
+            assert os.sched_getparam(process.pid).sched_priority == priority
+    finally:
+        await service.stop()
+        await plain.stop()
