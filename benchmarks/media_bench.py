@@ -50,6 +50,8 @@ TIMESPEC = struct.Struct("@qq")
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 PERIOD = 0.02
 SRTP_KEY_LEN = 30
+#: The audio bandwidth the simulated browsers' Opus encoder codes (``--browser-opus``).
+BROWSER_OPUS = {"bandwidth": "narrowband"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,9 +340,16 @@ def _payloads(mode: str) -> tuple[list[bytes], list[bytes], int, int]:
     speech = _speech()
     frames = [speech[i : i + 960] for i in range(0, len(speech) - 959, 960)]
     decimator = Decimator()
-    pcmu = [g711.ulaw_encode(decimator.process(f)) for f in frames]
+    narrow = [decimator.process(f) for f in frames]
+    pcmu = [g711.ulaw_encode(f) for f in narrow]
     if mode == "transcode":
-        encoder = OpusEncoder(32000, complexity=10)  # what a browser sends
+        # What a browser sends: after our answer's maxplaybackrate=8000 (RFC 7587 §6.1, media/call.py),
+        # WebRTC caps its Opus encoder at narrow-band; --browser-opus fullband sends what it would
+        # send without that (about three times the decoding work: 30 against 10 µs per frame here).
+        if BROWSER_OPUS["bandwidth"] == "narrowband":
+            encoder = OpusEncoder(32000, complexity=10, sample_rate=8000)
+            return [encoder.encode(f)[0] for f in narrow], pcmu, 111, 960
+        encoder = OpusEncoder(32000, complexity=10)
         return [encoder.encode(f)[0] for f in frames], pcmu, 111, 960
     return pcmu, pcmu, 0, 160
 
@@ -652,6 +661,12 @@ def main() -> None:
         help="libopus encoder complexity (default: MediaConfig's)",
     )
     parser.add_argument(
+        "--browser-opus",
+        choices=["narrowband", "fullband"],
+        default="narrowband",
+        help="what the browsers' Opus encoder codes (narrowband: as WebRTC does after our answer)",
+    )
+    parser.add_argument(
         "--realtime",
         action="store_true",
         help="run relays and generator under SCHED_FIFO (needs CAP_SYS_NICE): the other tenants of a "
@@ -660,6 +675,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.realtime:
         os.environ["MEDIA_BENCH_REALTIME"] = "1"  # inherited by the relay processes
+    BROWSER_OPUS["bandwidth"] = args.browser_opus
     if args.opus_complexity is None:
         from media.call import MediaConfig
 
@@ -774,6 +790,7 @@ def main() -> None:
         "loss": 0.0,
         "workers": scaling,
         "opus_complexity": args.opus_complexity,
+        "browser_opus": args.browser_opus,
     }
     if args.json:
         print(json.dumps(summary))
