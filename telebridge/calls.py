@@ -243,6 +243,7 @@ class CallBridge:
                 ice_relay_only=config["calls.ice_relay_only"],
                 webrtc_port_min=config["calls.webrtc_port_min"],
                 webrtc_port_max=config["calls.webrtc_port_max"],
+                spare_calls=config["calls.media_spare_calls"],
             ),
             workers=media_workers(config["calls.media_workers"]),
         )
