@@ -321,10 +321,16 @@ class MediaService:
 
         With a spare call of the chosen worker ready (:mod:`media.spares`) both SDPs are made here, in the
         caller's process, and returned at once: the worker adopts the call while the trunk rings. Should
-        it fail to, the call gets a ``closed`` event, as when a worker dies."""
+        it fail to, the call gets a ``closed`` event, as when a worker dies. With none ready the setup
+        waits for the first one being prepared, or binds its own when none is."""
         worker = self._least_loaded()
-        prepared = worker.spares.take() if worker is not None else None
-        if worker is None or prepared is None:
+        if worker is None:  # in-process, or no worker running: as without spares
+            return await self._create("outbound", webrtc_offer)
+        prepared = worker.spares.take()
+        if prepared is None and worker.spares.size:
+            log.info("no spare call ready in media worker %d: waiting for one", worker.index)
+            prepared = await worker.spares.next()
+        if prepared is None or not worker.alive:
             return await self._create("outbound", webrtc_offer)
         session_ids = (str(secrets.randbits(62)), str(secrets.randbits(62)))
         try:

@@ -56,6 +56,8 @@ class SpareCalls:
         self._timer: asyncio.TimerHandle | None = None
         self._retry_at = 0.0
         self._stopped = False
+        #: Set when a spare is ready, a preparation failed or the stock stopped (wakes :meth:`next`).
+        self._changed: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._ready)
@@ -70,6 +72,22 @@ class SpareCalls:
         call = self._ready.popleft()[1] if self._ready else None
         self._refill()
         return call
+
+    async def next(self) -> PreparedCall | None:
+        """:meth:`take`, or when none is ready but some are being prepared, the first of them to be
+        ready (it started before a setup binding its own would); None when none is on its way."""
+        while True:
+            call = self.take()
+            if call is not None or not self._preparing or self._stopped:
+                return call
+            if self._changed is None:
+                self._changed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._changed)
+
+    def _wake(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = None
 
     def _expire(self, now: float) -> None:
         while self._ready and now - self._ready[0][0] > self.max_age:
@@ -91,11 +109,13 @@ class SpareCalls:
                 log.warning("spare media call not prepared (retrying in %.0f s): %s", RETRY_AFTER, exc)
                 self._retry_at = self._clock() + RETRY_AFTER
                 asyncio.get_running_loop().call_later(RETRY_AFTER, self._refill)
+            self._wake()
             return
         if self._stopped:
             self._release(call.call_id)
             return
         self._ready.append((self._clock(), call))
+        self._wake()
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.max_age / 2, self._renew)
 
@@ -117,4 +137,5 @@ class SpareCalls:
             task.cancel()
         held = [call.call_id for _, call in self._ready]
         self._ready.clear()
+        self._wake()
         return held

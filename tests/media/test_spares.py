@@ -217,3 +217,39 @@ async def test_a_failing_worker_is_asked_again_only_after_a_pause(monkeypatch: p
     worker.fail = False
     await until(lambda: len(spares) == 3, "spares after the pause", 1.0)
     spares.stop()
+
+
+async def test_a_setup_finding_none_ready_waits_for_the_first_being_prepared() -> None:
+    worker = StandInWorker()
+    gate = asyncio.Event()
+    original = worker.prepare
+
+    async def slow() -> PreparedCall:
+        await gate.wait()
+        return await original()
+
+    spares = SpareCalls(2, slow, worker.released.append)
+    spares.start()
+    assert spares.take() is None
+    waiting = asyncio.ensure_future(spares.next())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    gate.set()
+    taken = await asyncio.wait_for(waiting, 1)
+    assert taken is not None and taken.call_id == "spare1"
+    spares.stop()
+
+
+async def test_waiting_for_a_spare_ends_with_none_when_the_worker_goes() -> None:
+    never = asyncio.Event()
+
+    async def stuck() -> PreparedCall:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    spares = SpareCalls(1, stuck, lambda call_id: None)
+    spares.start()
+    waiting = asyncio.ensure_future(spares.next())
+    await asyncio.sleep(0.01)
+    spares.stop()
+    assert await asyncio.wait_for(waiting, 1) is None
