@@ -296,7 +296,11 @@ class MediaService:
         worker = self._least_loaded()
         if worker is None:
             raise MediaError("no media worker is running")
-        result = await worker.request(op, sdp=sdp)
+        prepared = worker.spares.take() if op == "inbound" else None
+        if prepared is None:
+            result = await worker.request(op, sdp=sdp)
+        else:  # the worker makes both SDPs on it in the turn it reads the request
+            result = await worker.request(op, sdp=sdp, prepared=prepared.call_id)
         worker.calls.add(result["call_id"])
         self._owner[result["call_id"]] = worker
         return CallSetup(**result)
@@ -362,7 +366,8 @@ class MediaService:
         self._publish(MediaEvent(call_id, "closed", {"reason": f"media setup failed: {error}"}))
 
     async def create_inbound(self, trunk_offer: str) -> CallSetup:
-        """Phone → Matrix: answer the trunk's offer and make the WebRTC offer."""
+        """Phone → Matrix: answer the trunk's offer and make the WebRTC offer (on a spare call when one is
+        ready: one round trip to the worker, none of its loop turns spent binding sockets)."""
         return await self._create("inbound", trunk_offer)
 
     async def set_trunk_answer(self, call_id: str, sdp: str) -> None:

@@ -253,3 +253,27 @@ async def test_waiting_for_a_spare_ends_with_none_when_the_worker_goes() -> None
     await asyncio.sleep(0.01)
     spares.stop()
     assert await asyncio.wait_for(waiting, 1) is None
+
+
+async def test_an_inbound_setup_takes_a_spare_and_the_browser_can_answer_it(loopback_ice: None) -> None:
+    service = MediaService(MediaConfig(spare_calls=1), workers=1)
+    await service.start()
+    worker = service._workers[0]
+    peer = await RtpPeer.open()
+    browser = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    browser.addTrack(SignalTrack(tone(1000, 3.0)))
+    try:
+        await until(lambda: len(worker.spares) == 1, "a spare call")
+        spare = worker.spares._ready[0][1].call_id
+        setup = await service.create_inbound(trunk_answer(peer.port))  # a trunk offer, as sipp sends
+        assert setup.call_id == spare
+        assert "a=setup:actpass" in setup.webrtc_sdp
+        await browser.setRemoteDescription(RTCSessionDescription(setup.webrtc_sdp, "offer"))
+        await browser.setLocalDescription(await browser.createAnswer())
+        await service.set_webrtc_answer(setup.call_id, browser.localDescription.sdp)
+        await peer.wait_for(10)
+        assert (await service.stats(setup.call_id))["webrtc_state"] == "connected"
+    finally:
+        await browser.close()
+        peer.close()
+        await service.stop()
