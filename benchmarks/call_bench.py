@@ -16,7 +16,10 @@ the window was lost. The ramp stops at the first step that fails.
 Setup latency: the bridge logs, per call, the time from receiving ``m.call.invite`` to handing the
 INVITE to the trunk (media leg included), and from the trunk's 200 OK to sending ``m.call.answer``; the
 later steps measure it with the earlier calls' audio flowing. Baseline in the same run: the homeserver's
-own delivery time for the same events (client ``PUT /send`` returned → the bridge received it).
+own delivery time for the same events (client ``PUT /send`` returned → the bridge received it). The
+bridge sets a call up on a spare call its media worker bound ahead of need (``calls.media_spare_calls``,
+default 16, see ``media/spares.py``); a setup that finds none ready waits for the next one (or binds its
+own through the worker) and the bridge logs it: ``setups_without_spare`` counts them.
 
 With ``--json`` the last line is one JSON object with ``setup_p99_ms`` (invite phase), ``answer_p99_ms``,
 ``concurrent_calls`` (the largest step with every call up and 0 packets lost), ``loss`` (the fraction of
@@ -57,6 +60,7 @@ from tests.telebridge.calling import free_even_port  # noqa: E402
 INVITE_RE = re.compile(r"Call (\S+): m\.call\.invite → INVITE in ([0-9.]+) ms")
 MEDIA_RE = re.compile(r"m\.call\.invite → INVITE in [0-9.]+ ms \(media leg ([0-9.]+) ms\)")
 ANSWER_RE = re.compile(r"Call (\S+): 200 OK → m\.call\.answer in ([0-9.]+) ms")
+NO_SPARE_RE = re.compile(r"no spare call ready in media worker")
 ANSWER_HS_RE = re.compile(r"m\.call\.answer in [0-9.]+ ms \(\+ ([0-9.]+) ms for the homeserver")
 SETUPS_AT_ONCE = 8
 SYNC_FILTER = json.dumps(
@@ -296,6 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "media_ms": [float(ms) for ms in MEDIA_RE.findall(log)],
             "delivery_ms": homeserver_delivery(log, sent_at),
             "answer_hs_ms": [float(ms) for ms in ANSWER_HS_RE.findall(log)],
+            "without_spare": len(NO_SPARE_RE.findall(log)),
         }
     finally:
         sipp.kill()
@@ -368,7 +373,7 @@ def main() -> None:
     r = run(args)
     rows = [
         ("m.call.invite → INVITE (bridge)", r["invite_ms"]),
-        ("  of which the media leg (worker)", r["media_ms"]),
+        ("  of which the media leg", r["media_ms"]),
         ("200 OK → m.call.answer (bridge)", r["answer_ms"]),
         ("PUT /send → bridge (homeserver, baseline)", r["delivery_ms"]),
         ("m.call.answer accepted (homeserver)", r["answer_hs_ms"]),
@@ -386,6 +391,7 @@ def main() -> None:
         print(f"{name:<44}{len(values):>5}{statistics.median(values):>9.1f}{pct(values, 0.99):>9.1f}")
     passed = [s for s in steps if s.passed]
     best = passed[-1] if passed else None
+    print(f"setups that found no spare call ready (waited for one): {r['without_spare']}")
     print(f"most concurrent calls with audio and no loss: {best.calls if best else 0}")
     if args.json:
         invite_ms, answer_ms = r["invite_ms"], r["answer_ms"]
@@ -395,6 +401,8 @@ def main() -> None:
                     "setup_p99_ms": round(pct(invite_ms, 0.99), 2),
                     "setup_p50_ms": round(statistics.median(invite_ms), 2) if invite_ms else None,
                     "answer_p99_ms": round(pct(answer_ms, 0.99), 2),
+                    "answer_p50_ms": round(statistics.median(answer_ms), 2) if answer_ms else None,
+                    "setups_without_spare": r["without_spare"],
                     "homeserver_delivery_p99_ms": round(pct(r["delivery_ms"], 0.99), 2),
                     "concurrent_calls": best.calls if best else 0,
                     "loss": round(best.lost / best.sent, 6) if best else 1.0,

@@ -49,7 +49,7 @@ from sdp import (
     process_answer,
 )
 
-__all__ = ["MediaCall", "MediaConfig"]
+__all__ = ["MediaCall", "MediaConfig", "OutboundSdp", "PreparedCall", "outbound_sdp"]
 
 log = logging.getLogger(__name__)
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -89,6 +89,9 @@ class MediaConfig:
     #: UDP ports for WebRTC host candidates (inclusive); 0/0 lets the OS choose.
     webrtc_port_min: int = 0
     webrtc_port_max: int = 0
+    #: Calls each worker keeps bound ahead of need (:mod:`media.spares`); 0 binds every call's legs
+    #: during its setup.
+    spare_calls: int = 0
 
     def rtc_ice_servers(self) -> list[RTCIceServer]:
         return [
@@ -126,6 +129,61 @@ def _offered_events(media: Iterable[MediaDescription]) -> dict[int, int]:
 def _same_codecs(a: MediaParameters, b: MediaParameters) -> bool:
     key = (a.codec.name.lower(), a.codec.payload_type, a.codec.local_payload_type, a.telephone_event)
     return key == (b.codec.name.lower(), b.codec.payload_type, b.codec.local_payload_type, b.telephone_event)
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """The parts of a prepared call (:meth:`MediaCall.prepare`) its outbound SDP is built from: a media
+    worker sends them to the bridge process, which can then make both SDPs of a call's setup itself."""
+
+    call_id: str
+    #: Default candidate's address and port (RFC 8839 §4.2.1.2).
+    web_address: tuple[str, int]
+    #: Our media-level attributes in a WebRTC answer: ICE, DTLS (``setup:active``), msid, ssrc.
+    web_attributes: tuple[tuple[str, str | None], ...]
+    trunk_port: int
+
+
+@dataclass(frozen=True)
+class OutboundSdp:
+    webrtc_offer: SessionDescription
+    #: The offer's media section we accepted.
+    accepted: MediaDescription
+    webrtc_answer: SessionDescription
+    web_params: MediaParameters
+    trunk_offer: SessionDescription
+
+
+def outbound_sdp(
+    config: MediaConfig, call: PreparedCall, webrtc_offer: str, session_ids: tuple[str, str] | None = None
+) -> OutboundSdp:
+    """Matrix → phone: our answer to the browser's offer (preferring a codec the trunk takes as is, so the
+    call can be passthrough) and our offer to the trunk. No I/O and, given ``session_ids`` (the ``o=``
+    session ids of the answer and the offer, RFC 4566 §5.2), the same result in any process.
+    Raises ``SdpParseError`` or ``NegotiationError``."""
+    webrtc_id, trunk_id = session_ids or (None, None)
+    offer = SessionDescription.parse(webrtc_offer)
+    host, port = call.web_address
+    answer, params = answer_offer(
+        offer,
+        address=host,
+        port=port,
+        codecs=[*_with_events(_codecs(config.webrtc_codecs), _offered_events(offer.media)), CN],
+        media_attributes=call.web_attributes,
+        session_attributes=[("msid-semantic", " WMS telebridge")],
+        session_id=webrtc_id,
+    )
+    # The section we accepted is the one our answer gives a port (RFC 3264 §6).
+    accepted = next(m for m, a in zip(offer.media, answer.media, strict=True) if a.port != 0)
+    # Offer the trunk the browser's codec first when it is one the trunk may take as is.
+    trunk_codecs = _codecs(config.trunk_codecs, prefer=params.codec.name)
+    trunk_offer = build_offer(
+        address=config.trunk_public_address or config.trunk_bind_address,
+        port=call.trunk_port,
+        codecs=[*trunk_codecs, TELEPHONE_EVENT(8000, 101)],
+        session_id=trunk_id,
+    )
+    return OutboundSdp(offer, accepted, answer, params, trunk_offer)
 
 
 class MediaCall:
@@ -201,46 +259,58 @@ class MediaCall:
             ("ssrc", f"{self.web_ssrc} cname:telebridge"),
         ]
 
+    # Both directions -------------------------------------------------------------------------------
+    @classmethod
+    async def prepare(cls, config: MediaConfig) -> MediaCall:
+        """A call with both legs bound and nothing negotiated: WebRTC candidates gathered (host ones, and
+        STUN/TURN ones when configured) and the trunk's RTP/RTCP ports open. Everything that awaits in a
+        call's setup happens here; what is left (:meth:`answer_webrtc_offer`, :meth:`answer_trunk_offer`)
+        runs in one go, so a worker can bind a few calls ahead of need (:class:`media.spares.SpareCalls`)."""
+        call = cls(config)
+        try:
+            await call.web.gather()
+            await call._open_trunk()
+        except BaseException:
+            await call.close("setup failed")
+            raise
+        return call
+
     # Matrix → phone --------------------------------------------------------------------------------
     @classmethod
     async def outbound(
         cls, config: MediaConfig, webrtc_offer: str, on_event: EventCallback | None = None
     ) -> MediaCall:
         """Answer the browser's offer; ``webrtc_local_sdp`` is the answer, ``trunk_local_sdp`` the offer."""
-        call = cls(config, on_event)
+        call = await cls.prepare(config)
         try:
-            offer = SessionDescription.parse(webrtc_offer)
-            await call.web.gather()
-            await call._open_trunk()
-            host, port = call.web.default_address
-            codecs = _codecs(config.webrtc_codecs)
-            offered_te = _offered_events(offer.media)
-            answer, params = answer_offer(
-                offer,
-                address=host,
-                port=port,
-                codecs=[*_with_events(codecs, offered_te), CN],
-                media_attributes=call._webrtc_attributes("active"),
-                session_attributes=[("msid-semantic", " WMS telebridge")],
-            )
-            call.web_params = params
-            call.webrtc_local_sdp = answer
-            # The section we accepted is the one our answer gives a port (RFC 3264 §6).
-            accepted = next(m for m, a in zip(offer.media, answer.media, strict=True) if a.port != 0)
-            call.web.start(offer, accepted, controlling=False)
-            # Offer the trunk the browser's codec first when it is one the trunk may take as is.
-            trunk_codecs = _codecs(config.trunk_codecs, prefer=params.codec.name)
-            assert call.trunk is not None
-            call.trunk_local_sdp = build_offer(
-                address=call._trunk_address,
-                port=call.trunk.local_port,
-                codecs=[*trunk_codecs, TELEPHONE_EVENT(8000, 101)],
-            )
+            call.answer_webrtc_offer(webrtc_offer)
         except BaseException:
             await call.close("setup failed")
             raise
-        call._start_rtcp()
+        if on_event is not None:
+            call.on_event = on_event
         return call
+
+    def answer_webrtc_offer(self, webrtc_offer: str, session_ids: tuple[str, str] | None = None) -> None:
+        """On a call from :meth:`prepare`: answer the browser's offer and make the trunk offer
+        (:func:`outbound_sdp`, with these SDP session ids if given). On an error the call is left for the
+        caller to :meth:`close`."""
+        sdp = outbound_sdp(self.config, self.describe(), webrtc_offer, session_ids)
+        self.web_params = sdp.web_params
+        self.webrtc_local_sdp = sdp.webrtc_answer
+        self.web.start(sdp.webrtc_offer, sdp.accepted, controlling=False)
+        self.trunk_local_sdp = sdp.trunk_offer
+        self._start_rtcp()
+
+    def describe(self) -> PreparedCall:
+        """What this call's outbound SDP is built from (:func:`outbound_sdp`)."""
+        assert self.trunk is not None
+        return PreparedCall(
+            self.call_id,
+            self.web.default_address,
+            tuple(self._webrtc_attributes("active")),
+            self.trunk.local_port,
+        )
 
     def set_trunk_remote_sdp(self, sdp: str) -> None:
         """The trunk's answer to our offer: the first one (outbound calls) or to a :meth:`trunk_reoffer`."""
@@ -312,40 +382,49 @@ class MediaCall:
         cls, config: MediaConfig, trunk_offer: str, on_event: EventCallback | None = None
     ) -> MediaCall:
         """Answer the trunk's offer; ``trunk_local_sdp`` is that answer, ``webrtc_local_sdp`` our offer."""
-        call = cls(config, on_event)
+        call = await cls.prepare(config)
         try:
-            offer = SessionDescription.parse(trunk_offer)
-            await call.web.gather(controlling=True)  # we make the WebRTC offer
-            await call._open_trunk()
-            assert call.trunk is not None
-            codecs = _codecs(config.trunk_codecs)
-            answer, params = answer_offer(
-                offer,
-                address=call._trunk_address,
-                port=call.trunk.local_port,
-                codecs=[*_with_events(codecs, {}), CN],
-                rtcp_mux=False,
-            )
-            call.trunk_params = params
-            call.trunk_local_sdp = answer
-            call.trunk.set_remote(params.remote_host, params.remote_port, params.remote_rtcp_port)
-            web_codecs = _codecs(config.webrtc_codecs, prefer=params.codec.name)
-            host, port = call.web.default_address
-            call.webrtc_local_sdp = build_offer(
-                address=host,
-                port=port,
-                codecs=_with_events(web_codecs, {48000: 110, 8000: 126}),
-                proto="UDP/TLS/RTP/SAVPF",
-                rtcp_mux=True,
-                ptime=None,
-                media_attributes=[("mid", "0"), *call._webrtc_attributes("actpass")],
-                session_attributes=[("group", "BUNDLE 0"), ("msid-semantic", " WMS telebridge")],
-            )
+            call.answer_trunk_offer(trunk_offer)
         except BaseException:
             await call.close("setup failed")
             raise
-        call._start_rtcp()
+        if on_event is not None:
+            call.on_event = on_event
         return call
+
+    def answer_trunk_offer(self, trunk_offer: str) -> None:
+        """On a call from :meth:`prepare`: answer the trunk's offer and make the WebRTC offer. On an error the
+        call is left for the caller to :meth:`close`."""
+        config = self.config
+        offer = SessionDescription.parse(trunk_offer)
+        # We make the WebRTC offer, so we control ICE (RFC 8445 §6.1.1) from the moment it leaves: the
+        # browser starts its checks before its answer reaches us (see WebRtcLeg.gather).
+        self.web._ice._connection.ice_controlling = True
+        assert self.trunk is not None
+        codecs = _codecs(config.trunk_codecs)
+        answer, params = answer_offer(
+            offer,
+            address=self._trunk_address,
+            port=self.trunk.local_port,
+            codecs=[*_with_events(codecs, {}), CN],
+            rtcp_mux=False,
+        )
+        self.trunk_params = params
+        self.trunk_local_sdp = answer
+        self.trunk.set_remote(params.remote_host, params.remote_port, params.remote_rtcp_port)
+        web_codecs = _codecs(config.webrtc_codecs, prefer=params.codec.name)
+        host, port = self.web.default_address
+        self.webrtc_local_sdp = build_offer(
+            address=host,
+            port=port,
+            codecs=_with_events(web_codecs, {48000: 110, 8000: 126}),
+            proto="UDP/TLS/RTP/SAVPF",
+            rtcp_mux=True,
+            ptime=None,
+            media_attributes=[("mid", "0"), *self._webrtc_attributes("actpass")],
+            session_attributes=[("group", "BUNDLE 0"), ("msid-semantic", " WMS telebridge")],
+        )
+        self._start_rtcp()
 
     def set_webrtc_answer(self, sdp: str) -> None:
         """The browser's answer to our offer (inbound calls)."""

@@ -32,6 +32,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from media.call import MediaConfig
+from media.call import MediaConfig, PreparedCall, outbound_sdp
+from media.spares import SpareCalls
 from media.worker import WorkerServer, config_to_dict, worker_main
+from sdp import SessionDescription, process_answer
 
 __all__ = ["CallSetup", "MediaError", "MediaEvent", "MediaService"]
 
@@ -83,6 +86,7 @@ class _Worker:
         self.calls: set[str] = set()
         self.alive = False
         self.deaths: list[float] = []
+        self.spares = SpareCalls(0, self._prepare, self.release)
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -102,6 +106,18 @@ class _Worker:
         self.conn = parent
         self.alive = True
         asyncio.get_running_loop().add_reader(parent.fileno(), self._readable)
+        self.spares = SpareCalls(self.service.config.spare_calls, self._prepare, self.release)
+        self.spares.start()
+
+    async def _prepare(self) -> PreparedCall:
+        described = await self.request("prepare")
+        return PreparedCall(**described)
+
+    def release(self, call_id: str) -> None:
+        """Close the prepared call ``call_id`` in the worker (a spare no setup took). A worker that is gone
+        took it with it."""
+        with contextlib.suppress(MediaError):
+            self.submit("release", prepared=call_id).add_done_callback(_outcome_ignored)
 
     def _readable(self) -> None:
         assert self.conn is not None
@@ -130,6 +146,7 @@ class _Worker:
         if not self.alive:
             return
         self.alive = False
+        self.spares.stop()  # their ports went with the process
         assert self.conn is not None
         loop = asyncio.get_running_loop()
         loop.remove_reader(self.conn.fileno())
@@ -160,7 +177,8 @@ class _Worker:
             return
         self.start()
 
-    async def request(self, op: str, **args: Any) -> Any:
+    def submit(self, op: str, **args: Any) -> asyncio.Future[Any]:
+        """Send a request now; the future gets its result (requests are carried out in the order sent)."""
         if not self.alive or self.conn is None:
             raise MediaError("media worker is not running")
         request_id = next(self.service._ids)
@@ -171,9 +189,13 @@ class _Worker:
         except OSError as exc:
             self.pending.pop(request_id, None)
             raise MediaError(f"media worker unreachable: {exc}") from exc
-        return await future
+        return future
+
+    async def request(self, op: str, **args: Any) -> Any:
+        return await self.submit(op, **args)
 
     async def stop(self) -> None:
+        self.spares.stop()  # the worker closes them as it shuts down
         if self.conn is not None and self.alive:
             self.alive = False
             with contextlib.suppress(OSError):
@@ -189,6 +211,11 @@ class _Worker:
             self.process.join(timeout=1)
         if self.conn is not None:
             self.conn.close()
+
+
+def _outcome_ignored(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # read, so that asyncio does not log it as never retrieved
 
 
 class MediaService:
@@ -273,13 +300,20 @@ class MediaService:
                 raise MediaError(f"{type(exc).__name__}: {exc}") from exc
             self._owner[result["call_id"]] = None
             return CallSetup(**result)
-        worker = min((w for w in self._workers if w.alive), key=lambda w: len(w.calls), default=None)
+        worker = self._least_loaded()
         if worker is None:
             raise MediaError("no media worker is running")
-        result = await worker.request(op, sdp=sdp)
+        prepared = worker.spares.take() if op == "inbound" else None
+        if prepared is None:
+            result = await worker.request(op, sdp=sdp)
+        else:  # the worker makes both SDPs on it in the turn it reads the request
+            result = await worker.request(op, sdp=sdp, prepared=prepared.call_id)
         worker.calls.add(result["call_id"])
         self._owner[result["call_id"]] = worker
         return CallSetup(**result)
+
+    def _least_loaded(self) -> _Worker | None:
+        return min((w for w in self._workers if w.alive), key=lambda w: len(w.calls), default=None)
 
     async def _call_op(self, call_id: str, op: str, **args: Any) -> Any:
         if call_id not in self._owner:
@@ -294,16 +328,73 @@ class MediaService:
         return await worker.request(op, call_id=call_id, **args)
 
     async def create_outbound(self, webrtc_offer: str) -> CallSetup:
-        """Matrix → phone: answer the browser's offer and make the trunk offer."""
-        return await self._create("outbound", webrtc_offer)
+        """Matrix → phone: answer the browser's offer and make the trunk offer.
+
+        With a spare call of the chosen worker ready (:mod:`media.spares`) both SDPs are made here, in the
+        caller's process, and returned at once: the worker adopts the call while the trunk rings. Should
+        it fail to, the call gets a ``closed`` event, as when a worker dies. With none ready the setup
+        waits for the first one being prepared, or binds its own when none is."""
+        worker = self._least_loaded()
+        if worker is None:  # in-process, or no worker running: as without spares
+            return await self._create("outbound", webrtc_offer)
+        prepared = worker.spares.take()
+        if prepared is None and worker.spares.size:
+            log.info("no spare call ready in media worker %d: waiting for one", worker.index)
+            prepared = await worker.spares.next()
+        if prepared is None or not worker.alive:
+            return await self._create("outbound", webrtc_offer)
+        session_ids = (str(secrets.randbits(62)), str(secrets.randbits(62)))
+        try:
+            sdp = outbound_sdp(self.config, prepared, webrtc_offer, session_ids)
+        except Exception as exc:
+            worker.release(prepared.call_id)
+            raise MediaError(f"{type(exc).__name__}: {exc}") from exc
+        setup = CallSetup(prepared.call_id, str(sdp.webrtc_answer), str(sdp.trunk_offer))
+        # Sent now, so that it comes before anything else the bridge asks about this call.
+        adopted = worker.submit(
+            "outbound",
+            prepared=prepared.call_id,
+            sdp=webrtc_offer,
+            session_ids=session_ids,
+            expect=(setup.webrtc_sdp, setup.trunk_sdp),
+        )
+        worker.calls.add(setup.call_id)
+        self._owner[setup.call_id] = worker
+        adopted.add_done_callback(lambda future: self._adopted(worker, setup.call_id, future))
+        return setup
+
+    def _adopted(self, worker: _Worker, call_id: str, future: asyncio.Future[Any]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is None or self._owner.get(call_id) is not worker:
+            return  # adopted; or the call is already over (closed, or its worker died)
+        log.warning("media call %s: the worker did not take it: %s", call_id, error)
+        worker.calls.discard(call_id)
+        self._owner.pop(call_id, None)
+        self._publish(MediaEvent(call_id, "closed", {"reason": f"media setup failed: {error}"}))
 
     async def create_inbound(self, trunk_offer: str) -> CallSetup:
-        """Phone → Matrix: answer the trunk's offer and make the WebRTC offer."""
+        """Phone → Matrix: answer the trunk's offer and make the WebRTC offer (on a spare call when one is
+        ready: one round trip to the worker, none of its loop turns spent binding sockets)."""
         return await self._create("inbound", trunk_offer)
 
     async def set_trunk_answer(self, call_id: str, sdp: str) -> None:
         """The SDP answer from the trunk (200 OK or reliable 183) to our trunk offer or re-offer."""
         await self._call_op(call_id, "set_trunk_answer", sdp=sdp)
+
+    def set_trunk_answer_soon(self, call_id: str, offer: str, sdp: str) -> asyncio.Future[None]:
+        """:meth:`set_trunk_answer` without waiting for the worker, for the trunk's answer ``sdp`` to our
+        ``offer`` (the setup's ``trunk_sdp``): the answer is checked here (RFC 3264 §5, raising
+        :class:`MediaError` as the worker would) and the returned future reports the worker's own outcome.
+        The Matrix side can be answered at once; the worker applies the answer in its next turn, long
+        before ICE and DTLS, which it also runs, let audio through."""
+        try:
+            process_answer(SessionDescription.parse(offer), SessionDescription.parse(sdp))
+        except Exception as exc:
+            raise MediaError(f"{type(exc).__name__}: {exc}") from exc
+        worker = self._owner.get(call_id)
+        if worker is None:  # in-process, or no such call: as set_trunk_answer does it
+            return asyncio.ensure_future(self.set_trunk_answer(call_id, sdp))
+        return worker.submit("set_trunk_answer", call_id=call_id, sdp=sdp)
 
     async def update_trunk_offer(self, call_id: str, sdp: str) -> str:
         """A new offer from the trunk in a re-INVITE/UPDATE (hold, resume, address or codec change);

@@ -7,8 +7,12 @@ talks to a worker through a :func:`multiprocessing.Pipe`: requests ``{"id", "op"
 calls ending). Messages are small dicts of strings and numbers — SDP goes as text, media never crosses.
 
 Operations (see :class:`media.service.MediaService` for the meaning of each): ``outbound``, ``inbound``,
-``set_trunk_answer``, ``update_trunk_offer``, ``trunk_reoffer``, ``set_webrtc_answer``, ``update_webrtc_offer``, ``add_webrtc_candidate``, ``send_dtmf``, ``stats``,
-``close``, ``count``, ``crash`` (tests only: ends the process abruptly, as a segfault in a codec would).
+``set_trunk_answer``, ``update_trunk_offer``, ``trunk_reoffer``, ``set_webrtc_answer``,
+``update_webrtc_offer``, ``add_webrtc_candidate``, ``send_dtmf``, ``play_tone``, ``stats``, ``close``,
+``count``, ``crash`` (tests only: ends the process abruptly, as a segfault in a codec would); and
+``prepare`` (bind a call's legs ahead of need and describe them) and ``release`` (close a prepared call no
+setup took). All but ``prepare``, ``send_dtmf``, ``play_tone``, ``close`` and setups without a prepared
+call are answered in the event-loop turn that reads them.
 """
 
 from __future__ import annotations
@@ -23,18 +27,40 @@ from typing import Any
 
 from media.call import MediaCall, MediaConfig
 
-__all__ = ["WorkerServer", "worker_main"]
+__all__ = ["LATER", "WorkerServer", "worker_main"]
 
 log = logging.getLogger(__name__)
+#: What :meth:`WorkerServer.answer_now` returns for a request that needs an await.
+LATER: Any = object()
+#: Operations on an existing call that need no await.
+_IMMEDIATE = frozenset(
+    {
+        "set_trunk_answer",
+        "update_trunk_offer",
+        "trunk_reoffer",
+        "update_webrtc_offer",
+        "set_webrtc_answer",
+        "add_webrtc_candidate",
+        "stats",
+    }
+)
 
 
 class WorkerServer:
-    """Executes control requests against the calls of this process (also used in-process)."""
+    """Executes control requests against the calls of this process (also used in-process).
+
+    Requests that need no await are answered by :meth:`answer_now` in the same event-loop turn the request
+    is read in; in a worker relaying many calls every turn first works through the packets that arrived
+    meanwhile, so each turn a request waits costs milliseconds. Call setup is one of them when it takes a
+    call prepared ahead of need (``prepare``, see :mod:`media.spares`)."""
 
     def __init__(self, config: MediaConfig, emit: Any) -> None:
         self.config = config
         self.emit = emit
         self.calls: dict[str, MediaCall] = {}
+        #: Calls bound ahead of need (``prepare``), until a setup takes one or the bridge releases it.
+        self.prepared: dict[str, MediaCall] = {}
+        self._closing: set[asyncio.Future[None]] = set()
 
     def _events_for(self, call: MediaCall) -> Any:
         def on_event(kind: str, data: dict[str, Any]) -> None:
@@ -54,18 +80,47 @@ class WorkerServer:
             "trunk_sdp": str(call.trunk_local_sdp),
         }
 
-    async def handle(self, op: str, args: dict[str, Any]) -> Any:
-        if op == "outbound":
-            return self._register(await MediaCall.outbound(self.config, args["sdp"]))
-        if op == "inbound":
-            return self._register(await MediaCall.inbound(self.config, args["sdp"]))
+    def _set_up_prepared(self, op: str, args: dict[str, Any]) -> dict[str, str]:
+        """``outbound``/``inbound`` on the prepared call ``args["prepared"]``. An outbound setup brings the
+        session ids and SDP the bridge already made from the call's :class:`PreparedCall` (see
+        :meth:`media.service.MediaService.create_outbound`): ours must come out the same."""
+        call = self.prepared.pop(args["prepared"], None)
+        if call is None:
+            raise KeyError(f"no prepared call {args['prepared']!r}")
+        try:
+            if op == "outbound":
+                call.answer_webrtc_offer(args["sdp"], args.get("session_ids"))
+                made = (str(call.webrtc_local_sdp), str(call.trunk_local_sdp))
+                if "expect" in args and tuple(args["expect"]) != made:
+                    raise RuntimeError("the prepared call's SDP differs from the bridge's")
+            else:
+                call.answer_trunk_offer(args["sdp"])
+        except BaseException:
+            self._close_soon(call, "setup failed")
+            raise
+        return self._register(call)
+
+    def _close_soon(self, call: MediaCall, reason: str) -> None:
+        closing = asyncio.ensure_future(call.close(reason))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    def answer_now(self, op: str, args: dict[str, Any]) -> Any:
+        """The result of ``op`` if it needs no await, else :data:`LATER` (then use :meth:`handle`)."""
+        if op in ("outbound", "inbound") and "prepared" in args:
+            return self._set_up_prepared(op, args)
+        if op == "release":
+            call = self.prepared.pop(args["prepared"], None)
+            if call is not None:
+                self._close_soon(call, "not needed")
+            return None
         if op == "count":
             return len(self.calls)
         if op == "crash":
             os._exit(3)
-        call = self.calls.get(args.get("call_id", ""))
-        if call is None:
-            raise KeyError(f"no such call {args.get('call_id')!r}")
+        if op not in _IMMEDIATE:
+            return LATER
+        call = self._call(args)
         if op == "set_trunk_answer":
             call.set_trunk_remote_sdp(args["sdp"])
         elif op == "update_trunk_offer":
@@ -78,21 +133,44 @@ class WorkerServer:
             call.set_webrtc_answer(args["sdp"])
         elif op == "add_webrtc_candidate":
             call.add_webrtc_candidate(args.get("candidate"))
-        elif op == "send_dtmf":
-            await call.send_dtmf(args["digits"], args.get("leg", "trunk"), args.get("duration_ms", 160))
-        elif op == "play_tone":
-            await call.play_tone(args.get("leg", "webrtc"))
         elif op == "stats":
             return call.stats()
+        return None
+
+    def _call(self, args: dict[str, Any]) -> MediaCall:
+        call = self.calls.get(args.get("call_id", ""))
+        if call is None:
+            raise KeyError(f"no such call {args.get('call_id')!r}")
+        return call
+
+    async def handle(self, op: str, args: dict[str, Any]) -> Any:
+        result = self.answer_now(op, args)
+        if result is not LATER:
+            return result
+        if op == "outbound":
+            return self._register(await MediaCall.outbound(self.config, args["sdp"]))
+        if op == "inbound":
+            return self._register(await MediaCall.inbound(self.config, args["sdp"]))
+        if op == "prepare":
+            call = await MediaCall.prepare(self.config)
+            self.prepared[call.call_id] = call
+            return asdict(call.describe())
+        if op == "send_dtmf":
+            call = self._call(args)
+            await call.send_dtmf(args["digits"], args.get("leg", "trunk"), args.get("duration_ms", 160))
+        elif op == "play_tone":
+            await self._call(args).play_tone(args.get("leg", "webrtc"))
         elif op == "close":
-            await call.close(args.get("reason", "closed by bridge"))
+            await self._call(args).close(args.get("reason", "closed by bridge"))
         else:
             raise ValueError(f"unknown operation {op!r}")
         return None
 
     async def close_all(self, reason: str) -> None:
-        for call in list(self.calls.values()):
+        for call in [*self.prepared.values(), *self.calls.values()]:
             await call.close(reason)
+        self.prepared.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 async def _serve(conn: Connection, config: MediaConfig) -> None:
@@ -101,29 +179,49 @@ async def _serve(conn: Connection, config: MediaConfig) -> None:
     server = WorkerServer(config, conn.send)
     tasks: set[asyncio.Task[None]] = set()
 
+    def reply(message: dict[str, Any], result: Any = None, error: Exception | None = None) -> None:
+        if error is None:
+            answer = {"id": message["id"], "ok": True, "result": result}
+        else:
+            answer = {"id": message["id"], "ok": False, "error": f"{type(error).__name__}: {error}"}
+        with contextlib.suppress(OSError):
+            conn.send(answer)
+
     async def run(message: dict[str, Any]) -> None:
         try:
             result = await server.handle(message["op"], message)
-            reply = {"id": message["id"], "ok": True, "result": result}
         except Exception as exc:  # every failure goes back to the caller as a value
-            reply = {"id": message["id"], "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        with contextlib.suppress(OSError):
-            conn.send(reply)
+            reply(message, error=exc)
+        else:
+            reply(message, result)
 
-    def readable() -> None:
+    def serve(message: dict[str, Any]) -> None:
         try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            if not done.done():
-                done.set_result(None)
+            result = server.answer_now(message["op"], message)
+        except Exception as exc:
+            reply(message, error=exc)
             return
-        if message.get("op") == "shutdown":
-            if not done.done():
-                done.set_result(None)
+        if result is not LATER:
+            reply(message, result)
             return
         task = asyncio.ensure_future(run(message))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+
+    def readable() -> None:
+        # Every request already in the pipe, in this turn: each one left for a later turn would wait
+        # behind another turn's worth of packets.
+        try:
+            while conn.poll():
+                message = conn.recv()
+                if message.get("op") == "shutdown":
+                    if not done.done():
+                        done.set_result(None)
+                    return
+                serve(message)
+        except (EOFError, OSError):
+            if not done.done():
+                done.set_result(None)
 
     loop.add_reader(conn.fileno(), readable)
     await done

@@ -243,6 +243,7 @@ class CallBridge:
                 ice_relay_only=config["calls.ice_relay_only"],
                 webrtc_port_min=config["calls.webrtc_port_min"],
                 webrtc_port_max=config["calls.webrtc_port_max"],
+                spare_calls=config["calls.media_spare_calls"],
             ),
             workers=media_workers(config["calls.media_workers"]),
             realtime_priority=config["calls.media_realtime_priority"],
@@ -617,21 +618,16 @@ class CallBridge:
             return
         call.codec = trunk_codec(trunk_sdp) or call.codec
         try:
-            await self.media.set_trunk_answer(call.media_id, trunk_sdp)
+            if call.matrix_answered:
+                await self.media.set_trunk_answer(call.media_id, trunk_sdp)
+                return
+            # The first answer is checked here and applied by the media worker meanwhile, so the Matrix
+            # answer does not wait a turn of the worker's loop behind other calls' packets.
+            applied = self.media.set_trunk_answer_soon(call.media_id, call.setup.trunk_sdp, trunk_sdp)
         except MediaError as e:
-            log.warning("Call %s: trunk SDP not usable: %s", call.call_id, e)
-            if call.answered and call.sip is not None:
-                call.sip.hangup()
-            await self._end(
-                call,
-                "user_media_failed",
-                None,
-                by_matrix=False,
-                notice=f"The phone side's audio could not be used ({e}).",
-            )
+            await self._trunk_sdp_unusable(call, e)
             return
-        if call.matrix_answered:
-            return
+        call.tasks.append(asyncio.ensure_future(self._await_trunk_answer(call, applied)))
         call.matrix_answered = True
         intent = self.virtual_users.intent_for(call.puppet)
         call.answer_sending = time.perf_counter()
@@ -645,6 +641,24 @@ class CallBridge:
                 "capabilities": CAPABILITIES,
             },
             call.party_id,
+        )
+
+    async def _await_trunk_answer(self, call: BridgedCall, applied: asyncio.Future[None]) -> None:
+        try:
+            await applied
+        except MediaError as e:
+            await self._trunk_sdp_unusable(call, e)
+
+    async def _trunk_sdp_unusable(self, call: BridgedCall, error: MediaError) -> None:
+        log.warning("Call %s: trunk SDP not usable: %s", call.call_id, error)
+        if call.answered and call.sip is not None:
+            call.sip.hangup()
+        await self._end(
+            call,
+            "user_media_failed",
+            None,
+            by_matrix=False,
+            notice=f"The phone side's audio could not be used ({error}).",
         )
 
     async def _credit_limit(self, call: BridgedCall, seconds: int) -> None:

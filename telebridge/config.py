@@ -412,6 +412,7 @@ class Config:
         elif workers != "auto":
             self._int("calls.media_workers", minimum=0)
         self._int("calls.media_realtime_priority", minimum=0, maximum=99)
+        self._int("calls.media_spare_calls", minimum=0, maximum=100)
         self._int("calls.ring_timeout", minimum=5, maximum=600)
         self._int("calls.max_calls", minimum=1)
         self._int("calls.max_calls_per_user", minimum=1)

@@ -363,6 +363,29 @@ async def test_an_unanswered_call_ends_when_the_invite_lifetime_runs_out(
         sipp.stop()
 
 
+async def test_a_trunk_answer_with_a_codec_we_did_not_offer_ends_the_call_on_both_sides(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    """The first answer is checked in the bridge process (the Matrix answer does not wait for the media
+    worker): one it cannot use still ends the call, BYE to the trunk and hang-up with a notice."""
+    synapse, bridge = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    room_id, phone = await open_dm(alice, "+15005550119")
+    sipp = Sipp(tmp_path, "-sf", str(SCENARIOS / "uas_answers_g729.xml"), "-p", str(trunk_port))
+    try:
+        call_id = await place_call(alice, room_id, browser)
+        assert await asyncio.to_thread(sipp.wait) == 0, "sipp got a BYE after its 200 OK"
+        hangups = await poll(lambda: call_events(alice, room_id, "m.call.hangup", phone), "m.call.hangup")
+        assert hangups[0]["content"]["reason"] == "user_media_failed"
+        assert not call_events(alice, room_id, "m.call.answer", phone)
+        notices = call_events(alice, room_id, "m.room.message", phone)
+        assert any("audio could not be used" in e["content"].get("body", "") for e in notices)
+        record = await poll(lambda: (r := call_record(bridge, call_id)) and r["ended_at"] and r, "the record")
+        assert record["outcome"] != "interrupted"
+    finally:
+        sipp.stop()
+
+
 async def test_the_phone_putting_the_call_on_hold_and_back_is_answered_and_shown(
     call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
 ) -> None:
@@ -447,8 +470,10 @@ async def test_a_call_cut_by_a_crash_is_hung_up_on_both_sides_after_the_restart(
     try:
         call_id = await place_call(alice, room_id, browser)
         await poll(lambda: call_events(alice, room_id, "m.call.answer", phone), "m.call.answer")
+        # The answer and then its dialog are two writes: the crash comes after both.
         await poll(
-            lambda: (r := call_record(bridge, call_id)) and r["answered_at"] and r, "the answer recorded"
+            lambda: (r := call_record(bridge, call_id)) and r["answered_at"] and r["sip_dialog"] and r,
+            "the answer and its dialog recorded",
         )
         await asyncio.to_thread(bridge.kill)
         await asyncio.to_thread(bridge.start)
