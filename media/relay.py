@@ -52,13 +52,13 @@ class MediaPath:
         "out_codec",
         "out_event_pt",
         "out_rate",
+        "reception",
         "rewriter",
         "route",
-        "rx_rtcp",
         "send",
+        "sending",
         "suppressed",
         "transcoder",
-        "tx_rtcp",
     )
 
     def __init__(
@@ -97,8 +97,9 @@ class MediaPath:
         self.detector = DtmfDetector(on_digit)
         self.transcoder = transcoder
         self.send = send
-        self.rx_rtcp = rx_rtcp
-        self.tx_rtcp = tx_rtcp
+        #: The legs' RTCP statistics, counted here per packet (called directly: one Python frame fewer).
+        self.reception = rx_rtcp.reception
+        self.sending = tx_rtcp.sending
         self._injecting = False
         self._muted = False
         self.suppressed = 0
@@ -139,7 +140,7 @@ class MediaPath:
         the same thing one call further away); the header is unpacked once into locals, and audio in
         passthrough goes straight to the rewriter and ``send`` without a helper call."""
         _marker, pt, seq, ts, ssrc, start, end = header
-        self.rx_rtcp.on_rtp_received(ssrc, seq, ts, now)
+        self.reception.on_rtp_received(ssrc, seq, ts, now)
         if self._injecting or self._muted:
             self.suppressed += 1
             return
@@ -155,13 +156,13 @@ class MediaPath:
         rewriter = self.rewriter
         if rewriter.rewrite(packet, now):
             self.send(packet)
-            self.tx_rtcp.on_rtp_sent(rewriter.last_timestamp, len(packet) - 12, now)
+            self.sending.on_rtp_sent(rewriter.last_timestamp, len(packet) - 12, now)
 
     def _emit(self, packet: bytearray, now: float) -> None:
         rewriter = self.rewriter
         if rewriter.rewrite(packet, now):
             self.send(packet)
-            self.tx_rtcp.on_rtp_sent(rewriter.last_timestamp, len(packet) - 12, now)
+            self.sending.on_rtp_sent(rewriter.last_timestamp, len(packet) - 12, now)
 
     def inject(
         self, payload_type: int, payload: bytes, marker: bool, now: float, timestamp: int | None = None
@@ -172,7 +173,7 @@ class MediaPath:
         if timestamp is None:
             timestamp = ts
         self.send(build_rtp(payload_type, seq, timestamp, self.rewriter.ssrc, payload, marker))
-        self.tx_rtcp.on_rtp_sent(timestamp, len(payload), now)
+        self.sending.on_rtp_sent(timestamp, len(payload), now)
         return timestamp
 
 
