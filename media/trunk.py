@@ -141,11 +141,18 @@ class TrunkLeg(asyncio.DatagramProtocol):
         leg.rtcp_mux = rtcp_mux
         rtp_sock, rtcp_sock = ports.bind_pair(rtcp=not rtcp_mux)
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: leg, sock=rtp_sock)
-        if rtcp_sock is not None:
-            transport, _ = await loop.create_datagram_endpoint(lambda: _RtcpProtocol(leg), sock=rtcp_sock)
-            leg.rtcp_transport = transport
-            leg.local_rtcp_port = rtcp_sock.getsockname()[1]
+        try:
+            await loop.create_datagram_endpoint(lambda: leg, sock=rtp_sock)
+            if rtcp_sock is not None:
+                transport, _ = await loop.create_datagram_endpoint(lambda: _RtcpProtocol(leg), sock=rtcp_sock)
+                leg.rtcp_transport = transport
+                leg.local_rtcp_port = rtcp_sock.getsockname()[1]
+        except BaseException:  # cancelled or refused half-way: the ports go back, whatever holds them
+            leg.close()
+            rtp_sock.close()
+            if rtcp_sock is not None:
+                rtcp_sock.close()
+            raise
         leg.local_host, leg.local_port = rtp_sock.getsockname()[:2]
         if rtcp_mux:
             leg.local_rtcp_port = leg.local_port

@@ -352,6 +352,7 @@ class CallBridge:
             await self._on_negotiate(call, content)
 
     async def _on_invite(self, event: Any, content: dict[str, Any], call_id: str) -> None:
+        received = time.perf_counter()  # the bridge's share of the setup counts from here (call_bench)
         portal = await Portal.get(event.room_id)
         if portal is None:
             return
@@ -393,7 +394,6 @@ class CallBridge:
             metrics.CALLS.labels("outbound", "refused").inc()
             return
         number = self.namespace.party(puppet).number
-        received = time.perf_counter()
         target = to_e164(number, self.region) or number
         max_seconds: int | None = None
         if self.credit is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from typing import Any
 
 import pytest
 
@@ -159,3 +161,26 @@ async def test_rtcp_arrives_on_the_odd_port_and_goes_back_to_its_source() -> Non
     finally:
         leg.close()
         peer.close()
+
+
+async def test_open_cancelled_half_way_gives_its_ports_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A setup cancelled while the RTCP socket is being attached must not keep the RTP port bound."""
+    loop = asyncio.get_running_loop()
+    real = loop.create_datagram_endpoint
+    bound: list[int] = []
+
+    async def slow_second(*args: Any, **kwargs: Any) -> Any:
+        bound.append(kwargs["sock"].getsockname()[1])
+        if len(bound) == 2:
+            raise asyncio.CancelledError
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "create_datagram_endpoint", slow_second)
+    with pytest.raises(asyncio.CancelledError):
+        await TrunkLeg.open(PortRange("127.0.0.1"), lambda *a: None)
+    monkeypatch.undo()
+    await asyncio.sleep(0)  # the transport's close completes on the next turn
+    for port in bound:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", port))  # free again: would raise EADDRINUSE otherwise
+        probe.close()
