@@ -585,6 +585,8 @@ class MediaCall:
         result: dict[str, Any] = {
             "call_id": self.call_id,
             "passthrough": self.relay.passthrough if self.relay else None,
+            # Which relay carries the passthrough packets: the C pump or the Python path (media/fastpath.py).
+            "relay": "c" if self.relay is not None and self.relay.to_trunk.route is not None else "python",
             "webrtc_state": self.web.state.value,
             "counters": {"webrtc": self.web.counter_totals()},
             "dropped_before_ready": self.dropped_before_ready,

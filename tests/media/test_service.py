@@ -8,6 +8,7 @@ import os
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from media import fastpath
 from media.dtmf import DtmfGenerator
 from media.rtp import build_rtp
 from media.service import MediaError, MediaEvent, MediaService
@@ -164,6 +165,7 @@ async def test_worker_process_call_connects_sends_dtmf_reports_stats_and_closes(
         await asyncio.sleep(0.1)
         stats = await service.stats(call_id)
         assert stats["passthrough"] is True
+        assert stats["relay"] == ("c" if fastpath.available() else "python")
         assert stats["counters"]["trunk"]["sent"] >= 10
         await service.close(call_id)
         for _ in range(50):
