@@ -63,9 +63,3 @@ def pump() -> Any | None:
     _pumps[loop] = created
     return created
 
-
-def native_state(*objects: Any) -> bool:
-    """Whether every object is one of the C state types the pump can drive."""
-    return _native is not None and all(
-        isinstance(o, (_native.Rewriter, _native.Reception, _native.Sending)) for o in objects
-    )
