@@ -62,4 +62,3 @@ def pump() -> Any | None:
     loop.add_reader(created.fileno(), created.run)
     _pumps[loop] = created
     return created
-
