@@ -1,4 +1,4 @@
-"""Build the one C extension, ``media._fastpath`` (the passthrough relay's per-packet path).
+"""Build the one C extension, ``media._fastpath`` (the relay's per-packet path: passthrough and transcoding).
 
 Everything else about the package lives in ``pyproject.toml``. The extension is optional: where it cannot
 be compiled (no C compiler), installation still succeeds and media runs on the pure-Python relay, which
@@ -11,7 +11,8 @@ setup(
     ext_modules=[
         Extension(
             "media._fastpath",
-            ["media/_fastpath.c"],
+            ["media/_fastpath.c", "media/_transcode.c"],
+            depends=["media/_transcode.h"],
             extra_compile_args=[
                 "-O2",
                 "-Wall",

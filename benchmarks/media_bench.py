@@ -95,7 +95,7 @@ async def _our_call(
 ) -> tuple[dict[str, Any], Any]:
     from media import fastpath
     from media.relay import CallRelay
-    from media.transcoder import Transcoder
+    from media.transcoder import Transcoder, new_transcoder
     from media.trunk import PortRange, TrunkLeg
     from media.webrtc import WebRtcLeg
     from sdp import MediaParameters, NegotiatedCodec
@@ -118,9 +118,11 @@ async def _our_call(
     if mode == "transcode":
         web_codec = NegotiatedCodec("opus", 48000, 111, 111, 2)
         te = NegotiatedCodec("telephone-event", 48000, 110, 110)
+        # The C transcoder (media/_transcode.c) as MediaCall uses it, or the Python one with the Python relay.
+        make = Transcoder if python_relay else new_transcoder
         transcoders: Any = (
-            Transcoder("opus", "PCMU", complexity=complexity),
-            Transcoder("PCMU", "opus", complexity=complexity),
+            make("opus", "PCMU", complexity=complexity),
+            make("PCMU", "opus", complexity=complexity),
         )
     else:
         web_codec = NegotiatedCodec("PCMU", 8000, 0, 0)
@@ -131,7 +133,7 @@ async def _our_call(
     leg.on_rtp = relay.to_trunk.forward
     trunk.on_rtp = relay.to_web.forward
     # As MediaCall does once both legs are up: the sockets go to the C pump (media/fastpath.py), which
-    # relays passthrough packets itself and hands the rest (here: transcoding) to the Python relay.
+    # relays passthrough and transcoded packets itself and hands the rest to the Python relay.
     pump = None if python_relay else fastpath.pump()
     if pump is not None:
         relay.route_in_c(leg.offload(pump), trunk.offload(pump))
@@ -647,9 +649,9 @@ def main() -> None:
     parser.add_argument(
         "--paths",
         nargs="+",
-        choices=["baseline", "passthrough-py", "passthrough", "transcode", "workers"],
-        default=["baseline", "passthrough-py", "passthrough", "transcode", "workers"],
-        help="which rows to run (workers needs passthrough; passthrough-py is the relay without the C path)",
+        choices=["baseline", "passthrough-py", "passthrough", "transcode-py", "transcode", "workers"],
+        default=["baseline", "passthrough-py", "passthrough", "transcode-py", "transcode", "workers"],
+        help="which rows to run (workers needs passthrough; a -py path is the relay without the C path)",
     )
     parser.add_argument(
         "--calls", type=int, nargs="+", default=None, help="the steps (calls) to try, for every path chosen"
@@ -687,13 +689,20 @@ def main() -> None:
     _pin(gen_cpu)
     seconds = args.seconds
     if args.quick:
-        steps = {"baseline": [5], "passthrough": [50], "passthrough-py": [50], "transcode": [10]}
+        steps = {
+            "baseline": [5],
+            "passthrough": [50],
+            "passthrough-py": [50],
+            "transcode": [10],
+            "transcode-py": [10],
+        }
     else:
         steps = {
             "baseline": [10, 20, 30, 40, 50, 60, 70, 80, 100],
             "passthrough": [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1400],
             "passthrough-py": [100, 200, 300, 350, 400, 450, 500, 600],
-            "transcode": [10, 20, 30, 40, 50, 60, 80, 100, 125, 150],
+            "transcode-py": [20, 40, 60, 80, 100, 125, 150],
+            "transcode": [20, 40, 60, 80, 100, 125, 150, 175, 200, 250, 300],
         }
     if args.calls:
         steps = dict.fromkeys(steps, sorted(args.calls))
@@ -720,14 +729,18 @@ def main() -> None:
                     mode, steps[mode], lambda n, m=mode: run_ours(relay, m, n, seconds), limit
                 )
         python, passthrough = passthroughs.get("passthrough-py"), passthroughs.get("passthrough")
-        if "transcode" in paths:
-            complexity = args.opus_complexity
-            transcode, _ = search(
-                "opus⇄pcmu",
-                steps["transcode"],
-                lambda n: run_ours(relay, "transcode", n, seconds, complexity),
-                limit,
-            )
+        # Transcoding the same way: the Python transcoder and relay, then the C transcoder in the pump.
+        transcodes: dict[str, dict[str, Any] | None] = {}
+        complexity = args.opus_complexity
+        for mode in ("transcode-py", "transcode"):
+            if mode in paths:
+                transcodes[mode], _ = search(
+                    "opus⇄pcmu" + mode.removeprefix("transcode"),
+                    steps[mode],
+                    lambda n, m=mode: run_ours(relay, m, n, seconds, complexity),
+                    limit,
+                )
+        transcode_python, transcode = transcodes.get("transcode-py"), transcodes.get("transcode")
         # The harness's own floor at those loads: the same traffic echoed straight back, no relay work.
         floors: dict[str, dict[str, Any]] = {}
         for name, best in (("passthrough", passthrough), ("transcode", transcode)):
@@ -786,6 +799,9 @@ def main() -> None:
         "passthrough_python_p99_ms": python["p99_ms"] if python else None,
         "passthrough_python_us_per_packet": python["us_per_packet"] if python else None,
         "transcode_us_per_packet": transcode["us_per_packet"] if transcode else None,
+        "transcode_python_calls_per_core": transcode_python["calls"] if transcode_python else 0,
+        "transcode_python_p99_ms": transcode_python["p99_ms"] if transcode_python else None,
+        "transcode_python_us_per_packet": transcode_python["us_per_packet"] if transcode_python else None,
         "harness_p99_ms": {name: floor["p99_ms"] for name, floor in floors.items()},
         "loss": 0.0,
         "workers": scaling,

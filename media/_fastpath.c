@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "_transcode.h"
+
 #define MAX_PACKET 1500
 #define SRTP_TRAILER 144 /* SRTP_MAX_TRAILER_LEN: auth tag + MKI room libsrtp may append */
 #define MAX_DROPOUT 3000
@@ -550,6 +552,8 @@ typedef struct Leg {
     Reception *reception;
     Sending *sending;
     int event_pt;
+    Transcoder *transcoder; /* set when this direction is transcoded: packets of ``audio_pt`` go through it */
+    int audio_pt;
     int fast;
     uint8_t buffer[MAX_PACKET + SRTP_TRAILER];
 } Leg;
@@ -659,29 +663,21 @@ static void call_back(PyObject *callback, PyObject *args) {
 
 /* RTP header validity (RFC 3550 A.1); returns 1 if usable. */
 static int valid_rtp(const uint8_t *p, int len) {
-    if (len < 12 || len > MAX_PACKET || (p[0] >> 6) != 2) {
-        return 0;
-    }
-    int offset = 12 + 4 * (p[0] & 0x0F);
-    if (offset > len) {
-        return 0;
-    }
-    if (p[0] & 0x10) {
-        if (offset + 4 > len) {
-            return 0;
-        }
-        offset += 4 + 4 * ((p[offset + 2] << 8) | p[offset + 3]);
-        if (offset > len) {
-            return 0;
-        }
-    }
-    if (p[0] & 0x20) {
-        int padding = p[len - 1];
-        if (padding == 0 || offset + padding > len) {
-            return 0;
+    int start, end;
+    return rtp_payload_bounds(p, len, MAX_PACKET, &start, &end);
+}
+
+/* A transcoded direction: the transcoder's packets (concealed ones first) rewritten and sent, as
+ * media/relay.py's MediaPath.forward does for the Python transcoder. */
+static void leg_transcode(Leg *leg, const uint8_t *p, int len, double now) {
+    static TcPacket out[TC_MAX_OUT]; /* the pump runs with the GIL held: one caller at a time */
+    int count = tc_transcode(leg->transcoder, p, len, out);
+    for (int i = 0; i < count; i++) {
+        if (rw_rewrite(leg->rewriter, out[i].data, now)) {
+            leg_send(leg->out, out[i].data, out[i].len);
+            sending_update(leg->sending, leg->rewriter->last_timestamp, out[i].len - 12, now);
         }
     }
-    return 1;
 }
 
 /* The fast path proper: relay one valid clear RTP packet if its route allows; 1 if done. */
@@ -696,6 +692,10 @@ static int leg_forward(Leg *leg, uint8_t *p, int len, double now) {
     }
     reception_update(leg->reception, be32(p + 8), (uint16_t)((p[2] << 8) | p[3]), be32(p + 4), now);
     leg->rtp_received++;
+    if (leg->transcoder != NULL && pt == leg->audio_pt) {
+        leg_transcode(leg, p, len, now);
+        return 1;
+    }
     if (rw_rewrite(leg->rewriter, p, now)) {
         leg_send(out, p, len);
         sending_update(leg->sending, leg->rewriter->last_timestamp, len - 12, now);
@@ -758,6 +758,7 @@ static void leg_clear_route(Leg *leg) {
     Py_CLEAR(leg->rewriter);
     Py_CLEAR(leg->reception);
     Py_CLEAR(leg->sending);
+    Py_CLEAR(leg->transcoder);
     leg->fast = 0;
 }
 
@@ -795,6 +796,7 @@ static int Leg_traverse(Leg *self, visitproc visit, void *arg) {
     Py_VISIT(self->rewriter);
     Py_VISIT(self->reception);
     Py_VISIT(self->sending);
+    Py_VISIT(self->transcoder);
     return 0;
 }
 
@@ -820,17 +822,28 @@ static void Leg_dealloc(Leg *self) {
 }
 
 static PyObject *Leg_set_route(Leg *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"out", "rewriter", "reception", "sending", "event_pt", NULL};
+    static char *kwlist[] = {"out", "rewriter", "reception", "sending", "event_pt", "transcoder", "audio_pt", NULL};
     Leg *out;
     Rewriter *rewriter;
     Reception *reception;
     Sending *sending;
-    int event_pt;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!i", kwlist, &LegType, &out, &RewriterType, &rewriter,
-                                     &ReceptionType, &reception, &SendingType, &sending, &event_pt)) {
+    int event_pt, audio_pt = -1;
+    PyObject *transcoder = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!i|$Oi", kwlist, &LegType, &out, &RewriterType, &rewriter,
+                                     &ReceptionType, &reception, &SendingType, &sending, &event_pt, &transcoder,
+                                     &audio_pt)) {
+        return NULL;
+    }
+    if (transcoder != Py_None && !PyObject_TypeCheck(transcoder, &TranscoderType)) {
+        PyErr_Format(PyExc_TypeError, "transcoder must be a media._fastpath.Transcoder, not %R", transcoder);
         return NULL;
     }
     leg_clear_route(self);
+    if (transcoder != Py_None) {
+        Py_INCREF(transcoder);
+        self->transcoder = (Transcoder *)transcoder;
+    }
+    self->audio_pt = audio_pt;
     Py_INCREF(out);
     Py_INCREF(rewriter);
     Py_INCREF(reception);
@@ -934,7 +947,8 @@ static PyObject *Leg_fileno(Leg *self, PyObject *Py_UNUSED(ignored)) {
 
 static PyMethodDef Leg_methods[] = {
     {"set_route", (PyCFunction)(void (*)(void))Leg_set_route, METH_VARARGS | METH_KEYWORDS,
-     "Where this leg's passthrough packets go: out leg, rewriter, stats, event payload type."},
+     "Where this leg's packets go: out leg, rewriter, stats, event payload type; for a transcoded "
+     "direction the transcoder and the audio payload type it takes."},
     {"set_remote", (PyCFunction)Leg_set_remote, METH_VARARGS, "The address media is sent to."},
     {"clear_remote", (PyCFunction)Leg_clear_remote, METH_NOARGS, "No address to send to."},
     {"send_rtp", (PyCFunction)Leg_send_rtp, METH_O, "Send a clear RTP packet (protected on WebRTC)."},
@@ -1234,6 +1248,10 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
             Py_DECREF(m);
             return NULL;
         }
+    }
+    if (tc_add_to_module(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
     }
     PyModule_AddIntConstant(m, "MAX_PACKET", MAX_PACKET);
     return m;

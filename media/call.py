@@ -229,8 +229,8 @@ class MediaCall:
         self.on_event("connected", {"leg": "webrtc"})
 
     def _route_in_c(self) -> None:
-        """Once the relay exists and both legs can go, let the C pump carry this call's passthrough
-        packets (media/fastpath.py); called when the relay is (re)built and when the WebRTC leg connects,
+        """Once the relay exists and both legs can go, let the C pump carry this call's packets
+        (media/fastpath.py); called when the relay is (re)built and when the WebRTC leg connects,
         whichever comes last."""
         pump = fastpath.pump()
         if pump is None or self.relay is None or self.trunk is None or self.closed:
@@ -482,14 +482,14 @@ class MediaCall:
         transcoders: tuple[Transcoding | None, Transcoding | None] = (None, None)
         web_codec, trunk_codec = self.web_params.codec, self.trunk_params.codec
         if web_codec.name.lower() != trunk_codec.name.lower():
-            from media.transcoder import Transcoder
+            from media.transcoder import new_transcoder
 
             c = self.config
             transcoders = (
-                Transcoder(
+                new_transcoder(
                     web_codec.name, trunk_codec.name, bitrate=c.opus_bitrate, complexity=c.opus_complexity
                 ),
-                Transcoder(
+                new_transcoder(
                     trunk_codec.name, web_codec.name, bitrate=c.opus_bitrate, complexity=c.opus_complexity
                 ),
             )
@@ -585,8 +585,8 @@ class MediaCall:
         result: dict[str, Any] = {
             "call_id": self.call_id,
             "passthrough": self.relay.passthrough if self.relay else None,
-            # Which relay carries the passthrough packets: the C pump or the Python path (media/fastpath.py).
-            "relay": "c" if self.relay is not None and self.relay.to_trunk.route is not None else "python",
+            # Which relay carries the audio: the C pump or the Python path (media/fastpath.py).
+            "relay": "c" if self.relay is not None and self.relay.in_c else "python",
             "webrtc_state": self.web.state.value,
             "counters": {"webrtc": self.web.counter_totals()},
             "dropped_before_ready": self.dropped_before_ready,

@@ -1,4 +1,4 @@
-"""The passthrough relay in C: which implementation runs, and one pump per event loop.
+"""The relay in C: which implementation runs, and one pump per event loop.
 
 A passthrough call costs about 19 µs per packet on the Python path (``benchmarks/README.md``), most of it
 not our code but the event loop's per-datagram machinery: a readiness callback, a ``bytes`` and an
@@ -18,6 +18,7 @@ as before: slower, never different.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import logging
 import os
@@ -27,7 +28,7 @@ from typing import Any
 from media.rewriter import StreamRewriter
 from media.rtcp import ReceptionStats, SendingStats
 
-__all__ = ["Reception", "Rewriter", "Sending", "available", "pump"]
+__all__ = ["NativeTranscoder", "Reception", "Rewriter", "Sending", "available", "pump", "transcoder"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ if os.environ.get("TELEBRIDGE_MEDIA_FASTPATH", "1") != "0":
 Rewriter: Any = _native.Rewriter if _native is not None else StreamRewriter
 Reception: Any = _native.Reception if _native is not None else ReceptionStats
 Sending: Any = _native.Sending if _native is not None else SendingStats
+
+#: The C transcoder's type when built (the pump transcodes only with it), else None.
+NativeTranscoder: Any = _native.Transcoder if _native is not None else None
 
 _pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
@@ -62,3 +66,47 @@ def pump() -> Any | None:
     loop.add_reader(created.fileno(), created.run)
     _pumps[loop] = created
     return created
+
+
+def transcoder(source: str, target: str, *, bitrate: int, complexity: int) -> Any | None:
+    """A C transcoder (``media/_transcode.c``) for one direction, or None when the extension is not built
+    or libopus could not be loaded with ctypes (PyAV's fallback has no C interface). The C one takes its
+    libopus states from :mod:`media.opus` objects, so both implementations run the same libopus."""
+    from media import opus
+
+    lib = opus.libopus
+    if _native is None or lib is None:
+        return None
+    if not _libopus_given:
+        _give_libopus(lib)
+    src, dst = source.lower(), target.lower()
+    decoder = opus.OpusDecoder(8000) if src == "opus" else None
+    encoder = opus.OpusEncoder(bitrate, complexity, 8000) if dst == "opus" else None
+    return _native.Transcoder(src, dst, decoder, encoder)
+
+
+_libopus_given = False
+
+
+def _give_libopus(lib: Any) -> None:
+    global _libopus_given
+    _native.use_libopus(
+        **{
+            name: ctypes.cast(getattr(lib, f"opus_{name}"), ctypes.c_void_p).value
+            for name in (
+                "decode",
+                "encode",
+                "repacketizer_create",
+                "repacketizer_init",
+                "repacketizer_cat",
+                "repacketizer_out",
+                "repacketizer_destroy",
+            )
+        }
+    )
+    _libopus_given = True
+
+
+def decode_calls() -> int:
+    """Decodes the C transcoders did (``media.g711.DECODE_CALLS`` adds them to the Python ones)."""
+    return int(_native.decode_calls()) if _native is not None else 0

@@ -48,6 +48,8 @@ Int16Array = npt.NDArray[np.int16]
 
 #: The RTP clock of Opus, whatever the audio bandwidth (RFC 7587 §4.1).
 RTP_CLOCK = 48000
+#: The most an encoded payload may take, so that its RTP packet fits one 1500-byte datagram.
+MAX_PAYLOAD = 1500 - 12
 #: Sampling rates libopus encodes from and decodes to (RFC 6716 §2: it resamples internally).
 SAMPLE_RATES = frozenset((8000, 12000, 16000, 24000, 48000))
 _APPLICATION_VOIP = 2048
@@ -220,7 +222,7 @@ class OpusEncoder:
             for frame in frames:
                 if libopus.opus_repacketizer_cat(repacketizer, frame, len(frame)) != 0:
                     raise ValueError("Opus frames could not be combined")
-            size = libopus.opus_repacketizer_out(repacketizer, self._buffer, 1500)
+            size = libopus.opus_repacketizer_out(repacketizer, self._buffer, MAX_PAYLOAD)
         finally:
             libopus.opus_repacketizer_destroy(repacketizer)
         if size < 0:
@@ -229,7 +231,7 @@ class OpusEncoder:
 
     def _encode_frame(self, pointer: int, count: int) -> bytes:
         assert libopus is not None
-        size = libopus.opus_encode(self._handle_arg, pointer, count, self._buffer, 1500)
+        size = libopus.opus_encode(self._handle_arg, pointer, count, self._buffer, MAX_PAYLOAD)
         if size < 0:
             raise ValueError(f"opus_encode failed ({size})")
         return self._buffer.raw[:size]

@@ -130,10 +130,19 @@ class MediaPath:
         self._muted = value
         self._sync_route()
 
+    @property
+    def transcoded_in_c(self) -> bool:
+        """Whether the pump can transcode this direction itself (the C transcoder, media/_transcode.c)."""
+        native = fastpath.NativeTranscoder
+        return native is not None and isinstance(self.transcoder, native)
+
     def _sync_route(self) -> None:
-        """The C pump relays this direction's packets only while Python would pass them through as is."""
+        """The C pump relays this direction's packets only while Python would do the same with them:
+        passthrough, or transcoding with the C transcoder (the same object either way), and neither
+        muted nor injecting."""
         if self.route is not None:
-            self.route.fast = self.transcoder is None and not self._injecting and not self._muted
+            relayable = self.transcoder is None or self.transcoded_in_c
+            self.route.fast = relayable and not self._injecting and not self._muted
 
     def forward(self, packet: bytearray, header: RtpHeader, now: float) -> None:
         """The per-packet hot path. The legs call it directly (``CallRelay.from_web``/``from_trunk`` are
@@ -228,10 +237,19 @@ class CallRelay:
     def passthrough(self) -> bool:
         return self.to_trunk.passthrough and self.to_web.passthrough
 
+    @property
+    def in_c(self) -> bool:
+        """Whether the C pump carries this call's audio both ways (see :meth:`route_in_c`)."""
+        return all(
+            path.route is not None and (path.transcoder is None or path.transcoded_in_c)
+            for path in (self.to_trunk, self.to_web)
+        )
+
     def route_in_c(self, web: Any, trunk: Any) -> None:
-        """Let the C pump relay this call's passthrough packets (media/fastpath.py): ``web`` and ``trunk``
-        are the legs' handles in the pump. Each direction runs in C while it is passthrough, not muted and
-        not injecting; otherwise packets come up to :meth:`MediaPath.forward` as before."""
+        """Let the C pump relay this call's packets (media/fastpath.py): ``web`` and ``trunk`` are the legs'
+        handles in the pump. Each direction runs in C while it is passthrough or transcoded by the C
+        transcoder, not muted and not injecting; otherwise packets come up to :meth:`MediaPath.forward`
+        as before. Events (RFC 4733) always come up: digits are reported from Python."""
         for path, arriving, leaving, rx, tx in (
             (self.to_trunk, web, trunk, self.web_rtcp, self.trunk_rtcp),
             (self.to_web, trunk, web, self.trunk_rtcp, self.web_rtcp),
@@ -242,6 +260,8 @@ class CallRelay:
                 reception=rx.reception,
                 sending=tx.sending,
                 event_pt=path.event_pt,
+                transcoder=path.transcoder if path.transcoded_in_c else None,
+                audio_pt=path.audio_pt,
             )
             path.route = arriving
             path._sync_route()

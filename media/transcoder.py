@@ -26,15 +26,24 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from media import g711
+from media import fastpath, g711
 from media.opus import OpusDecoder, OpusEncoder
 from media.rtp import RtpHeader, build_rtp
 
-__all__ = ["OpusDecoder", "OpusEncoder", "Transcoder"]  # the Opus classes live in media.opus
+if TYPE_CHECKING:
+    from media.relay import Transcoding
+
+__all__ = [
+    "OpusDecoder",
+    "OpusEncoder",
+    "Transcoder",
+    "new_transcoder",
+]  # the Opus classes live in media.opus
 
 log = logging.getLogger(__name__)
 Int16Array = npt.NDArray[np.int16]
@@ -100,46 +109,78 @@ class Transcoder:
                 self.late_dropped += 1
                 return out
             if 0 < missing <= MAX_CONCEALED and self._last_frame is not None:
-                frame = self._last_frame
-                opus = self._opus if self._opus is not None and self._opus.native else None
-                for k in range(1, missing + 1):
-                    if opus is None:
-                        frame = (frame // 2).astype(np.int16)
-                    elif k < missing:
-                        frame = opus.conceal(len(frame))
-                    else:
-                        frame = opus.recover(payload, len(frame))
-                    self.concealed += 1
-                    self._push(
-                        out,
-                        frame,
-                        (self._last_seq + k) & 0xFFFF,
-                        (self._last_ts + k * self._frame_ts) & 0xFFFFFFFF,
-                        False,
-                        header,
-                    )
-        g711.DECODE_CALLS.value += self._opus is not None  # G.711 decoders count themselves
-        try:
-            pcm = self._decode(payload)
-            if len(pcm):
-                self._last_frame = pcm
-                self._frame_ts = len(pcm) * self._ticks_per_sample
-                self._push(out, pcm, seq, header.timestamp, header.marker, header)
-        except Exception:  # a payload the codecs refuse (odd sizes, garbage): dropped and counted
+                self._conceal(out, missing, payload, header)
+        pcm = self._decoded(payload)
+        if len(pcm):
+            self._last_frame = pcm
+            self._frame_ts = len(pcm) * self._ticks_per_sample
+            self._push(out, pcm, seq, header.timestamp, header.marker, header)
+        else:  # a payload the codecs refuse (empty, odd sizes, garbage): dropped and counted
             self.codec_errors += 1
             self._pending.clear()
         self._last_seq = seq
         self._last_ts = header.timestamp
         return out
 
+    def _decoded(self, payload: bytes) -> Int16Array:
+        """The payload's audio, empty if it does not decode."""
+        if not payload:
+            return np.zeros(0, dtype=np.int16)
+        g711.DECODE_CALLS.add(self._opus is not None)  # G.711 decoders count themselves
+        try:
+            return self._decode(payload)
+        except Exception:  # PyAV's fallback raises on garbage; libopus and the tables do not
+            return np.zeros(0, dtype=np.int16)
+
+    def _conceal(self, out: list[bytearray], missing: int, payload: bytes, header: RtpHeader) -> None:
+        """Fill ``missing`` lost packets before this one (see the module docstring)."""
+        assert self._last_seq is not None and self._last_frame is not None
+        frame = self._last_frame
+        opus = self._opus if self._opus is not None and self._opus.native else None
+        for k in range(1, missing + 1):
+            if opus is None:
+                frame = (frame // 2).astype(np.int16)
+            elif k < missing:
+                frame = opus.conceal(len(frame))
+            else:
+                frame = opus.recover(payload, len(frame))
+            if not len(frame):  # libopus refused (a frame size it cannot conceal)
+                self.codec_errors += 1
+                return
+            self.concealed += 1
+            self._push(
+                out,
+                frame,
+                (self._last_seq + k) & 0xFFFF,
+                (self._last_ts + k * self._frame_ts) & 0xFFFFFFFF,
+                False,
+                header,
+            )
+
     def _push(
         self, out: list[bytearray], pcm: Int16Array, seq: int, ts: int, marker: bool, header: RtpHeader
     ) -> None:
         """Encode one frame; the packet keeps the input's payload type and SSRC for the rewriter."""
         self._pending.append((seq, ts, marker))
+        try:
+            encoded = self._encode(pcm)
+        except ValueError:  # no Opus framing for this many samples
+            self.codec_errors += 1
+            self._pending.clear()
+            return
         pt = header.payload_type
-        for payload in self._encode(pcm):
+        for payload in encoded:
             if not self._pending:
                 break
             p_seq, p_ts, p_marker = self._pending.popleft()
             out.append(build_rtp(pt, p_seq, p_ts, header.ssrc, payload, p_marker))
+
+
+def new_transcoder(source: str, target: str, *, bitrate: int = 24000, complexity: int = 1) -> Transcoding:
+    """The transcoder for one direction of a call: the C one when the extension is built and libopus was
+    loaded (the pump then transcodes the call's packets without Python, see :mod:`media.fastpath`), else
+    :class:`Transcoder`. Both give the same packets."""
+    native = fastpath.transcoder(source, target, bitrate=bitrate, complexity=complexity)
+    return (
+        native if native is not None else Transcoder(source, target, bitrate=bitrate, complexity=complexity)
+    )

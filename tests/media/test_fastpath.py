@@ -392,12 +392,14 @@ async def test_offloaded_call_keeps_ice_consent_and_ends_when_the_browser_leaves
 
 
 @uses_pump
-async def test_transcoded_call_uses_the_pump_for_io_and_python_for_codecs(browser: RTCPeerConnection) -> None:
-    """Opus in the browser, PCMU on the trunk: no C relaying, but the sockets are the pump's."""
+async def test_transcoded_call_is_relayed_by_the_pump_both_ways(browser: RTCPeerConnection) -> None:
+    """Opus in the browser, PCMU on the trunk: the C transcoder and the pump carry both directions; the
+    trunk hears the browser's tone, and the browser is sent what the trunk sends."""
+    from media import g711
     from media.call import MediaCall, MediaConfig
-    from tests.media.peers import RtpPeer, trunk_answer
+    from tests.media.peers import RtpPeer, dominant_frequency, trunk_answer
 
-    browser.addTrack(SignalTrack(tone(440, 2.0, rate=48000)))
+    browser.addTrack(SignalTrack(tone(440, 3.0, rate=48000)))
     await browser.setLocalDescription(await browser.createOffer())
     call = await MediaCall.outbound(MediaConfig(webrtc_codecs=("opus",)), browser.localDescription.sdp)
     peer = await RtpPeer.open()
@@ -405,12 +407,30 @@ async def test_transcoded_call_uses_the_pump_for_io_and_python_for_codecs(browse
         await browser.setRemoteDescription(RTCSessionDescription(str(call.webrtc_local_sdp), "answer"))
         call.set_trunk_remote_sdp(trunk_answer(peer.port))
         await asyncio.wait_for(call.web.connected.wait(), 15)
-        await peer.wait_for(20)
-        assert call.relay is not None and not call.relay.passthrough
-        assert call.web._fast is not None and not call.web._fast.fast
-        assert call.relay.to_trunk.rewriter.rewritten >= 20
+        await peer.wait_for(60)
+        assert call.relay is not None and not call.relay.passthrough and call.relay.in_c
+        assert call.stats()["relay"] == "c"
+        web, trunk = call.web._fast, call.trunk._fast if call.trunk is not None else None
+        assert web is not None and web.fast and trunk is not None and trunk.fast
+        assert web.counters()["rtp_received"] >= 60  # counted by the pump, so transcoded in C
         headers = [h for h, _, _ in peer.received]
         assert {h.payload_type for h in headers} == {0}
+        audio = g711.ulaw_decode(b"".join(data[12:] for _, data, _ in peer.received[20:]))
+        assert abs(dominant_frequency(audio, 8000) - 440) < 10
+
+        # The phone talks: after latching (Python), its packets are transcoded to Opus in C.
+        source = peer.received[0][2]
+        frame = g711.ulaw_encode(tone(1000, 0.02, rate=8000))
+        for i in range(30):
+            peer.send_to(build_rtp(0, 7 + i, 160 * i, 0x99, frame), source)
+            await asyncio.sleep(0.005)
+        for _ in range(100):
+            if trunk.counters()["rtp_received"] >= 25:
+                break
+            await asyncio.sleep(0.02)
+        assert trunk.counters()["rtp_received"] >= 25
+        assert call.relay.to_web.transcoder.codec_errors == 0  # type: ignore[union-attr]
+        assert call.relay.to_web.rewriter.rewritten >= 26
     finally:
         await call.close()
         peer.close()

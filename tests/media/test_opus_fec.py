@@ -46,8 +46,8 @@ async def test_a_browser_reporting_loss_gets_more_fec(browser: RTCPeerConnection
         opus_fmtp = call.webrtc_local_sdp.media[0].fmtp(call.web_params.codec.payload_type) or ""
         assert "maxplaybackrate=8000" in opus_fmtp and "useinbandfec=1" in opus_fmtp
         relay = call.relay
-        assert relay is not None and isinstance(relay.to_web.transcoder, Transcoder)
-        encoder = relay.to_web.transcoder.opus_encoder
+        assert relay is not None and relay.to_web.transcoder is not None  # C or Python, as built
+        encoder = relay.to_web.transcoder.opus_encoder  # type: ignore[attr-defined]
         assert encoder is not None
         # What a browser losing a fifth of our packets reports (fraction lost is in 1/256ths).
         relay.rtcp_from_web(receiver_report(0x1234, relay.web_rtcp.ssrc, 51), 0.0)
