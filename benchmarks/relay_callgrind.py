@@ -4,6 +4,7 @@ Run from the repository root (about a minute per mode; needs ``valgrind``)::
 
     PYTHONPATH=. python benchmarks/relay_callgrind.py --mode passthrough
     PYTHONPATH=. python benchmarks/relay_callgrind.py --mode transcode --calls 10
+    PYTHONPATH=. python benchmarks/relay_callgrind.py --mode transcode-py --calls 10   # Python relay
 
 The relay process of :mod:`benchmarks.media_bench` (same calls, same SRTP tap, uvloop) is started under
 ``valgrind --tool=callgrind``; this process drives it in lock step — one packet per call each way, then
@@ -58,9 +59,9 @@ def _drive(mode: str, calls: int, rounds: int, out_dir: str) -> tuple[int, str]:
         calls=calls,
         gen_web=web_sock.getsockname(),
         gen_trunk=trunk_sock.getsockname(),
-        complexity=5 if mode != "transcode" else _complexity,
+        complexity=5 if not mode.startswith("transcode") else _complexity,
     )
-    web_payload, trunk_payload, web_pt, web_step = _payloads(mode)
+    web_payload, trunk_payload, web_pt, web_step = _payloads(mode.removesuffix("-py"))
     senders: list[tuple[Any, tuple[str, int], tuple[str, int], int]] = [
         (
             _srtp(info["rx_key"], inbound=False),
@@ -127,7 +128,9 @@ def main() -> None:
     global _complexity
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--mode", choices=["passthrough", "passthrough-py", "transcode", "echo"], default="passthrough"
+        "--mode",
+        choices=["passthrough", "passthrough-py", "transcode", "transcode-py", "echo"],
+        default="passthrough",
     )
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=100, help="extra rounds of the long run")

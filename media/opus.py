@@ -1,11 +1,11 @@
 """Opus (RFC 6716, RTP payload RFC 7587) through libopus, called directly.
 
-libopus is reached with ctypes — the system's ``libopus.so.0`` (Debian ``libopus0``) or, failing that,
+libopus is reached with ctypes — the newer of the system's ``libopus.so.0`` (Debian ``libopus0``) and
 the copy PyAV's wheel bundles — because per 20 ms frame PyAV's codec-context layer costs about as much as
 libopus itself (measured here: encode 82 → 62 µs, decode 32 → 16 µs), and because only the direct API
 offers libopus's own packet-loss concealment (``opus_decode`` with no data, which extrapolates from the
 decoder state) and in-band FEC recovery (RFC 7587 §3.1 — the next packet carries a low-rate copy of the
-lost one). If neither library can be loaded, :class:`OpusEncoder`/:class:`OpusDecoder` fall back to PyAV.
+lost one). If no library can be loaded, :class:`OpusEncoder`/:class:`OpusDecoder` fall back to PyAV.
 
 Rates: towards a G.711 trunk the transcoder runs libopus at 8 kHz — the encoder takes the trunk's 8 kHz
 audio and the decoder writes 8 kHz (``opus_encoder_create(8000, …)``/``opus_decoder_create(8000, …)``;
@@ -37,6 +37,7 @@ import fractions
 import glob
 import logging
 import os
+import re
 
 import numpy as np
 import numpy.typing as npt
@@ -67,7 +68,8 @@ def frame_sizes(rate: int) -> frozenset[int]:
     return frozenset(rate // 400 * n for n in (1, 2, 4, 8, 16, 24))
 
 
-def _load() -> ctypes.CDLL | None:
+def _candidates() -> list[str]:
+    """The libopus copies ctypes may load: the system's (Debian ``libopus0``) and PyAV's bundled one."""
     candidates = []
     found = ctypes.util.find_library("opus")
     if found:
@@ -80,50 +82,67 @@ def _load() -> ctypes.CDLL | None:
         candidates.extend(sorted(glob.glob(os.path.join(libs, "libopus*.so*"))))
     except ImportError:  # pragma: no cover - av is a dependency
         pass
-    for name in candidates:
+    return candidates
+
+
+def version(lib: ctypes.CDLL) -> tuple[int, ...]:
+    """The release of a loaded libopus (``opus_get_version_string``: "libopus 1.3.1", maybe a suffix)."""
+    lib.opus_get_version_string.restype = ctypes.c_char_p
+    text = (lib.opus_get_version_string() or b"").decode("ascii", "replace")
+    match = re.search(r"(\d+(?:\.\d+)*)", text)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+
+
+def _load() -> ctypes.CDLL | None:
+    """The newest libopus found: releases keep getting faster (1.6.1 encodes our narrow-band frames about
+    15 % faster than Debian 12's 1.3.1, measured with 100 interleaved encoders), and the API is stable."""
+    loaded: list[ctypes.CDLL] = []
+    for name in _candidates():
         try:
-            lib = ctypes.CDLL(name)
+            loaded.append(ctypes.CDLL(name))
         except OSError:
             continue
-        lib.opus_encoder_create.restype = ctypes.c_void_p
-        lib.opus_encoder_create.argtypes = [
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.POINTER(ctypes.c_int),
-        ]
-        lib.opus_encode.restype = ctypes.c_int32
-        lib.opus_encode.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_char_p,
-            ctypes.c_int32,
-        ]
-        lib.opus_encoder_destroy.argtypes = [ctypes.c_void_p]
-        lib.opus_decoder_create.restype = ctypes.c_void_p
-        lib.opus_decoder_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-        lib.opus_decode.restype = ctypes.c_int
-        lib.opus_decode.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_char_p,
-            ctypes.c_int32,
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_int,
-        ]
-        lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
-        lib.opus_repacketizer_create.restype = ctypes.c_void_p
-        lib.opus_repacketizer_init.restype = ctypes.c_void_p
-        lib.opus_repacketizer_init.argtypes = [ctypes.c_void_p]
-        lib.opus_repacketizer_cat.restype = ctypes.c_int
-        lib.opus_repacketizer_cat.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32]
-        lib.opus_repacketizer_out.restype = ctypes.c_int32
-        lib.opus_repacketizer_out.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32]
-        lib.opus_repacketizer_destroy.argtypes = [ctypes.c_void_p]
-        return lib
-    log.warning("libopus not found for ctypes; using PyAV's Opus codec (slower, no native PLC)")
-    return None
+    if not loaded:
+        log.warning("libopus not found for ctypes; using PyAV's Opus codec (slower, no native PLC)")
+        return None
+    lib = max(loaded, key=version)
+    lib.opus_encoder_create.restype = ctypes.c_void_p
+    lib.opus_encoder_create.argtypes = [
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int),
+    ]
+    lib.opus_encode.restype = ctypes.c_int32
+    lib.opus_encode.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int32,
+    ]
+    lib.opus_encoder_destroy.argtypes = [ctypes.c_void_p]
+    lib.opus_decoder_create.restype = ctypes.c_void_p
+    lib.opus_decoder_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    lib.opus_decode.restype = ctypes.c_int
+    lib.opus_decode.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int32,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+    lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
+    lib.opus_repacketizer_create.restype = ctypes.c_void_p
+    lib.opus_repacketizer_init.restype = ctypes.c_void_p
+    lib.opus_repacketizer_init.argtypes = [ctypes.c_void_p]
+    lib.opus_repacketizer_cat.restype = ctypes.c_int
+    lib.opus_repacketizer_cat.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32]
+    lib.opus_repacketizer_out.restype = ctypes.c_int32
+    lib.opus_repacketizer_out.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32]
+    lib.opus_repacketizer_destroy.argtypes = [ctypes.c_void_p]
+    return lib
 
 
 libopus = _load()

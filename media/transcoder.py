@@ -14,6 +14,10 @@ Opus: libopus (see :mod:`media.opus`), mono, VoIP application, 20 ms frames, 24 
 default (the measured trade-off is in :mod:`media.opus`), in-band
 FEC on. G.711: the numpy tables of :mod:`media.g711`.
 
+:func:`new_transcoder` is what calls use: the C version of this class (``media/_transcode.c``, same
+output to the byte, tested) when the extension is built and libopus was loaded, so the C pump transcodes
+without Python per packet; this class otherwise, and as the reference.
+
 Packet-loss concealment: a gap of up to ``MAX_CONCEALED`` packets in the input is filled so the encoder
 sees continuous audio; the generated packets take the missing sequence numbers (nothing else will), longer
 gaps are left as gaps. From Opus, libopus conceals (its PLC) and recovers the packet just before the one

@@ -307,9 +307,10 @@ def test_pcmu_to_opus_delay_is_exactly_the_codec_lookahead() -> None:
     from media.opus import OpusEncoder as Encoder
 
     expected = Encoder(sample_rate=8000).lookahead * 6
-    # 52 samples at 8 kHz = 312 at 48 kHz (6.5 ms); measured 315: libopus's 8 kHz input path resamples
-    # internally. Within 3 samples (62 µs) there is no room for any buffering in our path.
-    assert abs(_lag(reference, received, 1200) - expected) <= 3
+    # 52 samples at 8 kHz = 312 at 48 kHz (6.5 ms); measured 315 with libopus 1.3.1 and 316 with 1.6.1:
+    # libopus's 8 kHz input path resamples internally. Within 6 samples (125 µs) there is no room for any
+    # buffering in our path (the least would be a frame, 960).
+    assert abs(_lag(reference, received, 1200) - expected) <= 6
 
 
 def test_thirty_ms_trunk_frames_become_one_opus_packet_each() -> None:
