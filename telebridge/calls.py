@@ -498,8 +498,7 @@ class CallBridge:
         )
         call.sip.answer(call.setup.trunk_sdp)
         call.answered_monotonic = time.monotonic()
-        call.record(CallRecords.answered(call.call_id))
-        call.record(CallRecords.set_dialog(call.call_id, call.sip.dialog_snapshot()))
+        call.record(CallRecords.answered(call.call_id, call.sip.dialog_snapshot()))
         metrics.CALLS.labels("inbound", "answered").inc()
 
     # -- SIP side -----------------------------------------------------------------------------------
@@ -515,12 +514,13 @@ class CallBridge:
                     if call.direction == "outbound":
                         answered_at = time.perf_counter()
                         call.answered_monotonic = time.monotonic()
+                        # Recorded before the Matrix side is told: from here on the trunk's dialog is
+                        # up, and a crash during the answer must still leave it to be hung up.
+                        call.record(CallRecords.answered(call.call_id, call.sip.dialog_snapshot()))
                         if call.max_seconds is not None:
                             call.tasks.append(asyncio.create_task(self._credit_limit(call, call.max_seconds)))
                         await self._answer_matrix(call, ev.body.decode(errors="replace"))
                         done = time.perf_counter()
-                        call.record(CallRecords.answered(call.call_id))
-                        call.record(CallRecords.set_dialog(call.call_id, call.sip.dialog_snapshot()))
                         metrics.CALLS.labels("outbound", "answered").inc()
                         ours = max(0.0, (call.answer_sending or done) - answered_at)
                         metrics.CALL_SETUP.labels("answer").observe(ours)

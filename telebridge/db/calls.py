@@ -34,17 +34,16 @@ class CallRecords:
         await cls.db.execute("UPDATE call_record SET sip_call_id=$2 WHERE call_id=$1", call_id, sip_call_id)
 
     @classmethod
-    async def set_dialog(cls, call_id: str, dialog: dict[str, Any] | None) -> None:
-        """The answered call's SIP dialog (``sip.dialog.Dialog.snapshot``), for a BYE after a crash."""
-        if dialog is not None:
-            await cls.db.execute(
-                "UPDATE call_record SET sip_dialog=$2 WHERE call_id=$1", call_id, json.dumps(dialog)
-            )
-
-    @classmethod
-    async def answered(cls, call_id: str) -> None:
+    async def answered(cls, call_id: str, dialog: dict[str, Any] | None = None) -> None:
+        """The call was answered, with its SIP dialog (``sip.dialog.Dialog.snapshot``) in the same write:
+        a bridge that dies after the answer then always finds the dialog to send a BYE in (RFC 3261
+        §15) when it restarts."""
         await cls.db.execute(
-            "UPDATE call_record SET answered_at=$2 WHERE call_id=$1 AND answered_at IS NULL", call_id, _now()
+            "UPDATE call_record SET answered_at=COALESCE(answered_at, $2), sip_dialog=COALESCE($3, sip_dialog) "
+            "WHERE call_id=$1",
+            call_id,
+            _now(),
+            json.dumps(dialog) if dialog is not None else None,
         )
 
     @classmethod
