@@ -8,6 +8,7 @@ with an aiortc browser for what only a real peer does (ICE consent, DTLS close).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -26,10 +27,12 @@ from hypothesis import strategies as st
 from pylibsrtp import Policy, Session
 
 from media import fastpath
+from media.opus import OpusEncoder
 from media.relay import CallRelay
 from media.rewriter import StreamRewriter
 from media.rtcp import ReceptionStats
 from media.rtp import build_rtp, parse_rtp
+from media.transcoder import new_transcoder
 from media.trunk import PortRange, TrunkLeg
 from media.webrtc import WebRtcLeg
 from sdp import MediaParameters, NegotiatedCodec
@@ -143,6 +146,20 @@ def test_bad_arguments_are_errors_not_crashes() -> None:
             pump.add_trunk(fd=999_999, on_slow=print, rate=10.0, burst=5.0)
     finally:
         pump.close()
+    # The transcoder: no libopus state, unknown codecs, bad addresses, a packet that is not RTP.
+    assert fastpath.transcoder("pcmu", "opus", bitrate=24000, complexity=1) is not None  # libopus given
+    with pytest.raises(ValueError):
+        native.Transcoder("opus", "pcmu", None, None)
+    with pytest.raises(ValueError):
+        native.Transcoder("pcmu", "pcmu")
+    with pytest.raises(TypeError):
+        native.Transcoder("pcmu", 7)
+    with pytest.raises(ValueError):
+        native.use_libopus(
+            decode=0, encode=1, repacketizer_create=1, repacketizer_init=1,
+            repacketizer_cat=1, repacketizer_out=1, repacketizer_destroy=1,
+        )  # fmt: skip
+    assert native.Transcoder("pcmu", "pcma").transcode(b"\x80", None, 0.0) == []
 
 
 # --- the pump on loopback sockets ---------------------------------------------------------------
@@ -199,6 +216,19 @@ class Wire:
 
 @pytest.fixture
 async def wire() -> AsyncIterator[Wire]:
+    async with _open_wire(transcoded=False) as w:
+        yield w
+
+
+@pytest.fixture(params=[False, True], ids=["passthrough", "transcoding"])
+async def any_wire(request: pytest.FixtureRequest) -> AsyncIterator[Wire]:
+    """The same call, and again with the browser side on Opus: the C transcoder in the pump."""
+    async with _open_wire(transcoded=request.param) as w:
+        yield w
+
+
+@contextlib.asynccontextmanager
+async def _open_wire(transcoded: bool) -> AsyncIterator[Wire]:
     assert fastpath.available()
     digits: list[tuple[str, str]] = []
     leg = WebRtcLeg(lambda *a: None, bind_addresses=("127.0.0.1",))
@@ -212,7 +242,16 @@ async def wire() -> AsyncIterator[Wire]:
     trunk.set_remote(*phone.getsockname())
     te = NegotiatedCodec("telephone-event", 8000, 101, 101)
     params = MediaParameters(codec=NegotiatedCodec("PCMU", 8000, 0, 0), telephone_events=[te])
-    relay = CallRelay(params, params, leg.send_rtp, trunk.send_rtp, lambda leg, d: digits.append((leg, d)))
+    web_params, transcoders = params, (None, None)
+    if transcoded:
+        opus_te = NegotiatedCodec("telephone-event", 48000, 110, 110)
+        web_params = MediaParameters(
+            codec=NegotiatedCodec("opus", 48000, 111, 111, 2), telephone_events=[opus_te]
+        )
+        transcoders = (new_transcoder("opus", "pcmu"), new_transcoder("pcmu", "opus"))
+    relay = CallRelay(
+        web_params, params, leg.send_rtp, trunk.send_rtp, lambda leg, d: digits.append((leg, d)), transcoders
+    )
     leg.on_rtp, trunk.on_rtp = relay.to_trunk.forward, relay.to_web.forward
     leg.on_rtcp, trunk.on_rtcp = relay.rtcp_from_web, relay.rtcp_from_trunk
     pump = fastpath.pump()
@@ -437,9 +476,11 @@ async def test_transcoded_call_is_relayed_by_the_pump_both_ways(browser: RTCPeer
 
 
 @uses_pump
-async def test_random_datagrams_into_the_pump_never_break_it(wire: Wire) -> None:
-    """Garbage, truncated headers, odd CSRC/extension/padding fields, authentic SRTP with odd contents:
-    all dropped, counted or relayed; afterwards a plain packet still goes through."""
+async def test_random_datagrams_into_the_pump_never_break_it(any_wire: Wire) -> None:
+    """Garbage, truncated headers, odd CSRC/extension/padding fields, authentic SRTP with odd contents
+    (for the transcoder: garbage Opus and G.711 of any length): all dropped, counted or relayed;
+    afterwards a plain packet still goes through."""
+    wire = any_wire
     rng = random.Random(4733)
     wire.phone_sends(1)
     await wire.received(wire.browser, 1)
@@ -451,7 +492,7 @@ async def test_random_datagrams_into_the_pump_never_break_it(wire: Wire) -> None
         elif kind == 1:  # an RTP-looking header with random flags (CSRC count, extension, padding)
             data = bytes([0x80 | rng.randrange(0x40), rng.randrange(256)]) + rng.randbytes(10) + body
         elif kind == 2:  # authentic SRTP carrying whatever
-            header = bytes([0x80 | rng.randrange(0x40), rng.choice([0, 8, 13, 101, 96])])
+            header = bytes([0x80 | rng.randrange(0x40), rng.choice([0, 8, 13, 101, 96, 110, 111])])
             clear = header + (100 + i).to_bytes(2, "big") + rng.randbytes(8) + body
             try:
                 data = wire.from_browser.protect(clear)
@@ -468,5 +509,19 @@ async def test_random_datagrams_into_the_pump_never_break_it(wire: Wire) -> None
     await asyncio.sleep(0.3)
     while await wire.received(wire.phone, 1, limit=0.05) or await wire.received(wire.browser, 1, limit=0.05):
         pass
-    wire.browser_sends(5000)
-    assert len(await wire.received(wire.phone, 1)) == 1
+    if wire.relay.passthrough:
+        wire.browser_sends(5000)
+        assert len(await wire.received(wire.phone, 1)) == 1
+        return
+    # Transcoding: real Opus from the browser still becomes PCMU for the phone, and the other way.
+    encoder = OpusEncoder(24000, 1, 48000)
+    for seq in range(5000, 5003):
+        wire.browser_sends(seq, pt=111, payload=encoder.encode(tone(440, 0.02, rate=48000))[0])
+    got = await wire.received(wire.phone, 3)
+    assert len(got) == 3 and all(p[1] & 0x7F == 0 and len(p) == 12 + 160 for p in got)
+    # The fuzz left the phone→browser transcoder at an unknown sequence number; of two packets half the
+    # number space apart, at least one is ahead of it, not late.
+    wire.phone_sends(6000)
+    wire.phone_sends(6000 + 0x8000)
+    assert len(await wire.received(wire.browser, 1)) == 1
+    assert wire.trunk._fast is not None and wire.trunk._fast.fast

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from media.relay import CallRelay
 from media.rtp import build_rtp
-from media.transcoder import Transcoder
+from media.transcoder import Transcoder, new_transcoder
 from media.trunk import TrunkLeg
 from media.webrtc import WebRtcLeg
 from sdp import MediaParameters, NegotiatedCodec
@@ -33,6 +33,17 @@ def srtp(key: bytes, inbound: bool) -> pylibsrtp.Session:
     return pylibsrtp.Session(policy)
 
 
+#: Passthrough, the Python transcoder, and the C one (media/_transcode.c) called through the Python relay.
+MODES = ["passthrough", "transcode", "transcode-c"]
+
+
+def make_transcoders(mode: str) -> tuple[object, object]:
+    if mode == "passthrough":
+        return (None, None)
+    make = Transcoder if mode == "transcode" else new_transcoder
+    return (make("opus", "PCMU"), make("PCMU", "opus"))
+
+
 # Datagrams that look like RTP often enough to reach the relay: valid headers with random fields and
 # payloads, plus arbitrary bytes.
 rtp_like = st.builds(
@@ -48,13 +59,11 @@ datagrams = st.lists(st.one_of(rtp_like, st.binary(max_size=300)), max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
-@given(datagrams, st.sampled_from(["passthrough", "transcode"]))
+@given(datagrams, st.sampled_from(MODES))
 def test_trunk_datagrams_never_raise(packets: list[bytes], mode: str) -> None:
     sent: list[bytes] = []
-    web = params("opus", 48000, 111, 110) if mode == "transcode" else params("PCMU", 8000, 0, 126)
-    transcoders = (
-        (Transcoder("opus", "PCMU"), Transcoder("PCMU", "opus")) if mode == "transcode" else (None, None)
-    )
+    web = params("opus", 48000, 111, 110) if mode != "passthrough" else params("PCMU", 8000, 0, 126)
+    transcoders = make_transcoders(mode)
     relay = CallRelay(web, params("PCMU", 8000, 0, 101), sent.append, sent.append, None, transcoders)
     leg = TrunkLeg(relay.from_trunk, relay.rtcp_from_trunk, max_packets_per_second=1e9)
     for i, data in enumerate(packets):
@@ -86,7 +95,7 @@ def test_webrtc_datagrams_never_raise_and_forgeries_are_counted(packets: list[by
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 0xFFFFFFFF), st.binary(min_size=0, max_size=120)), max_size=30),
-    st.sampled_from(["passthrough", "transcode"]),
+    st.sampled_from(MODES),
 )
 def test_authentic_but_odd_packets_from_the_browser_never_raise(
     items: list[tuple[int, bytes]], mode: str
@@ -96,15 +105,13 @@ def test_authentic_but_odd_packets_from_the_browser_never_raise(
     key = os.urandom(30)
     sender = srtp(key, inbound=False)
     sent: list[bytes] = []
-    web = params("opus", 48000, 111, 110) if mode == "transcode" else params("PCMU", 8000, 0, 126)
-    transcoders = (
-        (Transcoder("opus", "PCMU"), Transcoder("PCMU", "opus")) if mode == "transcode" else (None, None)
-    )
+    web = params("opus", 48000, 111, 110) if mode != "passthrough" else params("PCMU", 8000, 0, 126)
+    transcoders = make_transcoders(mode)
     relay = CallRelay(web, params("PCMU", 8000, 0, 101), sent.append, sent.append, None, transcoders)
     leg = WebRtcLeg(relay.from_web, relay.rtcp_from_web)
     leg.use_srtp(srtp(key, inbound=True), None)
     leg._original_data_received = lambda data, component: None
-    types = (111, 110, 13, 96) if mode == "transcode" else (0, 126, 13, 96)
+    types = (111, 110, 13, 96) if mode != "passthrough" else (0, 126, 13, 96)
     for i, (ts, payload) in enumerate(items):
         pt = types[i % 4]
         leg._datagram(sender.protect(bytes(build_rtp(pt, 100 + i, ts, 7, payload))), 1)
