@@ -146,6 +146,7 @@ class _Worker:
         if not self.alive:
             return
         self.alive = False
+        self.service.worker_deaths += 1
         self.spares.stop()  # their ports went with the process
         assert self.conn is not None
         loop = asyncio.get_running_loop()
@@ -242,6 +243,16 @@ class MediaService:
         self._subscribers: list[Callable[[MediaEvent], None]] = []
         self._queues: list[asyncio.Queue[MediaEvent]] = []
         self._local: WorkerServer | None = None
+        #: Worker processes that died since start (crashed or killed), whether or not they were replaced.
+        self.worker_deaths = 0
+
+    @property
+    def workers_running(self) -> int:
+        """Worker processes up now (the bridge process itself counts as one with ``workers=0``). Fewer
+        than ``worker_count`` means one died too often to be restarted (``MAX_RESTARTS``)."""
+        if self._local is not None:
+            return 1 if self.running else 0
+        return sum(1 for worker in self._workers if worker.alive)
 
     async def start(self) -> None:
         self.running = True

@@ -275,6 +275,7 @@ class CallBridge:
                 "%d call(s) were cut by the bridge stopping without ending them", len(self.interrupted)
             )
         await self.media.start()
+        metrics.watch_media(self.media)
         self.media.subscribe(self._on_media_event)
         self.sip_address = await self.ua.start()
         log.info("SIP user agent listening on %s:%d; trunk %s", *self.sip_address, self.trunk)
@@ -316,6 +317,7 @@ class CallBridge:
         for call in list(self.calls.values()):
             await self._end(call, "user_hangup", sip_status=None, by_matrix=False, notice=None)
         await self.ua.close()
+        metrics.watch_media(None)
         await self.media.stop()
 
     # -- Matrix events ------------------------------------------------------------------------------
@@ -798,8 +800,8 @@ class CallBridge:
                     log.info("Call %s: DTMF %s sent to the trunk as SIP INFO", call.call_id, digit)
         elif event.kind == "closed" and not call.ended:
             reason = str(event.data.get("reason", "media closed"))
-            if call.sip is not None:
-                call.sip.hangup()
+            # _end hangs the SIP side up itself, after marking the call ended: hanging up here first
+            # would let the SIP side's CallEnded end the call as an ordinary user_hangup.
             task = asyncio.ensure_future(
                 self._end(
                     call, "ice_failed", None, by_matrix=False, notice=f"The call's audio stopped ({reason})."

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 TRANSACTIONS = Counter("telebridge_as_transactions_total", "Appservice transactions received", ["result"])
 EVENTS = Counter("telebridge_matrix_events_total", "Matrix events handled", ["type", "result"])
@@ -26,6 +31,42 @@ CREDIT_REFUSALS = Counter(
     "telebridge_credit_refusals_total", "Texts and calls refused by credit or rules", ["kind", "reason"]
 )
 PORTALS = Gauge("telebridge_portals", "Rooms bridged to phone parties")
+
+
+class _MediaCollector(Collector):
+    """The media workers' health, read from the running :class:`media.service.MediaService` at each
+    scrape: a worker that crashed too often stays down (its calls ended, capacity is lost) and only
+    these figures and the log show it."""
+
+    def __init__(self) -> None:
+        self.service: Any = None
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.service
+        if service is None:
+            return
+        yield GaugeMetricFamily(
+            "telebridge_media_workers", "Media worker processes running", value=service.workers_running
+        )
+        yield GaugeMetricFamily(
+            "telebridge_media_workers_configured",
+            "Media worker processes configured",
+            value=service.worker_count,
+        )
+        yield CounterMetricFamily(
+            "telebridge_media_worker_deaths",
+            "Media worker processes that died (their calls ended; restarted unless crashing in a loop)",
+            value=service.worker_deaths,
+        )
+
+
+_MEDIA = _MediaCollector()
+REGISTRY.register(_MEDIA)
+
+
+def watch_media(service: Any) -> None:
+    """Report this media service's workers (None: stop reporting)."""
+    _MEDIA.service = service
 
 
 async def _metrics(_: web.Request) -> web.Response:

@@ -146,20 +146,6 @@ def test_bad_arguments_are_errors_not_crashes() -> None:
             pump.add_trunk(fd=999_999, on_slow=print, rate=10.0, burst=5.0)
     finally:
         pump.close()
-    # The transcoder: no libopus state, unknown codecs, bad addresses, a packet that is not RTP.
-    assert fastpath.transcoder("pcmu", "opus", bitrate=24000, complexity=1) is not None  # libopus given
-    with pytest.raises(ValueError):
-        native.Transcoder("opus", "pcmu", None, None)
-    with pytest.raises(ValueError):
-        native.Transcoder("pcmu", "pcmu")
-    with pytest.raises(TypeError):
-        native.Transcoder("pcmu", 7)
-    with pytest.raises(ValueError):
-        native.use_libopus(
-            decode=0, encode=1, repacketizer_create=1, repacketizer_init=1,
-            repacketizer_cat=1, repacketizer_out=1, repacketizer_destroy=1,
-        )  # fmt: skip
-    assert native.Transcoder("pcmu", "pcma").transcode(b"\x80", None, 0.0) == []
 
 
 # --- the pump on loopback sockets ---------------------------------------------------------------

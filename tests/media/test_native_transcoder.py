@@ -143,3 +143,20 @@ def test_c_transcoder_counts_a_packet_that_is_not_rtp() -> None:
     header = RtpHeader(False, 0, 1, 0, 0, RTP_MIN_SIZE, RTP_MIN_SIZE)
     assert native.transcode(bytearray(b"\x80\x00\x00"), header, 0.0) == []
     assert native.codec_errors == 1  # type: ignore[attr-defined]
+
+
+def test_bad_arguments_are_errors_not_crashes() -> None:
+    """No libopus state, unknown codecs, bad function addresses, a packet that is not RTP."""
+    _fastpath = pytest.importorskip("media._fastpath")
+    with pytest.raises(ValueError):
+        _fastpath.Transcoder("opus", "pcmu", None, None)
+    with pytest.raises(ValueError):
+        _fastpath.Transcoder("pcmu", "pcmu")
+    with pytest.raises(TypeError):
+        _fastpath.Transcoder("pcmu", 7)
+    with pytest.raises(ValueError):
+        _fastpath.use_libopus(
+            decode=0, encode=1, repacketizer_create=1, repacketizer_init=1,
+            repacketizer_cat=1, repacketizer_out=1, repacketizer_destroy=1,
+        )  # fmt: skip
+    assert _fastpath.Transcoder("pcmu", "pcma").transcode(b"\x80", None, 0.0) == []

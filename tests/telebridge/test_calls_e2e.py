@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sqlite3
 import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -455,6 +458,75 @@ async def test_holding_from_element_re_invites_the_trunk_and_the_trunk_can_hold_
             ],
             "the resume notice",
         )
+    finally:
+        sipp.stop()
+
+
+def media_metrics(bridge: BridgeProcess) -> dict[str, float]:
+    """The bridge's ``telebridge_media_*`` figures, from its Prometheus listener."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{bridge.metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        name: float(value)
+        for name, value in (
+            line.split() for line in text.splitlines() if line.startswith("telebridge_media_")
+        )
+    }
+
+
+def media_worker_pids(bridge: BridgeProcess) -> list[int]:
+    """The bridge's media worker processes (multiprocessing's spawned children, not its resource tracker)."""
+    assert bridge.proc is not None
+    children: list[int] = []
+    for task in Path(f"/proc/{bridge.proc.pid}/task").iterdir():
+        children += [int(pid) for pid in (task / "children").read_text().split()]
+    return [
+        pid
+        for pid in children
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    ]
+
+
+async def test_a_media_worker_killed_mid_call_ends_its_call_on_both_sides_and_shows_in_the_metrics(
+    call_world: tuple[Synapse, BridgeProcess], trunk_port: int, browser: RTCPeerConnection, tmp_path: Path
+) -> None:
+    synapse, bridge = call_world
+    alice = await asyncio.to_thread(synapse.register, f"alice{uuid.uuid4().hex[:8]}")
+    room_id, phone = await open_dm(alice, "+15005550106")
+    sipp = Sipp(tmp_path, "-sn", "uas", "-p", str(trunk_port))
+    try:
+        call_id = await place_call(alice, room_id, browser)
+        await poll(lambda: call_events(alice, room_id, "m.call.answer", phone), "m.call.answer")
+        before = media_metrics(bridge)
+        assert before["telebridge_media_workers"] == before["telebridge_media_workers_configured"] == 1
+        [worker] = media_worker_pids(bridge)
+        os.kill(worker, signal.SIGKILL)
+        hangups = await poll(
+            lambda: [
+                e
+                for e in call_events(alice, room_id, "m.call.hangup", phone)
+                if e["content"]["call_id"] == call_id
+            ],
+            "the hang-up after the worker died",
+        )
+        assert hangups[0]["content"]["reason"] == "ice_failed"
+        notices = call_events(alice, room_id, "m.room.message", phone)
+        assert any("media worker crashed" in e["content"].get("body", "") for e in notices)
+        assert await asyncio.to_thread(sipp.wait) == 0, "the trunk got its BYE"
+        # Counted, and a fresh worker took its place.
+        after = await poll(
+            lambda: (
+                (m := media_metrics(bridge))["telebridge_media_workers"] == 1
+                and media_worker_pids(bridge)
+                and m
+            ),
+            "the replacement worker",
+        )
+        assert (
+            after["telebridge_media_worker_deaths_total"]
+            == before["telebridge_media_worker_deaths_total"] + 1
+        )
+        assert media_worker_pids(bridge) != [worker]
     finally:
         sipp.stop()
 
