@@ -13,8 +13,8 @@ numbering or statistics. Everything the C path does not relay goes up to the Pyt
 Transcoded calls take the same path: :func:`transcoder` gives the C transcoder (``media/_transcode.c``,
 the algorithm of :class:`media.transcoder.Transcoder` over the same libopus), and the pump runs a
 transcoded direction's audio packets through it between the checks and the header rewrite. At 100
-transcoded calls that cut the relay's CPU per packet from 95-101 µs (Python) to 55-70 µs; half of what
-is left is libopus itself.
+transcoded calls that cut the relay's CPU per packet from about 90 µs (Python) to 54 µs; half of what is
+left is libopus itself.
 
 When the extension is not built (no C compiler where the package was installed) or
 ``TELEBRIDGE_MEDIA_FASTPATH=0`` is set, the pure-Python classes take its place and calls relay in Python,

@@ -136,13 +136,17 @@ class MediaPath:
         native = fastpath.NativeTranscoder
         return native is not None and isinstance(self.transcoder, native)
 
+    @property
+    def relayable_in_c(self) -> bool:
+        """Whether the pump can carry this direction's audio: passthrough, or the C transcoder."""
+        return self.transcoder is None or self.transcoded_in_c
+
     def _sync_route(self) -> None:
         """The C pump relays this direction's packets only while Python would do the same with them:
         passthrough, or transcoding with the C transcoder (the same object either way), and neither
         muted nor injecting."""
         if self.route is not None:
-            relayable = self.transcoder is None or self.transcoded_in_c
-            self.route.fast = relayable and not self._injecting and not self._muted
+            self.route.fast = self.relayable_in_c and not self._injecting and not self._muted
 
     def forward(self, packet: bytearray, header: RtpHeader, now: float) -> None:
         """The per-packet hot path. The legs call it directly (``CallRelay.from_web``/``from_trunk`` are
@@ -240,10 +244,7 @@ class CallRelay:
     @property
     def in_c(self) -> bool:
         """Whether the C pump carries this call's audio both ways (see :meth:`route_in_c`)."""
-        return all(
-            path.route is not None and (path.transcoder is None or path.transcoded_in_c)
-            for path in (self.to_trunk, self.to_web)
-        )
+        return all(path.route is not None and path.relayable_in_c for path in (self.to_trunk, self.to_web))
 
     def route_in_c(self, web: Any, trunk: Any) -> None:
         """Let the C pump relay this call's packets (media/fastpath.py): ``web`` and ``trunk`` are the legs'
