@@ -129,11 +129,9 @@ class _Worker:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "event" in message:
-            event = MediaEvent(message["call_id"], message["event"], message["data"])
-            if event.kind == "closed":
-                self.calls.discard(event.call_id)
-                self.service._owner.pop(event.call_id, None)
-            self.service._publish(event)
+            if message["event"] == "closed":
+                self.calls.discard(message["call_id"])
+            self.service._worker_event(message)
             return
         future = self.pending.pop(message["id"], None)
         if future is not None and not future.done():
@@ -257,7 +255,7 @@ class MediaService:
     async def start(self) -> None:
         self.running = True
         if self.worker_count == 0:
-            self._local = WorkerServer(self.config, self._local_event)
+            self._local = WorkerServer(self.config, self._worker_event)
             return
         for index in range(self.worker_count):
             worker = _Worker(index, self)
@@ -294,7 +292,8 @@ class MediaService:
         for queue in self._queues:
             queue.put_nowait(event)
 
-    def _local_event(self, message: dict[str, Any]) -> None:
+    def _worker_event(self, message: dict[str, Any]) -> None:
+        """An event from a worker, in its process or this one: published, and a closed call forgotten."""
         event = MediaEvent(message["call_id"], message["event"], message["data"])
         if event.kind == "closed":
             self._owner.pop(event.call_id, None)
