@@ -199,28 +199,40 @@ def _select(
 ) -> tuple[list[NegotiatedCodec], list[NegotiatedCodec], NegotiatedCodec | None]:
     """Intersect an offered stream with ``supported`` (our preference order wins, RFC 3264 §6.1)."""
     rtpmaps = offer_media.rtpmaps()
-    audio: list[NegotiatedCodec] = []
-    events: list[NegotiatedCodec] = []
-    cn: NegotiatedCodec | None = None
+    agreed: list[NegotiatedCodec] = []
     for codec in supported:
         for pt, rtpmap in rtpmaps.items():
             if not codec.matches(rtpmap):
                 continue
-            agreed = NegotiatedCodec(
-                rtpmap.encoding,
-                codec.clock_rate,
-                pt,
-                pt,
-                rtpmap.channels,
-                offer_media.fmtp(pt) if codec.fmtp is None else _merge_fmtp(offer_media.fmtp(pt), codec),
+            agreed.append(
+                NegotiatedCodec(
+                    rtpmap.encoding,
+                    codec.clock_rate,
+                    pt,
+                    pt,
+                    rtpmap.channels,
+                    offer_media.fmtp(pt) if codec.fmtp is None else _merge_fmtp(offer_media.fmtp(pt), codec),
+                )
             )
-            if codec.is_telephone_event:
-                events.append(agreed)
-            elif codec.is_comfort_noise:
-                cn = cn or agreed
-            else:
-                audio.append(agreed)
             break
+    return _classify(agreed)
+
+
+def _classify(
+    agreed: Iterable[NegotiatedCodec],
+) -> tuple[list[NegotiatedCodec], list[NegotiatedCodec], NegotiatedCodec | None]:
+    """Agreed codecs in order → (audio codecs, telephone-event codecs (RFC 4733), the first CN (RFC 3389))."""
+    audio: list[NegotiatedCodec] = []
+    events: list[NegotiatedCodec] = []
+    cn: NegotiatedCodec | None = None
+    for codec in agreed:
+        name = codec.name.lower()
+        if name == "telephone-event":
+            events.append(codec)
+        elif name == "cn":
+            cn = cn or codec
+        else:
+            audio.append(codec)
     return audio, events, cn
 
 
@@ -324,9 +336,7 @@ def process_answer(offer: SessionDescription, answer: SessionDescription) -> Med
         if theirs.port == 0:
             continue
         our_maps = ours.rtpmaps()
-        audio: list[NegotiatedCodec] = []
-        events: list[NegotiatedCodec] = []
-        cn: NegotiatedCodec | None = None
+        agreed: list[NegotiatedCodec] = []
         for pt, rtpmap in theirs.rtpmaps().items():
             local_pt = next(
                 (
@@ -336,18 +346,13 @@ def process_answer(offer: SessionDescription, answer: SessionDescription) -> Med
                 ),
                 None,
             )
-            if local_pt is None:
-                continue
-            agreed = NegotiatedCodec(
-                rtpmap.encoding, rtpmap.clock_rate, pt, local_pt, rtpmap.channels, theirs.fmtp(pt)
-            )
-            name = rtpmap.encoding.lower()
-            if name == "telephone-event":
-                events.append(agreed)
-            elif name == "cn":
-                cn = cn or agreed
-            else:
-                audio.append(agreed)
+            if local_pt is not None:
+                agreed.append(
+                    NegotiatedCodec(
+                        rtpmap.encoding, rtpmap.clock_rate, pt, local_pt, rtpmap.channels, theirs.fmtp(pt)
+                    )
+                )
+        audio, events, cn = _classify(agreed)
         if not audio:
             raise NegotiationError("answer accepted the audio stream with no codec we offered")
         mux = ours.rtcp_mux and theirs.rtcp_mux
