@@ -34,7 +34,7 @@ from typing import Any
 from media.rewriter import StreamRewriter
 from media.rtcp import ReceptionStats, SendingStats
 
-__all__ = ["NativeTranscoder", "Reception", "Rewriter", "Sending", "available", "pump", "transcoder"]
+__all__ = ["NativeTranscoder", "Reception", "Rewriter", "Sending", "available", "describe", "pump", "transcoder"]
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +116,15 @@ def _give_libopus(lib: Any) -> None:
 def decode_calls() -> int:
     """Decodes the C transcoders did (``media.g711.DECODE_CALLS`` adds them to the Python ones)."""
     return int(_native.decode_calls()) if _native is not None else 0
+
+
+def describe() -> str:
+    """What relays and transcodes media in this process, for the start-up log."""
+    from media import opus
+
+    relay = "the C pump" if _native is not None else "the Python relay (media._fastpath not in use)"
+    if opus.libopus is None:
+        return f"{relay}; Opus through PyAV (libopus not found for ctypes)"
+    release = ".".join(map(str, opus.version(opus.libopus)))
+    transcoder = "C" if _native is not None else "Python"
+    return f"{relay}; {transcoder} transcoder on libopus {release}"

@@ -40,6 +40,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from media import fastpath
 from media.call import MediaConfig, PreparedCall, outbound_sdp
 from media.spares import SpareCalls
 from media.worker import WorkerServer, config_to_dict, worker_main
@@ -254,6 +255,11 @@ class MediaService:
 
     async def start(self) -> None:
         self.running = True
+        log.info(
+            "media: %s; %s",
+            f"{self.worker_count} worker process(es)" if self.worker_count else "in the bridge process",
+            fastpath.describe(),
+        )
         if self.worker_count == 0:
             self._local = WorkerServer(self.config, self._worker_event)
             return

@@ -93,6 +93,18 @@ async def test_inbound_call_from_a_sipp_style_offer_gets_answer_and_webrtc_offer
         await service.stop()
 
 
+async def test_start_up_log_says_what_relays_and_transcodes(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="media.service")
+    service = MediaService(workers=0)
+    await service.start()
+    await service.stop()
+    relay = "the C pump; C transcoder" if fastpath.available() else "the Python relay"
+    assert any(
+        r.getMessage().startswith(f"media: in the bridge process; {relay}") and "libopus" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+
+
 async def test_bad_offer_is_a_media_error(loopback_ice: None) -> None:
     service = MediaService(workers=0)
     await service.start()
