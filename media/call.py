@@ -68,6 +68,8 @@ class MediaConfig:
     trunk_bind_address: str = "127.0.0.1"
     #: Address announced in trunk SDP if different (behind 1:1 NAT); defaults to the bind address.
     trunk_public_address: str | None = None
+    #: Latch trunk media only to the IP address the trunk's SDP announces (media/trunk.py).
+    trunk_strict_source: bool = False
     #: Even-port range for trunk RTP (RTCP on RTP+1); 0/0 lets the OS choose.
     rtp_port_min: int = 0
     rtp_port_max: int = 0
@@ -246,6 +248,7 @@ class MediaCall:
             PortRange(c.trunk_bind_address, c.rtp_port_min, c.rtp_port_max),
             self._not_ready,
             max_packets_per_second=c.max_packets_per_second,
+            strict_source=c.trunk_strict_source,
         )
 
     @property

@@ -34,7 +34,16 @@ from typing import Any
 from media.rewriter import StreamRewriter
 from media.rtcp import ReceptionStats, SendingStats
 
-__all__ = ["NativeTranscoder", "Reception", "Rewriter", "Sending", "available", "describe", "pump", "transcoder"]
+__all__ = [
+    "NativeTranscoder",
+    "Reception",
+    "Rewriter",
+    "Sending",
+    "available",
+    "describe",
+    "pump",
+    "transcoder",
+]
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,11 @@ the usual answer to a peer behind NAT whose SDP carries a private address). Pack
 dropped and counted, except that a leg whose latched source has been silent for ``relatch_after`` seconds
 latches anew (the peer's NAT binding changed).
 
+Latching to whoever speaks first lets anyone who can reach the port and guess it take over a call's
+media before the peer does (the "RTP bleed" class of attacks on media relays). ``strict_source``
+narrows it for trunks that send from the address their SDP announces (carriers' SBCs do): only that IP
+address may latch, on any port.
+
 Everything from the wire is validated before use; a bad packet is counted under its reason and dropped,
 and a peer sending faster than the token bucket allows is cut to that rate.
 """
@@ -14,6 +19,7 @@ and a peer sending faster than the token bucket allows is cut to that rate.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import random
@@ -107,12 +113,16 @@ class TrunkLeg(asyncio.DatagramProtocol):
         *,
         max_packets_per_second: float = 400.0,
         relatch_after: float = 2.0,
+        strict_source: bool = False,
     ) -> None:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.counters = LegCounters()
         self._bucket = TokenBucket(max_packets_per_second, max_packets_per_second / 4)
         self.relatch_after = relatch_after
+        #: Latch only to the IP address the peer's SDP announced (see the module docstring).
+        self.strict_source = strict_source
+        self._announced_host: str | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.rtcp_transport: asyncio.DatagramTransport | None = None
         self.remote: tuple[str, int] | None = None
@@ -166,6 +176,7 @@ class TrunkLeg(asyncio.DatagramProtocol):
     ) -> None:
         """Where to send until latched: the peer's SDP connection address and port (RFC 3264 §5)."""
         self.remote = (host, port) if port else None
+        self._announced_host = _canonical(host) if port else None
         self.rtcp_mux = rtcp_mux or self.rtcp_mux
         rtcp = port if self.rtcp_mux else (rtcp_port or (port + 1 if port else 0))
         self.remote_rtcp = (host, rtcp) if rtcp else None
@@ -245,6 +256,8 @@ class TrunkLeg(asyncio.DatagramProtocol):
     def _latch(self, addr: Any, now: float) -> bool:
         """Symmetric RTP (RFC 4961): adopt the source of valid media unless we hear from a fresh one."""
         source = (addr[0], addr[1])
+        if self.strict_source and _canonical(source[0]) != self._announced_host:
+            return False
         last = self._last_from_remote
         if self._fast is not None:
             last = max(last, self._fast.last_from_remote)
@@ -315,3 +328,15 @@ class TrunkLeg(asyncio.DatagramProtocol):
             self.transport.close()
         if self.rtcp_transport is not None:
             self.rtcp_transport.close()
+
+
+def _canonical(host: str) -> str:
+    """An IP address in one spelling (IPv6 written any way, an IPv4-mapped one as plain IPv4, as a
+    dual-stack socket reports it); other text as is."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)

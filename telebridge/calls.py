@@ -236,6 +236,7 @@ class CallBridge:
             MediaConfig(
                 trunk_bind_address=config["calls.rtp_bind_address"],
                 trunk_public_address=public,
+                trunk_strict_source=config["calls.rtp_strict_source"],
                 rtp_port_min=low,
                 rtp_port_max=high,
                 webrtc_bind_addresses=tuple(config["calls.webrtc_addresses"]),

@@ -391,6 +391,7 @@ class Config:
         low, high = self._port("calls.rtp_port_min"), self._port("calls.rtp_port_max")
         if (low or high) and not (0 < low < high):
             raise ConfigError("calls.rtp_port_max: must be above calls.rtp_port_min (or both 0)")
+        self._bool("calls.rtp_strict_source")
         low, high = self._port("calls.webrtc_port_min"), self._port("calls.webrtc_port_max")
         if (low or high) and not (1024 <= low <= high):
             raise ConfigError("calls.webrtc_port_max: must be at least calls.webrtc_port_min (or both 0)")

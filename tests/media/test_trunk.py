@@ -89,6 +89,22 @@ async def test_leg_latches_to_the_real_source_and_rejects_others_while_it_talks(
             p.close()
 
 
+def test_a_strict_leg_latches_only_to_the_address_its_sdp_announced() -> None:
+    """Datagrams are handed to the leg directly (no socket): the addresses are only compared."""
+    for strict in (True, False):
+        sink = Sink()
+        leg = TrunkLeg(sink.rtp, strict_source=strict)
+        leg.set_remote("2001:db8::0:10", 4000)  # documentation addresses: nothing is sent anywhere
+        leg.datagram_received(bytes(build_rtp(0, 1, 0, 7, b"a")), ("192.0.2.66", 5000))
+        if not strict:  # the usual symmetric RTP: the first source wins
+            assert leg.latched and leg.remote == ("192.0.2.66", 5000) and len(sink.packets) == 1
+            continue
+        assert not leg.latched and leg.counters.foreign_source == 1 and sink.packets == []
+        # The announced address, from another port (its NAT or SBC chose it), spelt another way.
+        leg.datagram_received(bytes(build_rtp(0, 2, 160, 7, b"b")), ("2001:db8::10", 4002))
+        assert leg.latched and leg.remote == ("2001:db8::10", 4002) and len(sink.packets) == 1
+
+
 async def test_leg_relatches_once_the_old_source_went_silent() -> None:
     sink = Sink()
     leg = await TrunkLeg.open(PortRange("127.0.0.1"), sink.rtp, relatch_after=0.0)
@@ -184,3 +200,14 @@ async def test_open_cancelled_half_way_gives_its_ports_back(monkeypatch: pytest.
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         probe.bind(("127.0.0.1", port))  # free again: would raise EADDRINUSE otherwise
         probe.close()
+
+
+async def test_calls_give_their_trunk_leg_the_strict_source_setting(loopback_ice: None) -> None:
+    from media.call import MediaCall, MediaConfig
+
+    for strict in (True, False):
+        call = await MediaCall.prepare(MediaConfig(trunk_strict_source=strict))
+        try:
+            assert call.trunk is not None and call.trunk.strict_source is strict
+        finally:
+            await call.close()

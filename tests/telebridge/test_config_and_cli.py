@@ -72,6 +72,7 @@ def _previous_key_shares_comment(lines: list[str], i: int) -> bool:
         ("calls:\n    media_workers: many\n", "calls.media_workers"),
         ("calls:\n    media_realtime_priority: 100\n", "calls.media_realtime_priority"),
         ("calls:\n    media_spare_calls: -1\n", "calls.media_spare_calls"),
+        ("calls:\n    rtp_strict_source: sometimes\n", "calls.rtp_strict_source"),
         ("sms:\n    keywords:\n        help: [STOP]\n", "sms.keywords.help"),
         ("sms:\n    keywords:\n        start: []\n", "sms.keywords.start"),
         ("sms:\n    keywords:\n        stop: ['two words']\n", "sms.keywords.stop"),
