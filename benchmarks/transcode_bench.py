@@ -9,7 +9,8 @@ Both directions of an Opus ⇄ PCMU call are timed over espeak-ng speech (the co
 signal): *Opus→PCMU* gets what a browser sends (32 kb/s, complexity 10, 48 kHz), *PCMU→Opus* gets µ-law
 speech. ``8k`` is :class:`media.transcoder.Transcoder` as it runs now (libopus decodes to and encodes from
 8 kHz); ``48k`` rebuilds the previous chain from the same parts — libopus at 48 kHz with our polyphase
-resampler (:mod:`media.resample`) in between. Each figure is the best of ``--repeat`` passes (the machine
+resampler (:mod:`media.resample`) in between; ``C`` is the C transcoder calls use when the extension is
+built (:func:`media.transcoder.new_transcoder`; its ratio is against ``8k``). Each figure is the best of ``--repeat`` passes (the machine
 is shared: the minimum is the least disturbed), and the ratio compares the two within this run.
 """
 
@@ -29,7 +30,7 @@ from media import g711
 from media.opus import OpusDecoder, OpusEncoder
 from media.resample import Decimator, Interpolator
 from media.rtp import RtpHeader, build_rtp, parse_rtp
-from media.transcoder import Transcoder
+from media.transcoder import Transcoder, new_transcoder
 
 Int16Array = npt.NDArray[np.int16]
 
@@ -90,17 +91,29 @@ def measure(complexity: int, repeat: int) -> dict[str, Any]:
             for packet, header in packets:
                 transcoder.transcode(packet, header, 0.0)
 
+        def c_path(source: str = source, target: str = target, packets: Any = packets) -> None:
+            transcoder = new_transcoder(source, target, complexity=complexity)
+            for packet, header in packets:
+                transcoder.transcode(packet, header, 0.0)
+
         def old_path(source: str = source.lower(), payloads: list[bytes] = payloads) -> None:
             run = _Chain48(source, complexity).run
             for payload in payloads:
                 run(payload)
 
         # Interleaved, so a burst of other work on the machine hits both alike.
-        new, old = float("inf"), float("inf")
+        new, old, native = float("inf"), float("inf"), float("inf")
         for _ in range(repeat):
             new = min(new, _best(new_path, len(packets), 1))
             old = min(old, _best(old_path, len(packets), 1))
-        result[name] = {"8k_us": round(new, 1), "48k_us": round(old, 1), "ratio": round(old / new, 2)}
+            native = min(native, _best(c_path, len(packets), 1))
+        result[name] = {
+            "8k_us": round(new, 1),
+            "48k_us": round(old, 1),
+            "ratio": round(old / new, 2),
+            "c_us": round(native, 1),
+            "c_ratio": round(new / native, 2),
+        }
     return result
 
 
@@ -111,12 +124,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
     rows = [measure(c, args.repeat) for c in args.complexity]
-    print(f"{'direction':<14}{'complexity':>11}{'48k µs':>9}{'8k µs':>9}{'ratio':>8}")
+    print(f"{'direction':<14}{'complexity':>11}{'48k µs':>9}{'8k µs':>9}{'ratio':>8}{'C µs':>9}{'ratio':>8}")
     for row in rows:
         for name in ("opus_to_pcmu", "pcmu_to_opus"):
             r = row[name]
             print(
                 f"{name:<14}{row['complexity']:>11}{r['48k_us']:>9.1f}{r['8k_us']:>9.1f}{r['ratio']:>7.2f}x"
+                f"{r['c_us']:>9.1f}{r['c_ratio']:>7.2f}x"
             )
     if args.json:
         print(json.dumps(rows))
