@@ -305,6 +305,10 @@ class Synapse(PeerProcess):
         resp = http("POST", self.url + "/_synapse/admin/v1/register", body)
         return Client(self.url, resp["user_id"], resp["access_token"])
 
+    def new_user(self, name: str = "alice") -> Client:
+        """Register a user no other test has: ``name`` and a random suffix."""
+        return self.register(f"{name}{uuid.uuid4().hex[:8]}")
+
     def user(self, username: str, password: str = "password") -> Client:
         """Register ``username``, or log in if an earlier test already did."""
         try:
