@@ -23,7 +23,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from tests.media.peers import SignalTrack, dominant_frequency, tone
-from tests.peers.matrix import BridgeProcess, Synapse, bridged_homeserver, free_port
+from tests.peers.matrix import BridgeProcess, Client, Synapse, bridged_homeserver, free_port
 from tests.telebridge.calling import (
     SIP_SCENARIOS,
     Sipp,
@@ -206,6 +206,22 @@ async def test_call_in_a_group_room_is_refused_at_once(call_world: tuple[Synapse
     assert notices
 
 
+async def answer_invite(
+    callee: Client,
+    room_id: str,
+    invite: dict[str, Any],
+    device: RTCPeerConnection,
+    party_id: str,
+    sound: SignalTrack,
+) -> None:
+    """The callee's ``device`` (its ``party_id``, sending ``sound``) answers the ``m.call.invite`` content."""
+    device.addTrack(sound)
+    await device.setRemoteDescription(RTCSessionDescription(invite["offer"]["sdp"], "offer"))
+    await device.setLocalDescription(await device.createAnswer())
+    answer = {"type": "answer", "sdp": device.localDescription.sdp}
+    await send_call_event(callee, room_id, "m.call.answer", invite["call_id"], party_id, answer=answer)
+
+
 async def test_inbound_call_rings_the_owner_and_the_first_of_two_devices_to_answer_wins(
     call_world: tuple[Synapse, BridgeProcess], sip_port: int, browser: RTCPeerConnection, tmp_path: Path
 ) -> None:
@@ -230,32 +246,12 @@ async def test_inbound_call_rings_the_owner_and_the_first_of_two_devices_to_answ
         caller = invites[0]["sender"]
         assert "15005550006" in caller
 
-        browser.addTrack(SignalTrack(tone(660, 6.0)))
-        await browser.setRemoteDescription(RTCSessionDescription(invite["offer"]["sdp"], "offer"))
-        await browser.setLocalDescription(await browser.createAnswer())
-        await send_call_event(
-            callee,
-            room_id,
-            "m.call.answer",
-            invite["call_id"],
-            "phone-device",
-            answer={"type": "answer", "sdp": browser.localDescription.sdp},
-        )
+        await answer_invite(callee, room_id, invite, browser, "phone-device", SignalTrack(tone(660, 6.0)))
         # A second device of the same user answers a moment later: it loses, and learns so from the
         # select_answer naming the first (spec: "Call event life cycle", answered elsewhere).
         laptop = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         try:
-            laptop.addTrack(SignalTrack(tone(880, 1.0)))
-            await laptop.setRemoteDescription(RTCSessionDescription(invite["offer"]["sdp"], "offer"))
-            await laptop.setLocalDescription(await laptop.createAnswer())
-            await send_call_event(
-                callee,
-                room_id,
-                "m.call.answer",
-                invite["call_id"],
-                "laptop-device",
-                answer={"type": "answer", "sdp": laptop.localDescription.sdp},
-            )
+            await answer_invite(callee, room_id, invite, laptop, "laptop-device", SignalTrack(tone(880, 1.0)))
         finally:
             await laptop.close()
         selected = await wait_for_call_events(callee, room_id, "m.call.select_answer", caller)
