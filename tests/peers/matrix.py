@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,60 @@ def http(method: str, url: str, body: Any = None, token: str | None = None, time
     return json.loads(raw) if raw else None
 
 
+class PeerProcess:
+    """A peer's process: its stderr appended to ``log``, up once ``health_url`` answers, stopped with SIGTERM
+    (SIGKILL after 20 s) or killed outright. A process that exits while awaited fails the wait at once."""
+
+    def __init__(self, name: str, log: Path) -> None:
+        self.name = name
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(
+        self,
+        args: Sequence[str | Path],
+        *,
+        cwd: Path,
+        health_url: str,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Start ``args`` and wait until ``health_url`` answers."""
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("ab")
+        )
+        wait_until(lambda: self._answers(health_url), timeout=timeout, what=f"{self.name} to answer")
+
+    def _answers(self, health_url: str) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise PeerExited(f"{self.name} exited: {self.log_text()[-3000:]}")
+        http("GET", health_url, timeout=2)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or unbind, as in a crash."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it has not exited within 20 s; its exit status (None if not running)."""
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        try:
+            code = self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
 def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     """A throwaway certificate and key for a TLS listener on loopback (peers here do not verify it)."""
     import datetime
@@ -125,7 +178,14 @@ def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[P
     return cert_path, key_path
 
 
-class Synapse:
+def no_rate_limit(*scopes: str) -> dict[str, Any]:
+    """A Synapse ``rc_*`` rate limit far above anything a test does; with ``scopes``, one such limit each."""
+    if scopes:
+        return {scope: no_rate_limit() for scope in scopes}
+    return {"per_second": 1000, "burst_count": 1000}
+
+
+class Synapse(PeerProcess):
     """A Synapse homeserver on SQLite in ``workdir``, loading our registration.
 
     With ``federation_port`` it also serves the federation API (``openid`` and ``federation`` resources)
@@ -141,13 +201,13 @@ class Synapse:
         server_name: str = SERVER_NAME,
         federation_port: int | None = None,
     ) -> None:
+        super().__init__("Synapse", workdir / "stderr.log")
         self.workdir = workdir
         self.registration = registration
         self.server_name = server_name
         self.federation_port = federation_port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> Path:
         config: dict[str, Any] = {
@@ -178,24 +238,13 @@ class Synapse:
             "presence": {"enabled": False},
             # Synapse reuses an identical /sync answer for two minutes by default; tests poll /sync.
             "caches": {"sync_response_cache_duration": 0},
-            "rc_message": {"per_second": 1000, "burst_count": 1000},
-            "rc_registration": {"per_second": 1000, "burst_count": 1000},
-            "rc_login": {
-                "address": {"per_second": 1000, "burst_count": 1000},
-                "account": {"per_second": 1000, "burst_count": 1000},
-                "failed_attempts": {"per_second": 1000, "burst_count": 1000},
-            },
-            "rc_joins": {
-                "local": {"per_second": 1000, "burst_count": 1000},
-                "remote": {"per_second": 1000, "burst_count": 1000},
-            },
-            "rc_invites": {
-                "per_room": {"per_second": 1000, "burst_count": 1000},
-                "per_user": {"per_second": 1000, "burst_count": 1000},
-                "per_issuer": {"per_second": 1000, "burst_count": 1000},
-            },
-            "rc_3pid_validation": {"per_second": 1000, "burst_count": 1000},
-            "rc_room_creation": {"per_second": 1000, "burst_count": 1000},
+            "rc_message": no_rate_limit(),
+            "rc_registration": no_rate_limit(),
+            "rc_login": no_rate_limit("address", "account", "failed_attempts"),
+            "rc_joins": no_rate_limit("local", "remote"),
+            "rc_invites": no_rate_limit("per_room", "per_user", "per_issuer"),
+            "rc_3pid_validation": no_rate_limit(),
+            "rc_room_creation": no_rate_limit(),
         }
         log_config = {
             "version": 1,
@@ -235,24 +284,7 @@ class Synapse:
         path = self.write_config()
         base = [sys.executable, "-m", "synapse.app.homeserver", "-c", str(path)]
         subprocess.run([*base, "--generate-keys"], check=True, cwd=self.workdir, capture_output=True)
-        self.proc = subprocess.Popen(
-            base, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "stderr.log", "wb")
-        )
-        wait_until(self._up, timeout=60, what="Synapse to start")
-
-    def _up(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise PeerExited(f"Synapse exited: {(self.workdir / 'stderr.log').read_text()[-2000:]}")
-        return bool(http("GET", self.url + "/_matrix/client/versions", timeout=2))
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.spawn(base, cwd=self.workdir, health_url=self.url + "/_matrix/client/versions", timeout=60)
 
     def register(self, username: str, password: str = "password", admin: bool = False) -> Client:
         """Shared-secret admin registration (Synapse admin API), returns a logged-in client."""
@@ -272,6 +304,10 @@ class Synapse:
         }
         resp = http("POST", self.url + "/_synapse/admin/v1/register", body)
         return Client(self.url, resp["user_id"], resp["access_token"])
+
+    def new_user(self, name: str = "alice") -> Client:
+        """Register a user no other test has: ``name`` and a random suffix."""
+        return self.register(f"{name}{uuid.uuid4().hex[:8]}")
 
     def user(self, username: str, password: str = "password") -> Client:
         """Register ``username``, or log in if an earlier test already did."""
@@ -378,7 +414,7 @@ def q(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
 
-class BridgeProcess:
+class BridgeProcess(PeerProcess):
     """``python -m telebridge`` as an operator runs it, with a config written for the test homeserver."""
 
     def __init__(
@@ -388,6 +424,7 @@ class BridgeProcess:
         homeserver_url: str = "http://127.0.0.1:1",
         server_name: str = SERVER_NAME,
     ) -> None:
+        super().__init__("the bridge", workdir / "bridge.log")
         self.workdir = workdir
         self.server_name = server_name
         self.port = free_port()
@@ -396,8 +433,6 @@ class BridgeProcess:
         self.registration = workdir / "registration.yaml"
         self.database = database
         self.homeserver_url = homeserver_url
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "bridge.log"
         self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
@@ -443,42 +478,13 @@ class BridgeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.spawn(
             [sys.executable, "-m", "telebridge", "-c", str(self.config), "-r", str(self.registration)],
             cwd=self.workdir,
             env=self.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),
+            health_url=self.url + "/_matrix/mau/live",
+            timeout=30,
         )
-        wait_until(self._up, timeout=30, what="the bridge to listen")
-
-    def _up(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise PeerExited(f"bridge exited: {self.log.read_text()[-3000:]}")
-        http("GET", self.url + "/_matrix/mau/live", timeout=2)
-        return True
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to flush or unbind, as in a crash."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self.proc = None
-        return code
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 @contextmanager

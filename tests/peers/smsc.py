@@ -62,6 +62,24 @@ class NpmSmsc:
     def submits_to(self, destination: str) -> list[Record]:
         return [r for r in self.events("submit") if r.get("destination_addr") == destination]
 
+    def wait_for_submits(self, destination: str, count: int = 1, what: str = "the submit") -> list[Record]:
+        """Every submit to ``destination``, once there are at least ``count``."""
+        return self.wait_for(
+            lambda: len(self.submits_to(destination)) >= count and self.submits_to(destination), what=what
+        )
+
+    def smscs_setting(self, **options: object) -> str:
+        """This SMSC as the bridge's ``sms.smscs`` setting, named ``npm``, with any further ``options``."""
+        fields = {
+            "name": "npm",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "system_id": self.system_id,
+            "password": self.password,
+            **options,
+        }
+        return "[{" + ", ".join(f"{key}: {value}" for key, value in fields.items()) + "}]"
+
     def command(self, **cmd: Any) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(cmd) + "\n")
@@ -81,6 +99,18 @@ class NpmSmsc:
             destination_addr=destination,
             data_coding=data_coding,
             short_message_hex=payload.hex(),
+        )
+
+    def receipt(self, submit: Record, ident: str, stat: str, **fields: Any) -> None:
+        """The phone's delivery receipt for ``submit``, with status ``stat`` (``DELIVRD``, ``UNDELIV``…)."""
+        self.command(
+            cmd="dlr",
+            id=ident,
+            message_id=submit["message_id"],
+            stat=stat,
+            source_addr=submit["destination_addr"],
+            destination_addr=submit["source_addr"],
+            **fields,
         )
 
     def stop(self) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.matrix import REPO, HttpError, PeerExited, free_port, http, wait_until
+from tests.peers.matrix import REPO, HttpError, PeerProcess, free_port, http
 
 
 def terms_url(version: str) -> str:
@@ -56,11 +56,12 @@ def sydent_python() -> Path:
     pytest.skip(reason)
 
 
-class Sydent:
+class Sydent(PeerProcess):
     """One sydent process with its SQLite database and config in ``workdir``; restartable on the same
     ports, so state changes made while it is stopped (a new pepper) take effect as in production."""
 
     def __init__(self, workdir: Path, python: Path, *, terms: bool = True) -> None:
+        super().__init__("sydent", workdir / "sydent.log")
         self.workdir = workdir
         self.python = python
         self.terms = terms
@@ -70,9 +71,7 @@ class Sydent:
         self.internal_url = f"http://127.0.0.1:{self.internal_port}"
         self.database = workdir / "sydent.db"
         self.config = workdir / "sydent.conf"
-        self.log = workdir / "sydent.log"
         self.terms_file = workdir / "terms.yaml"
-        self.proc: subprocess.Popen[bytes] | None = None
         self._write_config()
 
     def publish_terms(self, version: str) -> None:
@@ -119,32 +118,13 @@ class Sydent:
             config.write(f)
 
     def start(self) -> None:
-        env = {**os.environ, "SYDENT_CONF": str(self.config)}
-        self.proc = subprocess.Popen(
+        self.spawn(
             [self.python, "-m", "sydent.sydent"],
             cwd=self.workdir,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),
+            env={**os.environ, "SYDENT_CONF": str(self.config)},
+            health_url=self.url + "/_matrix/identity/v2",
+            timeout=30,
         )
-        wait_until(self._up, timeout=30, what="sydent to answer")
-
-    def _up(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise PeerExited(f"sydent exited: {self.log_text()[-3000:]}")
-        http("GET", self.url + "/_matrix/identity/v2", timeout=2)
-        return True
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
     def bind(self, number: str, mxid: str) -> dict[str, object]:
         """Bind an E.164 number to a Matrix ID through sydent's internal API; returns the signed association.
@@ -203,6 +183,3 @@ class Sydent:
         with sqlite3.connect(self.database) as db:
             rows = db.execute("SELECT url FROM accepted_terms_urls WHERE user_id = ?", (user_id,))
             return {row[0] for row in rows}
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -11,6 +11,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from tests.peers import postgres
 from tests.peers.matrix import BridgeProcess, Synapse
+from tests.peers.smsc import NpmSmsc
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -78,6 +79,16 @@ def bridge(
                 yield bridge_process
             finally:
                 bridge_process.stop()
+
+
+@pytest.fixture(scope="module")
+def smsc() -> Iterator[NpmSmsc]:
+    """The npm SMSC, one per module (each module that texts runs its own bridge against it)."""
+    server = NpmSmsc()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

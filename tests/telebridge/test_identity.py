@@ -10,7 +10,8 @@ import asyncio
 import re
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -45,15 +46,6 @@ OWNED = "+447700900099"
 
 
 @pytest.fixture(scope="module")
-def smsc() -> Iterator[NpmSmsc]:
-    server = NpmSmsc()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def world(
     tmp_path_factory: pytest.TempPathFactory, sydent: Sydent, smsc: NpmSmsc
 ) -> Iterator[tuple[Synapse, BridgeProcess]]:
@@ -65,10 +57,7 @@ def world(
         "TELEBRIDGE_SMS__ORIGINATION": "vmn_pool",
         "TELEBRIDGE_SMS__VMN_POOL": '["+447700900901"]',
         "TELEBRIDGE_SMS__OWNED_NUMBERS": f'{{"{OWNED}": "@owner:{{server_name}}"}}',
-        "TELEBRIDGE_SMS__SMSCS": (
-            f"[{{name: npm, host: 127.0.0.1, port: {smsc.port}, system_id: {smsc.system_id},"
-            f" password: {smsc.password}}}]"
-        ),
+        "TELEBRIDGE_SMS__SMSCS": smsc.smscs_setting(),
         "TELEBRIDGE_SMS__ROUTES": '[{prefix: "", smscs: [npm]}]',
     }
     with bridged_homeserver(tmp_path_factory.mktemp("identity"), env, federation=True) as homeserver:
@@ -97,13 +86,40 @@ def unique_number() -> str:
     return "+1500555" + str(uuid.uuid4().int % 10_000).zfill(4)
 
 
+def bound_user(synapse: Synapse, sydent: Sydent, name: str) -> tuple[Client, str]:
+    """A new user and a fresh number sydent maps to them."""
+    client = synapse.new_user(name)
+    number = unique_number()
+    sydent.bind(number, client.user_id)
+    return client, number
+
+
+@asynccontextmanager
+async def identity_lookup(
+    servers: list[str], token: OpenIdToken, **options: Any
+) -> AsyncIterator[IdentityLookup]:
+    """The bridge's identity lookup on ``servers``, closed when the block ends."""
+    lookup = IdentityLookup(servers, token, **options)
+    try:
+        yield lookup
+    finally:
+        await lookup.close()
+
+
+def sydent_lookup(
+    sydent: Sydent, token: OpenIdToken, *, accept_terms: bool = True
+) -> AbstractAsyncContextManager[IdentityLookup]:
+    """:func:`identity_lookup` on sydent alone, uncached, with a 10 s timeout."""
+    return identity_lookup([sydent.url], token, accept_terms=accept_terms, cache_ttl=0, timeout=10)
+
+
 @pytest.mark.synapse
 def test_dial_pad_lookup_reaches_the_real_user_sydent_maps_the_number_to(
     world: tuple[Synapse, BridgeProcess], sydent: Sydent
 ) -> None:
     synapse, bridge = world
-    alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
-    bob = synapse.register(f"bob{uuid.uuid4().hex[:8]}")
+    alice = synapse.new_user("alice")
+    bob = synapse.new_user("bob")
     sydent.bind("+15005550006", bob.user_id)
 
     known = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": "+1 500 555 0006"})
@@ -123,13 +139,11 @@ def test_dial_pad_lookup_after_sydent_rotates_its_pepper(
     world: tuple[Synapse, BridgeProcess], sydent: Sydent
 ) -> None:
     synapse, _ = world
-    alice = synapse.register(f"alice{uuid.uuid4().hex[:8]}")
-    carol = synapse.register(f"carol{uuid.uuid4().hex[:8]}")
+    alice = synapse.new_user("alice")
     # The bridge has looked a number up before, so it holds sydent's current pepper.
     alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": unique_number()})
     sydent.rotate_pepper()
-    number = unique_number()
-    sydent.bind(number, carol.user_id)
+    carol, number = bound_user(synapse, sydent, "carol")
 
     found = alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": number})
 
@@ -142,11 +156,8 @@ async def test_lookup_refetches_the_pepper_once_sydent_has_rotated_it(
     world: tuple[Synapse, BridgeProcess], sydent: Sydent
 ) -> None:
     synapse, _ = world
-    dave = synapse.register(f"dave{uuid.uuid4().hex[:8]}")
-    number = unique_number()
-    sydent.bind(number, dave.user_id)
-    lookup = IdentityLookup([sydent.url], openid_of(dave), cache_ttl=0, timeout=10)
-    try:
+    dave, number = bound_user(synapse, sydent, "dave")
+    async with sydent_lookup(sydent, openid_of(dave)) as lookup:
         assert await lookup.lookup(number) == dave.user_id
         refused = requests_seen(sydent, "POST", "/_matrix/identity/v2/lookup", 400)
         fetched = requests_seen(sydent, "GET", "/_matrix/identity/v2/hash_details", 200)
@@ -158,8 +169,6 @@ async def test_lookup_refetches_the_pepper_once_sydent_has_rotated_it(
         assert requests_seen(sydent, "POST", "/_matrix/identity/v2/lookup", 400) == refused + 1
         assert requests_seen(sydent, "GET", "/_matrix/identity/v2/hash_details", 200) == fetched + 1
         assert hashed_msisdn(number, new_pepper) in sydent.lookup_hashes()
-    finally:
-        await lookup.close()
 
 
 @pytest.mark.synapse
@@ -167,19 +176,14 @@ async def test_lookup_registers_again_when_sydent_forgets_its_access_token(
     world: tuple[Synapse, BridgeProcess], sydent: Sydent
 ) -> None:
     synapse, _ = world
-    erin = synapse.register(f"erin{uuid.uuid4().hex[:8]}")
-    number = unique_number()
-    sydent.bind(number, erin.user_id)
-    lookup = IdentityLookup([sydent.url], openid_of(erin), cache_ttl=0, timeout=10)
-    try:
+    erin, number = bound_user(synapse, sydent, "erin")
+    async with sydent_lookup(sydent, openid_of(erin)) as lookup:
         assert await lookup.lookup(number) == erin.user_id
         registered = requests_seen(sydent, "POST", "/_matrix/identity/v2/account/register", 200)
         sydent.forget_access_tokens()
 
         assert await lookup.lookup(number) == erin.user_id
         assert requests_seen(sydent, "POST", "/_matrix/identity/v2/account/register", 200) == registered + 1
-    finally:
-        await lookup.close()
 
 
 @pytest.mark.synapse
@@ -189,18 +193,13 @@ async def test_lookup_recovers_when_sydent_restarts_without_its_tokens_and_with_
     # A restore from an older backup plus a rotated pepper: the client's token and pepper are both stale,
     # and /hash_details as well as /lookup answer 401 until it registers again.
     synapse, _ = world
-    grace = synapse.register(f"grace{uuid.uuid4().hex[:8]}")
-    number = unique_number()
-    sydent.bind(number, grace.user_id)
-    lookup = IdentityLookup([sydent.url], openid_of(grace), cache_ttl=0, timeout=10)
-    try:
+    grace, number = bound_user(synapse, sydent, "grace")
+    async with sydent_lookup(sydent, openid_of(grace)) as lookup:
         assert await lookup.lookup(number) == grace.user_id
         sydent.rotate_pepper()
         sydent.forget_access_tokens()
 
         assert await lookup.lookup(number) == grace.user_id
-    finally:
-        await lookup.close()
 
 
 @pytest.mark.synapse
@@ -208,11 +207,8 @@ async def test_lookup_accepts_the_terms_again_when_sydent_publishes_new_ones(
     world: tuple[Synapse, BridgeProcess], sydent: Sydent
 ) -> None:
     synapse, _ = world
-    heidi = synapse.register(f"heidi{uuid.uuid4().hex[:8]}")
-    number = unique_number()
-    sydent.bind(number, heidi.user_id)
-    lookup = IdentityLookup([sydent.url], openid_of(heidi), cache_ttl=0, timeout=10)
-    try:
+    heidi, number = bound_user(synapse, sydent, "heidi")
+    async with sydent_lookup(sydent, openid_of(heidi)) as lookup:
         assert await lookup.lookup(number) == heidi.user_id
         sydent.publish_terms("2.0")
         try:
@@ -221,8 +217,6 @@ async def test_lookup_accepts_the_terms_again_when_sydent_publishes_new_ones(
             assert terms_url("2.0") in sydent.accepted_terms(heidi.user_id)
         finally:
             sydent.publish_terms("1.0")
-    finally:
-        await lookup.close()
 
 
 @pytest.mark.synapse
@@ -230,22 +224,14 @@ async def test_a_bridge_that_may_not_accept_the_terms_gets_no_answers(
     world: tuple[Synapse, BridgeProcess], sydent: Sydent
 ) -> None:
     synapse, _ = world
-    frank = synapse.register(f"frank{uuid.uuid4().hex[:8]}")
-    number = unique_number()
-    sydent.bind(number, frank.user_id)
-    refusing = IdentityLookup([sydent.url], openid_of(frank), accept_terms=False, cache_ttl=0, timeout=10)
-    try:
+    frank, number = bound_user(synapse, sydent, "frank")
+    async with sydent_lookup(sydent, openid_of(frank), accept_terms=False) as refusing:
         assert await refusing.lookup(number) is None  # sydent answers 403 M_TERMS_NOT_SIGNED
         assert sydent.accounts()[frank.user_id] is None
-    finally:
-        await refusing.close()
-    accepting = IdentityLookup([sydent.url], openid_of(frank), cache_ttl=0, timeout=10)
-    try:
+    async with sydent_lookup(sydent, openid_of(frank)) as accepting:
         assert await accepting.lookup(number) == frank.user_id
         assert sydent.accounts()[frank.user_id] == "1.0"
         assert terms_url("1.0") in sydent.accepted_terms(frank.user_id)
-    finally:
-        await accepting.close()
 
 
 @pytest.mark.synapse
@@ -262,11 +248,8 @@ async def test_sydent_refuses_an_openid_token_the_homeserver_did_not_issue(
             "expires_in": 3600,
         }
 
-    lookup = IdentityLookup([sydent.url], forged, cache_ttl=0, timeout=10)
-    try:
+    async with sydent_lookup(sydent, forged) as lookup:
         assert await lookup.lookup("+15005550006") is None
-    finally:
-        await lookup.close()
 
 
 async def any_token() -> dict[str, Any]:
@@ -275,11 +258,8 @@ async def any_token() -> dict[str, Any]:
 
 
 async def test_an_unreachable_identity_server_falls_back_to_the_virtual_user() -> None:
-    lookup = IdentityLookup([f"http://127.0.0.1:{free_port()}"], any_token, timeout=0.5)
-    try:
+    async with identity_lookup([f"http://127.0.0.1:{free_port()}"], any_token, timeout=0.5) as lookup:
         assert await lookup.lookup("+15005550006") is None
-    finally:
-        await lookup.close()
 
 
 async def test_an_identity_server_that_never_answers_falls_back_to_the_virtual_user() -> None:
@@ -289,11 +269,8 @@ async def test_an_identity_server_that_never_answers_falls_back_to_the_virtual_u
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        lookup = IdentityLookup([url], any_token, timeout=0.5)
-        try:
+        async with identity_lookup([url], any_token, timeout=0.5) as lookup:
             assert await lookup.lookup("+15005550006") is None
-        finally:
-            await lookup.close()
 
 
 @pytest.mark.synapse
@@ -302,9 +279,7 @@ def test_a_text_from_a_number_sydent_knows_tells_the_owner_who_it_is(
 ) -> None:
     synapse, _ = world
     owner = synapse.user("owner")
-    erin = synapse.register(f"erin{uuid.uuid4().hex[:8]}")
-    number = unique_number()
-    sydent.bind(number, erin.user_id)
+    erin, number = bound_user(synapse, sydent, "erin")
     smsc.deliver(number[1:], OWNED[1:], "Hi, it's Erin")
 
     room_id = wait_until(owner.first_invite, what="the DM the text opens")

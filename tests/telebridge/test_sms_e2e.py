@@ -7,7 +7,6 @@ tests keeps its behaviour. The SMSC is the npm ``smpp`` package's server, which 
 from __future__ import annotations
 
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,15 +22,6 @@ OWNED = "+447700900099"
 
 
 @pytest.fixture(scope="module")
-def smsc() -> Iterator[NpmSmsc]:
-    server = NpmSmsc()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def sms_world(
     tmp_path_factory: pytest.TempPathFactory, smsc: NpmSmsc
 ) -> Iterator[tuple[Synapse, BridgeProcess]]:
@@ -40,10 +30,7 @@ def sms_world(
         "TELEBRIDGE_SMS__ORIGINATION": "vmn_pool",
         "TELEBRIDGE_SMS__VMN_POOL": "[" + ", ".join(f'"{n}"' for n in POOL) + "]",
         "TELEBRIDGE_SMS__OWNED_NUMBERS": f'{{"{OWNED}": "@owner:localhost"}}',
-        "TELEBRIDGE_SMS__SMSCS": (
-            f"[{{name: npm, host: 127.0.0.1, port: {smsc.port}, system_id: {smsc.system_id},"
-            f" password: {smsc.password}, window: 64}}]"
-        ),
+        "TELEBRIDGE_SMS__SMSCS": smsc.smscs_setting(window=64),
         "TELEBRIDGE_SMS__ROUTES": '[{prefix: "", smscs: [npm], max_segments: 4}]',
         "TELEBRIDGE_SMS__REASSEMBLY_TIMEOUT": "5",
         # An operator's own opt-out words beside the carriers' (here: French).
@@ -59,10 +46,6 @@ def synapse(sms_world: tuple[Synapse, BridgeProcess]) -> Synapse:
     return sms_world[0]
 
 
-def user(synapse: Synapse, name: str = "alice") -> Client:
-    return synapse.register(f"{name}{uuid.uuid4().hex[:8]}")
-
-
 def texts_from(client: Client, room_id: str, sender: str, msgtype: str = "m.text") -> list[dict[str, Any]]:
     return [
         e
@@ -71,10 +54,15 @@ def texts_from(client: Client, room_id: str, sender: str, msgtype: str = "m.text
     ]
 
 
+def notices_from(client: Client, room_id: str, sender: str) -> list[str]:
+    """The bodies of the bridge's notices from ``sender`` in the room."""
+    return [n["content"]["body"] for n in texts_from(client, room_id, sender, "m.notice")]
+
+
 def test_dm_text_goes_out_from_a_pool_number_and_the_reply_lands_in_the_same_room(
     synapse: Synapse, smsc: NpmSmsc
 ) -> None:
-    alice = user(synapse)
+    alice = synapse.new_user()
     room_id, phone_user = dm_with(alice, "+447700900123")
     alice.send_text(room_id, "Hello phone")
     submit = smsc.wait_for(
@@ -93,15 +81,13 @@ def test_two_users_texting_one_phone_get_different_numbers_and_replies_route_bac
     synapse: Synapse, smsc: NpmSmsc
 ) -> None:
     phone = "+447700900200"
-    alice, bob = user(synapse, "alice"), user(synapse, "bob")
+    alice, bob = synapse.new_user("alice"), synapse.new_user("bob")
     rooms = {}
     for client in (alice, bob):
         room_id, phone_user = dm_with(client, phone)
         rooms[client.user_id] = (room_id, phone_user)
         client.send_text(room_id, f"from {client.user_id}")
-    submits = smsc.wait_for(
-        lambda: len(smsc.submits_to(phone[1:])) >= 2 and smsc.submits_to(phone[1:]), what="both"
-    )
+    submits = smsc.wait_for_submits(phone[1:], 2, what="both")
     by_sender = {s["message"].split("from ", 1)[1]: s["source_addr"] for s in submits}
     assert by_sender[alice.user_id] != by_sender[bob.user_id]
 
@@ -116,15 +102,13 @@ def test_two_users_texting_one_phone_get_different_numbers_and_replies_route_bac
 def test_long_emoji_text_goes_out_as_three_ucs2_parts_with_one_udh_reference(
     synapse: Synapse, smsc: NpmSmsc
 ) -> None:
-    alice = user(synapse)
+    alice = synapse.new_user()
     room_id, _ = dm_with(alice, "+447700900300")
     # 99 emoji = 198 UTF-16 code units (396 octets). A UCS-2 part with an 8-bit UDH holds 67 units, but a
     # surrogate pair is never split, so each part carries 33 emoji: exactly 3 parts.
     text = "😀" * 99
     alice.send_text(room_id, text)
-    parts = smsc.wait_for(
-        lambda: len(smsc.submits_to("447700900300")) >= 3 and smsc.submits_to("447700900300"), what="3 parts"
-    )
+    parts = smsc.wait_for_submits("447700900300", 3, what="3 parts")
     assert len(parts) == 3
     assert {p["data_coding"] for p in parts} == {8}
     udhs = [p["udh"][0] for p in parts]  # the npm SMSC shows each UDH element: 00 03 <ref> <total> <seq>
@@ -136,7 +120,7 @@ def test_long_emoji_text_goes_out_as_three_ucs2_parts_with_one_udh_reference(
 
 
 def test_too_long_text_is_refused_with_a_notice_and_nothing_is_sent(synapse: Synapse, smsc: NpmSmsc) -> None:
-    alice = user(synapse)
+    alice = synapse.new_user()
     room_id, phone_user = dm_with(alice, "+447700900301")
     alice.send_text(room_id, "x" * 800)  # 6 GSM parts; the route allows 4
     notice = wait_until(lambda: texts_from(alice, room_id, phone_user, "m.notice"), what="the notice")
@@ -145,19 +129,12 @@ def test_too_long_text_is_refused_with_a_notice_and_nothing_is_sent(synapse: Syn
 
 
 def test_delivery_receipts_become_a_read_receipt_or_a_failure_notice(synapse: Synapse, smsc: NpmSmsc) -> None:
-    alice = user(synapse)
+    alice = synapse.new_user()
     room_id, phone_user = dm_with(alice, "+447700900400")
     first = alice.send_text(room_id, "will arrive")
-    sub = smsc.wait_for(lambda: smsc.submits_to("447700900400"), what="the submit")[0]
+    sub = smsc.wait_for_submits("447700900400")[0]
     since = alice.call("GET", "/_matrix/client/v3/sync?timeout=0")["next_batch"]
-    smsc.command(
-        cmd="dlr",
-        id="d1",
-        message_id=sub["message_id"],
-        stat="DELIVRD",
-        source_addr="447700900400",
-        destination_addr=sub["source_addr"],
-    )
+    smsc.receipt(sub, "d1", "DELIVRD")
 
     def read_up_to() -> str | None:
         """New receipts arrive in incremental syncs (initial syncs may leave other users' receipts out)."""
@@ -175,52 +152,31 @@ def test_delivery_receipts_become_a_read_receipt_or_a_failure_notice(synapse: Sy
     assert wait_until(read_up_to, what="the read receipt") == first
 
     alice.send_text(room_id, "will fail")
-    second = smsc.wait_for(
-        lambda: len(smsc.submits_to("447700900400")) >= 2 and smsc.submits_to("447700900400")[1], what="2nd"
-    )
-    smsc.command(
-        cmd="dlr",
-        id="d2",
-        message_id=second["message_id"],
-        stat="UNDELIV",
-        err="001",
-        source_addr="447700900400",
-        destination_addr=second["source_addr"],
-    )
+    second = smsc.wait_for_submits("447700900400", 2, what="2nd")[1]
+    smsc.receipt(second, "d2", "UNDELIV", err="001")
     notice = wait_until(lambda: texts_from(alice, room_id, phone_user, "m.notice"), what="the failure notice")
     assert "Not delivered" in notice[-1]["content"]["body"]
 
 
 def test_stop_opts_the_phone_out_and_start_opts_it_back_in(synapse: Synapse, smsc: NpmSmsc) -> None:
-    alice = user(synapse)
+    alice = synapse.new_user()
     room_id, phone_user = dm_with(alice, "+447700900500")
     alice.send_text(room_id, "first")
-    sub = smsc.wait_for(lambda: smsc.submits_to("447700900500"), what="the submit")[0]
+    sub = smsc.wait_for_submits("447700900500")[0]
     smsc.deliver("447700900500", sub["source_addr"], "STOP")
-    wait_until(
-        lambda: any(
-            "STOP" in n["content"]["body"] for n in texts_from(alice, room_id, phone_user, "m.notice")
-        ),
-        what="STOP notice",
-    )
-    confirmation = smsc.wait_for(
-        lambda: len(smsc.submits_to("447700900500")) >= 2 and smsc.submits_to("447700900500")[1],
-        what="confirmation",
-    )
+    wait_until(lambda: any("STOP" in n for n in notices_from(alice, room_id, phone_user)), what="STOP notice")
+    confirmation = smsc.wait_for_submits("447700900500", 2, what="confirmation")[1]
     assert "START" in confirmation["message"]
 
     alice.send_text(room_id, "are you there?")
     wait_until(
-        lambda: any(
-            "opted out" in n["content"]["body"] for n in texts_from(alice, room_id, phone_user, "m.notice")
-        ),
-        what="opt-out notice",
+        lambda: any("opted out" in n for n in notices_from(alice, room_id, phone_user)), what="opt-out notice"
     )
     assert len(smsc.submits_to("447700900500")) == 2
 
 
 def test_group_room_relays_to_every_phone_with_the_senders_name(synapse: Synapse, smsc: NpmSmsc) -> None:
-    alice = user(synapse)
+    alice = synapse.new_user()
     phones = ["+447700900601", "+447700900602"]
     users = [alice.thirdparty_user("m.protocol.pstn", **{"m.id.phone": p})[0]["userid"] for p in phones]
     room_id = alice.create_group(users)
@@ -234,9 +190,7 @@ def test_group_room_relays_to_every_phone_with_the_senders_name(synapse: Synapse
     first_source = smsc.submits_to(phones[0][1:])[0]["source_addr"]
     smsc.deliver(phones[0][1:], first_source, "hi all")
     wait_until(lambda: texts_from(alice, room_id, users[0]), what="the reply in the room")
-    relayed = smsc.wait_for(
-        lambda: len(smsc.submits_to(phones[1][1:])) >= 2 and smsc.submits_to(phones[1][1:])[1], what="relay"
-    )
+    relayed = smsc.wait_for_submits(phones[1][1:], 2, what="relay")[1]
     assert relayed["message"] == f"{phones[0]}: hi all"
 
 
@@ -257,7 +211,7 @@ def test_queued_texts_survive_a_crash_and_go_out_in_order_after_restart(
     sms_world: tuple[Synapse, BridgeProcess], smsc: NpmSmsc
 ) -> None:
     synapse, bridge = sms_world
-    alice = user(synapse)
+    alice = synapse.new_user()
     room_id, _ = dm_with(alice, "+447700900800")
     smsc.command(cmd="reject_submits", status=0x58, count=10_000)  # ESME_RTHROTTLED: keep them queued
     for i in range(5):
@@ -269,21 +223,19 @@ def test_queued_texts_survive_a_crash_and_go_out_in_order_after_restart(
     bridge.kill()
     smsc.command(cmd="reject_submits", status=0, count=0)
     bridge.start()
-    got = smsc.wait_for(
-        lambda: len(smsc.submits_to("447700900800")) >= 5 and smsc.submits_to("447700900800"), what="5"
-    )
+    got = smsc.wait_for_submits("447700900800", 5, what="5")
     assert [s["message"] for s in got] == [f"queued {i}" for i in range(5)]
 
 
 def test_an_operators_own_keywords_opt_out_and_back_in(synapse: Synapse, smsc: NpmSmsc) -> None:
-    alice = user(synapse)
+    alice = synapse.new_user()
     room_id, phone_user = dm_with(alice, "+447700900510")
     alice.send_text(room_id, "bonjour")
-    sub = smsc.wait_for(lambda: smsc.submits_to("447700900510"), what="the submit")[0]
+    sub = smsc.wait_for_submits("447700900510")[0]
     smsc.deliver("447700900510", sub["source_addr"], " arret ")
 
     def notices() -> list[str]:
-        return [n["content"]["body"] for n in texts_from(alice, room_id, phone_user, "m.notice")]
+        return notices_from(alice, room_id, phone_user)
 
     wait_until(lambda: any("texted ARRET" in n for n in notices()), what="the opt-out notice")
     alice.send_text(room_id, "still there?")
