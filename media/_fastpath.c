@@ -1,13 +1,15 @@
 /*
- * media._fastpath: the passthrough relay's per-packet work in C (see media/fastpath.py for the why).
+ * media._fastpath: the relay's per-packet work in C (see media/fastpath.py for the why).
  *
  * A Pump owns an epoll set of the call legs' UDP sockets; asyncio watches the epoll descriptor and calls
- * Pump.run() when it is readable. run() drains every ready socket and, for each packet of a passthrough
- * call, does what media/relay.py's MediaPath.forward does in Python: flood bound (token bucket), SRTP
- * unprotect (WebRTC leg) or header validation (trunk leg, RFC 3550 A.1), reception statistics (A.1, A.8),
- * the translator's header rewrite (RFC 3550 s7: SSRC, sequence, timestamp, payload type), SRTP protect,
- * send, sender statistics. Anything else (STUN, DTLS, RTCP, telephone-event, a new source address, a
- * muted or transcoded path) goes up to Python callbacks unchanged, so all control logic stays there.
+ * Pump.run() when it is readable. run() drains every ready socket and, for each audio packet of a call
+ * that is passthrough or transcoded by the C transcoder (media/_transcode.c), does what media/relay.py's
+ * MediaPath.forward does in Python: flood bound (token bucket), SRTP unprotect (WebRTC leg) or header
+ * validation (trunk leg, RFC 3550 A.1), reception statistics (A.1, A.8), transcoding if any, the
+ * translator's header rewrite (RFC 3550 s7: SSRC, sequence, timestamp, payload type), SRTP protect, send,
+ * sender statistics. Anything else (STUN, DTLS, RTCP, telephone-event, a new source address, a muted
+ * path, a path with the Python transcoder) goes up to Python callbacks unchanged, so all control logic
+ * stays there.
  *
  * Rewriter, Reception and Sending are the same state objects the Python relay uses (drop-in for
  * media.rewriter.StreamRewriter and media.rtcp's ReceptionStats/SendingStats): the Python and C paths share
@@ -960,7 +962,7 @@ static PyMethodDef Leg_methods[] = {
 };
 
 static PyMemberDef Leg_members[] = {
-    {"fast", T_INT, offsetof(Leg, fast), 0, "Relay this leg's passthrough packets in C."},
+    {"fast", T_INT, offsetof(Leg, fast), 0, "Relay this leg's audio packets in C (see set_route)."},
     {"latched", T_INT, offsetof(Leg, latched), 0, "Trunk: media from the remote address takes the fast path."},
     {"closed", T_INT, offsetof(Leg, closed), READONLY, NULL},
     {"last_from_remote", T_DOUBLE, offsetof(Leg, last_from_remote), READONLY,

@@ -7,7 +7,7 @@ second) that is a whole core, and queues build. ``media/_fastpath.c`` moves the 
 passthrough call into one C loop: the legs' sockets sit in an epoll set (a :class:`Pump`) that asyncio
 watches as one descriptor; :meth:`Pump.run` drains every ready socket and relays each packet with the same
 state objects the Python relay uses (:class:`Rewriter`, :class:`Reception`, :class:`Sending`), so a call can
-move between the C path and the Python path (DTMF, hold, a tone, transcoding) without losing its stream
+move between the C path and the Python path (DTMF, hold, a tone, a codec change) without losing its stream
 numbering or statistics. Everything the C path does not relay goes up to the Python legs unchanged.
 
 Transcoded calls take the same path: :func:`transcoder` gives the C transcoder (``media/_transcode.c``,

@@ -478,7 +478,7 @@ class WebRtcLeg:
 
     def _clear_rtp(self, packet: bytearray, now: float) -> None:
         """An unprotected RTP packet for the Python relay (from :meth:`_media`, or from the C pump when it
-        does not relay the packet itself: events, hold, transcoding)."""
+        does not relay the packet itself: events, hold, the Python transcoder)."""
         header = parse_rtp(packet)
         if isinstance(header, Malformed):
             self.counters.malformed += 1
