@@ -663,17 +663,11 @@ static void call_back(PyObject *callback, PyObject *args) {
     }
 }
 
-/* RTP header validity (RFC 3550 A.1); returns 1 if usable. */
-static int valid_rtp(const uint8_t *p, int len) {
-    int start, end;
-    return rtp_payload_bounds(p, len, MAX_PACKET, &start, &end);
-}
-
 /* A transcoded direction: the transcoder's packets (concealed ones first) rewritten and sent, as
  * media/relay.py's MediaPath.forward does for the Python transcoder. */
-static void leg_transcode(Leg *leg, const uint8_t *p, int len, double now) {
+static void leg_transcode(Leg *leg, const uint8_t *p, int start, int end, double now) {
     static TcPacket out[TC_MAX_OUT]; /* the pump runs with the GIL held: one caller at a time */
-    int count = tc_transcode(leg->transcoder, p, len, out);
+    int count = tc_transcode(leg->transcoder, p, start, end, out);
     for (int i = 0; i < count; i++) {
         if (rw_rewrite(leg->rewriter, out[i].data, now)) {
             leg_send(leg->out, out[i].data, out[i].len);
@@ -682,8 +676,9 @@ static void leg_transcode(Leg *leg, const uint8_t *p, int len, double now) {
     }
 }
 
-/* The fast path proper: relay one valid clear RTP packet if its route allows; 1 if done. */
-static int leg_forward(Leg *leg, uint8_t *p, int len, double now) {
+/* The fast path proper: relay one valid clear RTP packet (payload at p[start:end]) if its route allows;
+ * 1 if done. */
+static int leg_forward(Leg *leg, uint8_t *p, int len, int start, int end, double now) {
     Leg *out = leg->out;
     if (!leg->fast || out == NULL || out->closed || !out->remote_len) {
         return 0;
@@ -695,7 +690,7 @@ static int leg_forward(Leg *leg, uint8_t *p, int len, double now) {
     reception_update(leg->reception, be32(p + 8), (uint16_t)((p[2] << 8) | p[3]), be32(p + 4), now);
     leg->rtp_received++;
     if (leg->transcoder != NULL && pt == leg->audio_pt) {
-        leg_transcode(leg, p, len, now);
+        leg_transcode(leg, p, start, end, now);
         return 1;
     }
     if (rw_rewrite(leg->rewriter, p, now)) {
@@ -726,11 +721,12 @@ static void leg_packet(Leg *leg, int len, struct sockaddr_storage *from, double 
             leg->unauthenticated++;
             return;
         }
-        if (!valid_rtp(p, size)) {
+        int start, end; /* RFC 3550 A.1 validity, and where the payload is */
+        if (!rtp_payload_bounds(p, size, MAX_PACKET, &start, &end)) {
             leg->malformed++;
             return;
         }
-        if (leg_forward(leg, p, size, now)) {
+        if (leg_forward(leg, p, size, start, end, now)) {
             return;
         }
         PyObject *clear = PyByteArray_FromStringAndSize((const char *)p, size);
@@ -742,11 +738,12 @@ static void leg_packet(Leg *leg, int len, struct sockaddr_storage *from, double 
         return;
     }
     if (leg->latched && media && !(len >= 2 && p[1] >= 192 && p[1] <= 223) && same_address(from, &leg->remote)) {
-        if (!valid_rtp(p, len)) {
+        int start, end;
+        if (!rtp_payload_bounds(p, len, MAX_PACKET, &start, &end)) {
             leg->malformed++;
             return;
         }
-        if (leg_forward(leg, p, len, now)) {
+        if (leg_forward(leg, p, len, start, end, now)) {
             leg->last_from_remote = now;
             return;
         }
@@ -1227,14 +1224,16 @@ static PyTypeObject PumpType = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "media._fastpath",
-    .m_doc = "The passthrough relay's per-packet path in C (see media/fastpath.py).",
+    .m_doc = "The relay's per-packet path in C, passthrough and transcoding (see media/fastpath.py).",
     .m_size = -1,
+    .m_methods = tc_functions,
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    PyTypeObject *types[] = {&RewriterType, &ReceptionType, &SendingType, &LegType, &PumpType};
-    const char *names[] = {"Rewriter", "Reception", "Sending", "Leg", "Pump"};
-    for (int i = 0; i < 5; i++) {
+    PyTypeObject *types[] = {&RewriterType, &ReceptionType, &SendingType, &LegType, &PumpType, &TranscoderType};
+    const char *names[] = {"Rewriter", "Reception", "Sending", "Leg", "Pump", "Transcoder"};
+    const int count = (int)(sizeof types / sizeof types[0]);
+    for (int i = 0; i < count; i++) {
         if (PyType_Ready(types[i]) < 0) {
             return NULL;
         }
@@ -1243,7 +1242,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (m == NULL) {
         return NULL;
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < count; i++) {
         Py_INCREF(types[i]);
         if (PyModule_AddObject(m, names[i], (PyObject *)types[i]) < 0) {
             Py_DECREF(types[i]);
@@ -1251,10 +1250,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
             return NULL;
         }
     }
-    if (tc_add_to_module(m) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
+    tc_build_tables();
     PyModule_AddIntConstant(m, "MAX_PACKET", MAX_PACKET);
     return m;
 }

@@ -63,7 +63,6 @@ enum { CODEC_PCMU, CODEC_PCMA, CODEC_OPUS };
 struct Transcoder {
     PyObject_HEAD
     int source, target;
-    PyObject *source_name, *target_name;
     PyObject *opus_decoder, *opus_encoder; /* media.opus objects: they own the libopus states */
     void *decoder, *encoder, *repacketizer;
     int ticks_per_sample; /* input RTP clock ticks per 8 kHz sample: 6 from Opus, 1 from G.711 */
@@ -249,12 +248,7 @@ static int conceal(Transcoder *self, int missing, const uint8_t *payload, int si
     return written;
 }
 
-int tc_transcode(Transcoder *self, const uint8_t *packet, int len, TcPacket out[TC_MAX_OUT]) {
-    int start, end;
-    if (!rtp_payload_bounds(packet, len, 1500, &start, &end)) {
-        self->codec_errors++;
-        return 0;
-    }
+int tc_transcode(Transcoder *self, const uint8_t *packet, int start, int end, TcPacket out[TC_MAX_OUT]) {
     uint16_t seq = (uint16_t)((packet[2] << 8) | packet[3]);
     uint32_t ts = ((uint32_t)packet[4] << 24) | ((uint32_t)packet[5] << 16) | ((uint32_t)packet[6] << 8) | packet[7];
     const uint8_t *payload = packet + start;
@@ -336,10 +330,6 @@ static int Transcoder_init(Transcoder *self, PyObject *args, PyObject *kwds) {
     }
     self->source = src;
     self->target = dst;
-    Py_INCREF(source);
-    Py_XSETREF(self->source_name, source);
-    Py_INCREF(target);
-    Py_XSETREF(self->target_name, target);
     Py_INCREF(decoder);
     Py_XSETREF(self->opus_decoder, decoder);
     Py_INCREF(encoder);
@@ -371,8 +361,6 @@ static void Transcoder_dealloc(Transcoder *self) {
         opus.repacketizer_destroy(self->repacketizer);
     }
     Transcoder_clear(self);
-    Py_CLEAR(self->source_name);
-    Py_CLEAR(self->target_name);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -386,7 +374,13 @@ static PyObject *Transcoder_transcode(Transcoder *self, PyObject *const *args, P
         return NULL;
     }
     TcPacket out[TC_MAX_OUT];
-    int count = tc_transcode(self, view.buf, (int)(view.len < 65536 ? view.len : 65536), out);
+    int start, end, count = 0;
+    int len = (int)(view.len < 65536 ? view.len : 65536);
+    if (rtp_payload_bounds(view.buf, len, 1500, &start, &end)) {
+        count = tc_transcode(self, view.buf, start, end, out);
+    } else {
+        self->codec_errors++;
+    }
     PyBuffer_Release(&view);
     PyObject *list = PyList_New(count);
     for (int i = 0; list != NULL && i < count; i++) {
@@ -423,22 +417,10 @@ static PyMethodDef Transcoder_methods[] = {
 };
 
 static PyMemberDef Transcoder_members[] = {
-    {"source", T_OBJECT, offsetof(Transcoder, source_name), READONLY, NULL},
-    {"target", T_OBJECT, offsetof(Transcoder, target_name), READONLY, NULL},
     {"opus_encoder", T_OBJECT, offsetof(Transcoder, opus_encoder), READONLY, "The Opus encoder, or None."},
     {"concealed", T_LONGLONG, offsetof(Transcoder, concealed), READONLY, NULL},
     {"late_dropped", T_LONGLONG, offsetof(Transcoder, late_dropped), READONLY, NULL},
     {"codec_errors", T_LONGLONG, offsetof(Transcoder, codec_errors), READONLY, NULL},
-    {NULL},
-};
-
-static PyObject *Transcoder_get_pcm_rate(Transcoder *self, void *closure) {
-    return PyLong_FromLong(8000);
-}
-
-static PyGetSetDef Transcoder_getset[] = {
-    {"pcm_rate", (getter)Transcoder_get_pcm_rate, NULL, "The rate of the audio between decoder and encoder.",
-     NULL},
     {NULL},
 };
 
@@ -454,7 +436,6 @@ PyTypeObject TranscoderType = {
     .tp_clear = (inquiry)Transcoder_clear,
     .tp_methods = Transcoder_methods,
     .tp_members = Transcoder_members,
-    .tp_getset = Transcoder_getset,
 };
 
 /* Module functions -------------------------------------------------------------------------------------- */
@@ -486,22 +467,13 @@ static PyObject *get_decode_calls(PyObject *module, PyObject *Py_UNUSED(ignored)
     return PyLong_FromLongLong(decode_calls);
 }
 
-static PyMethodDef functions[] = {
+PyMethodDef tc_functions[] = {
     {"use_libopus", (PyCFunction)(void (*)(void))use_libopus, METH_VARARGS | METH_KEYWORDS,
      "The addresses of the libopus functions media.opus loaded (opus_decode, opus_encode, the repacketizer)."},
     {"decode_calls", (PyCFunction)get_decode_calls, METH_NOARGS, "Decodes done by C transcoders so far."},
     {NULL},
 };
 
-int tc_add_to_module(PyObject *module) {
+void tc_build_tables(void) {
     build_g711_tables();
-    if (PyType_Ready(&TranscoderType) < 0 || PyModule_AddFunctions(module, functions) < 0) {
-        return -1;
-    }
-    Py_INCREF(&TranscoderType);
-    if (PyModule_AddObject(module, "Transcoder", (PyObject *)&TranscoderType) < 0) {
-        Py_DECREF(&TranscoderType);
-        return -1;
-    }
-    return 0;
 }

@@ -52,13 +52,17 @@ typedef struct Transcoder Transcoder;
 
 extern PyTypeObject TranscoderType;
 
-/* Transcode one valid RTP packet (``len`` bytes at ``packet``) into ``out``; returns how many packets were
- * written (0 when the packet is late, a duplicate or undecodable: counted in the transcoder). Each output
- * packet carries the input's payload type and SSRC and a sequence number and timestamp in the input's
- * numbering, for the stream rewriter to map, exactly as media/transcoder.py's. */
-int tc_transcode(Transcoder *self, const uint8_t *packet, int len, TcPacket out[TC_MAX_OUT]);
+/* Transcode one valid RTP packet, whose payload is ``packet[start:end]`` (rtp_payload_bounds), into
+ * ``out``; returns how many packets were written (0 when the packet is late, a duplicate or undecodable:
+ * counted in the transcoder). Each output packet carries the input's payload type and SSRC and a sequence
+ * number and timestamp in the input's numbering, for the stream rewriter to map, exactly as
+ * media/transcoder.py's. */
+int tc_transcode(Transcoder *self, const uint8_t *packet, int start, int end, TcPacket out[TC_MAX_OUT]);
 
-/* Set up the G.711 tables and add Transcoder, use_libopus and decode_calls to the module. */
-int tc_add_to_module(PyObject *module);
+/* The module functions use_libopus and decode_calls. */
+extern PyMethodDef tc_functions[];
+
+/* Build the G.711 tables (once, at module import). */
+void tc_build_tables(void);
 
 #endif

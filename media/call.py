@@ -278,21 +278,28 @@ class MediaCall:
             raise
         return call
 
-    # Matrix → phone --------------------------------------------------------------------------------
     @classmethod
-    async def outbound(
-        cls, config: MediaConfig, webrtc_offer: str, on_event: EventCallback | None = None
+    async def _set_up(
+        cls, config: MediaConfig, answer: Callable[[MediaCall], None], on_event: EventCallback | None
     ) -> MediaCall:
-        """Answer the browser's offer; ``webrtc_local_sdp`` is the answer, ``trunk_local_sdp`` the offer."""
+        """A call from :meth:`prepare` on which ``answer`` answers the first offer (closed if it fails)."""
         call = await cls.prepare(config)
         try:
-            call.answer_webrtc_offer(webrtc_offer)
+            answer(call)
         except BaseException:
             await call.close("setup failed")
             raise
         if on_event is not None:
             call.on_event = on_event
         return call
+
+    # Matrix → phone --------------------------------------------------------------------------------
+    @classmethod
+    async def outbound(
+        cls, config: MediaConfig, webrtc_offer: str, on_event: EventCallback | None = None
+    ) -> MediaCall:
+        """Answer the browser's offer; ``webrtc_local_sdp`` is the answer, ``trunk_local_sdp`` the offer."""
+        return await cls._set_up(config, lambda call: call.answer_webrtc_offer(webrtc_offer), on_event)
 
     def answer_webrtc_offer(self, webrtc_offer: str, session_ids: tuple[str, str] | None = None) -> None:
         """On a call from :meth:`prepare`: answer the browser's offer and make the trunk offer
@@ -385,15 +392,7 @@ class MediaCall:
         cls, config: MediaConfig, trunk_offer: str, on_event: EventCallback | None = None
     ) -> MediaCall:
         """Answer the trunk's offer; ``trunk_local_sdp`` is that answer, ``webrtc_local_sdp`` our offer."""
-        call = await cls.prepare(config)
-        try:
-            call.answer_trunk_offer(trunk_offer)
-        except BaseException:
-            await call.close("setup failed")
-            raise
-        if on_event is not None:
-            call.on_event = on_event
-        return call
+        return await cls._set_up(config, lambda call: call.answer_trunk_offer(trunk_offer), on_event)
 
     def answer_trunk_offer(self, trunk_offer: str) -> None:
         """On a call from :meth:`prepare`: answer the trunk's offer and make the WebRTC offer. On an error the

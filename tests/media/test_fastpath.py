@@ -21,7 +21,7 @@ from typing import Any
 import aioice.ice
 import pylibsrtp
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pylibsrtp import Policy, Session
@@ -36,7 +36,7 @@ from media.transcoder import new_transcoder
 from media.trunk import PortRange, TrunkLeg
 from media.webrtc import WebRtcLeg
 from sdp import MediaParameters, NegotiatedCodec
-from tests.media.peers import SignalTrack, tone
+from tests.media.peers import tone
 from tests.media.test_passthrough import connect_outbound
 
 native = pytest.importorskip("media._fastpath", reason="the C extension is not built")
@@ -421,17 +421,12 @@ async def test_transcoded_call_is_relayed_by_the_pump_both_ways(browser: RTCPeer
     """Opus in the browser, PCMU on the trunk: the C transcoder and the pump carry both directions; the
     trunk hears the browser's tone, and the browser is sent what the trunk sends."""
     from media import g711
-    from media.call import MediaCall, MediaConfig
-    from tests.media.peers import RtpPeer, dominant_frequency, trunk_answer
+    from media.call import MediaConfig
+    from tests.media.peers import dominant_frequency
 
-    browser.addTrack(SignalTrack(tone(440, 3.0, rate=48000)))
-    await browser.setLocalDescription(await browser.createOffer())
-    call = await MediaCall.outbound(MediaConfig(webrtc_codecs=("opus",)), browser.localDescription.sdp)
-    peer = await RtpPeer.open()
+    opus_only = MediaConfig(webrtc_codecs=("opus",))
+    call, peer = await connect_outbound(browser, tone(440, 3.0, rate=48000), opus_only)
     try:
-        await browser.setRemoteDescription(RTCSessionDescription(str(call.webrtc_local_sdp), "answer"))
-        call.set_trunk_remote_sdp(trunk_answer(peer.port))
-        await asyncio.wait_for(call.web.connected.wait(), 15)
         await peer.wait_for(60)
         assert call.relay is not None and not call.relay.passthrough and call.relay.in_c
         assert call.stats()["relay"] == "c"

@@ -14,10 +14,13 @@ from sdp import SessionDescription
 from tests.media.peers import RtpPeer, SignalTrack, dominant_frequency, rms_dbfs, tone, trunk_answer
 
 
-async def connect_outbound(browser: RTCPeerConnection, signal: np.ndarray) -> tuple[MediaCall, RtpPeer]:
+async def connect_outbound(
+    browser: RTCPeerConnection, signal: np.ndarray, config: MediaConfig | None = None
+) -> tuple[MediaCall, RtpPeer]:
+    """A call from the stand-in browser, sending ``signal``, to a trunk answering PCMU, connected."""
     browser.addTrack(SignalTrack(signal))
     await browser.setLocalDescription(await browser.createOffer())
-    call = await MediaCall.outbound(MediaConfig(), browser.localDescription.sdp)
+    call = await MediaCall.outbound(config or MediaConfig(), browser.localDescription.sdp)
     await browser.setRemoteDescription(RTCSessionDescription(str(call.webrtc_local_sdp), "answer"))
     peer = await RtpPeer.open()
     call.set_trunk_remote_sdp(trunk_answer(peer.port))

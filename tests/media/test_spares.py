@@ -4,13 +4,15 @@ worker adopting the call while the trunk rings (media/spares.py, MediaService.cr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from media.call import MediaCall, MediaConfig, PreparedCall, outbound_sdp
-from media.service import MediaError, MediaEvent, MediaService
+from media.service import MediaError, MediaEvent, MediaService, _Worker
 from media.spares import SpareCalls
 from media.worker import LATER, WorkerServer
 from tests.media.peers import RtpPeer, SignalTrack, tone, trunk_answer
@@ -29,6 +31,23 @@ async def until(condition: Any, what: str, seconds: float = 5.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def worker_with_spares(
+    count: int, **config: Any
+) -> AsyncIterator[tuple[MediaService, _Worker, list[MediaEvent]]]:
+    """A started service with one worker holding ``count`` spare calls, and the events it publishes."""
+    service = MediaService(MediaConfig(spare_calls=count, **config), workers=1)
+    await service.start()
+    events: list[MediaEvent] = []
+    service.subscribe(events.append)
+    worker = service._workers[0]
+    try:
+        await until(lambda: len(worker.spares) == count, f"{count} spare call(s)")
+        yield service, worker, events
+    finally:
+        await service.stop()
 
 
 async def test_the_bridge_and_the_worker_make_the_same_outbound_sdp_from_a_prepared_call(
@@ -51,73 +70,57 @@ async def test_the_bridge_and_the_worker_make_the_same_outbound_sdp_from_a_prepa
 async def test_outbound_setup_on_a_spare_returns_before_the_worker_replies_and_the_call_connects(
     loopback_ice: None,
 ) -> None:
-    service = MediaService(MediaConfig(spare_calls=2), workers=1)
-    await service.start()
-    events: list[MediaEvent] = []
-    service.subscribe(events.append)
-    worker = service._workers[0]
     browser, offer = await browser_offer()
     peer = await RtpPeer.open()
     try:
-        await until(lambda: len(worker.spares) == 2, "two spare calls")
-        setup = await service.create_outbound(offer)
-        # No loop turn passed: the worker's reply to the adoption cannot have been read yet.
-        assert worker.pending, "create_outbound waited for the worker"
-        assert len(worker.spares) == 1
-        await browser.setRemoteDescription(RTCSessionDescription(setup.webrtc_sdp, "answer"))
-        applied = service.set_trunk_answer_soon(setup.call_id, setup.trunk_sdp, trunk_answer(peer.port))
-        await applied
-        await until(lambda: any(e.kind == "connected" for e in events), "ICE and DTLS")
-        await peer.wait_for(10)
-        assert (await service.stats(setup.call_id))["passthrough"] is True
-        await until(lambda: len(worker.spares) == 2, "the spare replaced")
-        assert await worker.request("count") == 1
+        async with worker_with_spares(2) as (service, worker, events):
+            setup = await service.create_outbound(offer)
+            # No loop turn passed: the worker's reply to the adoption cannot have been read yet.
+            assert worker.pending, "create_outbound waited for the worker"
+            assert len(worker.spares) == 1
+            await browser.setRemoteDescription(RTCSessionDescription(setup.webrtc_sdp, "answer"))
+            applied = service.set_trunk_answer_soon(setup.call_id, setup.trunk_sdp, trunk_answer(peer.port))
+            await applied
+            await until(lambda: any(e.kind == "connected" for e in events), "ICE and DTLS")
+            await peer.wait_for(10)
+            assert (await service.stats(setup.call_id))["passthrough"] is True
+            await until(lambda: len(worker.spares) == 2, "the spare replaced")
+            assert await worker.request("count") == 1
     finally:
         await browser.close()
         peer.close()
-        await service.stop()
 
 
 async def test_a_spare_the_worker_no_longer_has_ends_the_call_with_a_closed_event(loopback_ice: None) -> None:
-    service = MediaService(MediaConfig(spare_calls=1), workers=1)
-    await service.start()
-    events: list[MediaEvent] = []
-    service.subscribe(events.append)
-    worker = service._workers[0]
     browser, offer = await browser_offer()
     try:
-        await until(lambda: len(worker.spares) == 1, "a spare call")
-        lost = worker.spares._ready[0][1]
-        await worker.request("release", prepared=lost.call_id)
-        setup = await service.create_outbound(offer)
-        assert setup.call_id == lost.call_id
-        await until(lambda: any(e.kind == "closed" for e in events), "the closed event")
-        [closed] = [e for e in events if e.kind == "closed"]
-        assert closed.call_id == setup.call_id and "media setup failed" in closed.data["reason"]
-        assert service.call_count == 0 and await worker.request("count") == 0
+        async with worker_with_spares(1) as (service, worker, events):
+            lost = worker.spares._ready[0][1]
+            await worker.request("release", prepared=lost.call_id)
+            setup = await service.create_outbound(offer)
+            assert setup.call_id == lost.call_id
+            await until(lambda: any(e.kind == "closed" for e in events), "the closed event")
+            [closed] = [e for e in events if e.kind == "closed"]
+            assert closed.call_id == setup.call_id and "media setup failed" in closed.data["reason"]
+            assert service.call_count == 0 and await worker.request("count") == 0
     finally:
         await browser.close()
-        await service.stop()
 
 
 async def test_an_offer_without_a_common_codec_is_refused_in_the_bridge_and_the_spare_released(
     loopback_ice: None,
 ) -> None:
-    service = MediaService(MediaConfig(spare_calls=1, webrtc_codecs=()), workers=1)
-    await service.start()
-    worker = service._workers[0]
     browser, offer = await browser_offer()
     try:
-        await until(lambda: len(worker.spares) == 1, "a spare call")
-        taken = worker.spares._ready[0][1].call_id
-        with pytest.raises(MediaError, match="NegotiationError"):
-            await service.create_outbound(offer)
-        assert service.call_count == 0
-        with pytest.raises(MediaError, match="no prepared call"):
-            await worker.request("outbound", prepared=taken, sdp=offer)
+        async with worker_with_spares(1, webrtc_codecs=()) as (service, worker, _):
+            taken = worker.spares._ready[0][1].call_id
+            with pytest.raises(MediaError, match="NegotiationError"):
+                await service.create_outbound(offer)
+            assert service.call_count == 0
+            with pytest.raises(MediaError, match="no prepared call"):
+                await worker.request("outbound", prepared=taken, sdp=offer)
     finally:
         await browser.close()
-        await service.stop()
 
 
 async def test_a_trunk_answer_that_does_not_fit_our_offer_is_refused_without_asking_the_worker() -> None:
@@ -256,24 +259,20 @@ async def test_waiting_for_a_spare_ends_with_none_when_the_worker_goes() -> None
 
 
 async def test_an_inbound_setup_takes_a_spare_and_the_browser_can_answer_it(loopback_ice: None) -> None:
-    service = MediaService(MediaConfig(spare_calls=1), workers=1)
-    await service.start()
-    worker = service._workers[0]
     peer = await RtpPeer.open()
     browser = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     browser.addTrack(SignalTrack(tone(1000, 3.0)))
     try:
-        await until(lambda: len(worker.spares) == 1, "a spare call")
-        spare = worker.spares._ready[0][1].call_id
-        setup = await service.create_inbound(trunk_answer(peer.port))  # a trunk offer, as sipp sends
-        assert setup.call_id == spare
-        assert "a=setup:actpass" in setup.webrtc_sdp
-        await browser.setRemoteDescription(RTCSessionDescription(setup.webrtc_sdp, "offer"))
-        await browser.setLocalDescription(await browser.createAnswer())
-        await service.set_webrtc_answer(setup.call_id, browser.localDescription.sdp)
-        await peer.wait_for(10)
-        assert (await service.stats(setup.call_id))["webrtc_state"] == "connected"
+        async with worker_with_spares(1) as (service, worker, _):
+            spare = worker.spares._ready[0][1].call_id
+            setup = await service.create_inbound(trunk_answer(peer.port))  # a trunk offer, as sipp sends
+            assert setup.call_id == spare
+            assert "a=setup:actpass" in setup.webrtc_sdp
+            await browser.setRemoteDescription(RTCSessionDescription(setup.webrtc_sdp, "offer"))
+            await browser.setLocalDescription(await browser.createAnswer())
+            await service.set_webrtc_answer(setup.call_id, browser.localDescription.sdp)
+            await peer.wait_for(10)
+            assert (await service.stats(setup.call_id))["webrtc_state"] == "connected"
     finally:
         await browser.close()
         peer.close()
-        await service.stop()
