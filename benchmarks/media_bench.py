@@ -715,32 +715,28 @@ def main() -> None:
     relay = RelayProcess(relay_cpu, args.loop)
     try:
         # aiortc's jitter buffer holds ~80 ms by design: it gets 200 ms of p99 before it counts as queueing.
-        baseline = transcode = None
+        baseline = None
         if "baseline" in paths:
             baseline, _ = search(
                 "aiortc", steps["baseline"], lambda n: run_baseline(relay, n, seconds), 200.0
             )
         limit = args.p99_limit
-        # The Python relay first, then the C pump (media/fastpath.py), on the same relay process.
-        passthroughs: dict[str, dict[str, Any] | None] = {}
-        for mode in ("passthrough-py", "passthrough"):
-            if mode in paths:
-                passthroughs[mode], _ = search(
-                    mode, steps[mode], lambda n, m=mode: run_ours(relay, m, n, seconds), limit
-                )
-        python, passthrough = passthroughs.get("passthrough-py"), passthroughs.get("passthrough")
-        # Transcoding the same way: the Python transcoder and relay, then the C transcoder in the pump.
-        transcodes: dict[str, dict[str, Any] | None] = {}
+        # Each path on the Python relay first, then on the C pump (media/fastpath.py), same relay process.
+        best: dict[str, dict[str, Any] | None] = {}
         complexity = args.opus_complexity
-        for mode in ("transcode-py", "transcode"):
+        labels = {
+            "passthrough-py": "passthrough-py",
+            "passthrough": "passthrough",
+            "transcode-py": "opus⇄pcmu-py",
+            "transcode": "opus⇄pcmu",
+        }
+        for mode, label in labels.items():
             if mode in paths:
-                transcodes[mode], _ = search(
-                    "opus⇄pcmu" + mode.removeprefix("transcode"),
-                    steps[mode],
-                    lambda n, m=mode: run_ours(relay, m, n, seconds, complexity),
-                    limit,
+                best[mode], _ = search(
+                    label, steps[mode], lambda n, m=mode: run_ours(relay, m, n, seconds, complexity), limit
                 )
-        transcode_python, transcode = transcodes.get("transcode-py"), transcodes.get("transcode")
+        python, passthrough = best.get("passthrough-py"), best.get("passthrough")
+        transcode_python, transcode = best.get("transcode-py"), best.get("transcode")
         # The harness's own floor at those loads: the same traffic echoed straight back, no relay work.
         floors: dict[str, dict[str, Any]] = {}
         for name, best in (("passthrough", passthrough), ("transcode", transcode)):

@@ -1,4 +1,8 @@
-"""Instructions per relayed packet, counted by valgrind's callgrind: a repeatable figure on a noisy machine.
+"""Instructions per relayed packet, counted by valgrind's callgrind: less noisy than wall-clock figures.
+
+Not exactly repeatable: how many datagrams each wake-up of the relay finds varies from run to run (and
+each wake-up costs an epoll round), so the C pump's passthrough figure ranged 5,100-10,200 instructions
+in five runs of one session (2026-11-23, night). Compare runs of the same session, several of each.
 
 Run from the repository root (about a minute per mode; needs ``valgrind``)::
 
